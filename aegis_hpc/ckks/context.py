@@ -1,0 +1,133 @@
+"""The one object a user holds: parameters, tables, encoder, key generation, en/decryption."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_xp, to_numpy
+from . import params as params_mod
+from .ciphertext import Ciphertext, Plaintext
+from .encoder import Encoder
+from .evaluator import EvaluationError, Evaluator
+from .keys import (EvaluationKeys, KeyGenerator, PublicKey, SecretKey, galois_element_conjugate,
+                   galois_element_for_rotation)
+from .ntt import RingTables
+from .params import ERROR_ETA
+from .rns import crt_centered_small
+from .sampling import Stream, centered_binomial, fresh_seed, ternary
+
+
+class Context:
+    def __init__(self, params: params_mod.Parameters):
+        self.params = params
+        self.xp = get_xp()
+        self.ring = RingTables(params.qp, params.log_n)
+        self.encoder = Encoder(params.log_n)
+        self.keygenerator = KeyGenerator(params, self.ring)
+
+    @classmethod
+    def from_preset(cls, name: str) -> "Context":
+        return cls(params_mod.preset(name))
+
+    @property
+    def max_level(self) -> int:
+        return self.params.max_level
+
+    @property
+    def slots(self) -> int:
+        return self.params.slots
+
+    # ---- keys -----------------------------------------------------------
+    def keygen(self, rotations=(), conjugate: bool = False, bootstrap: bool = False):
+        """(secret key, evaluation keys) with Galois keys for exactly the rotations asked for."""
+        if bootstrap:
+            raise NotImplementedError("bootstrapping keys are not implemented yet (issue 8)")
+        kg = self.keygenerator
+        sk = kg.secret_key()
+        keys = EvaluationKeys(public=kg.public_key(sk), relin=kg.relin_key(sk),
+                              fingerprint=self.params.fingerprint)
+        self.add_rotation_keys(sk, keys, rotations, conjugate)
+        return sk, keys
+
+    def add_rotation_keys(self, sk, keys, rotations=(), conjugate=False):
+        n = self.params.n
+        elements = {galois_element_for_rotation(int(r), n) for r in rotations if int(r) % (n // 2)}
+        if conjugate:
+            elements.add(galois_element_conjugate(n))
+        for g in sorted(elements - set(keys.galois)):
+            keys.galois[g] = self.keygenerator.galois_key(sk, g)
+        return keys
+
+    # ---- encoding -------------------------------------------------------
+    def encode(self, values, level: int | None = None, scale: float | None = None,
+               slots: int | None = None) -> Plaintext:
+        level = self.params.max_level if level is None else level
+        limbs = self.params.limbs_at(level)
+        scale = self.params.scale_at(level) if scale is None else scale
+        coeffs, slots = self.encoder.to_coefficients(values, scale, slots)
+        q = np.array(self.params.q[:limbs], dtype=np.int64)[:, None]
+        res = (coeffs[None, :] % q).astype(np.uint64)
+        data = self.ring.ntt(self.xp.asarray(res), list(range(limbs)))
+        return Plaintext(data=data, level=level, scale=scale, slots=slots,
+                         fingerprint=self.params.fingerprint,
+                         is_complex=bool(np.iscomplexobj(values) and np.any(np.imag(values))))
+
+    def decode(self, pt: Plaintext):
+        coeffs = self._base_coefficients(pt.data[: self.params.base_primes])
+        return self._finish(self.encoder.from_coefficients(coeffs, pt.scale, pt.slots), pt.is_complex)
+
+    def _base_coefficients(self, base_ntt):
+        base = list(range(self.params.base_primes))
+        coeff = self.ring.intt(base_ntt, base)
+        return to_numpy(crt_centered_small(coeff, self.params.q[: self.params.base_primes]))
+
+    @staticmethod
+    def _finish(z, is_complex):
+        return z if is_complex else z.real.copy()
+
+    # ---- encryption -----------------------------------------------------
+    def encrypt(self, values, key, level: int | None = None, slots: int | None = None) -> Ciphertext:
+        """Encrypt a vector with a SecretKey (symmetric) or the PublicKey / EvaluationKeys."""
+        pt = values if isinstance(values, Plaintext) else self.encode(values, level=level, slots=slots)
+        if isinstance(key, EvaluationKeys):
+            key = key.public
+        if getattr(key, "fingerprint", None) != self.params.fingerprint:
+            raise EvaluationError("encryption key does not belong to this parameter set")
+        xp, kg = self.xp, self.keygenerator
+        limbs = self.params.limbs_at(pt.level)
+        idx = list(range(limbs))
+        qc = self.ring.q_col(idx)
+        if isinstance(key, SecretKey):
+            a = kg.uniform(fresh_seed(), idx)
+            e = kg.error_ntt(Stream(fresh_seed(), "enc-error"), idx)
+            c0 = (qc - a * key.ntt[:limbs] % qc + e + pt.data) % qc
+            data = xp.stack([c0, a])
+        elif isinstance(key, PublicKey):
+            stream = Stream(fresh_seed(), "enc-pk")
+            v = kg.small_to_ntt(ternary(stream, self.params.n), idx)
+            e0 = kg.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
+            e1 = kg.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
+            c0 = (v * key.b[:limbs] % qc + e0 + pt.data) % qc
+            c1 = (v * key.a[:limbs] % qc + e1) % qc
+            data = xp.stack([c0, c1])
+        else:
+            raise EvaluationError(f"cannot encrypt with a {type(key).__name__}")
+        return Ciphertext(data=data, level=pt.level, scale=pt.scale, slots=pt.slots,
+                          fingerprint=self.params.fingerprint, is_complex=pt.is_complex)
+
+    def decrypt(self, ct: Ciphertext, sk: SecretKey):
+        """Slots of the message (float, or complex for complex ciphertexts)."""
+        if not isinstance(sk, SecretKey):
+            raise EvaluationError("decryption needs the SecretKey")
+        for obj, what in ((ct, "ciphertext"), (sk, "secret key")):
+            if obj.fingerprint != self.params.fingerprint:
+                raise EvaluationError(f"{what} belongs to another parameter set "
+                                      f"({obj.fingerprint[:16]}… vs {self.params.fingerprint[:16]}…)")
+        b = self.params.base_primes
+        qc = self.ring.q_col(range(b))
+        m = (ct.data[0, :b] + ct.data[1, :b] * sk.ntt[:b] % qc) % qc
+        coeffs = self._base_coefficients(m)
+        return self._finish(self.encoder.from_coefficients(coeffs, ct.scale, ct.slots), ct.is_complex)
+
+    def evaluator(self, keys: EvaluationKeys | None = None) -> Evaluator:
+        return Evaluator(self, keys)

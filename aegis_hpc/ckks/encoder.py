@@ -1,0 +1,66 @@
+"""Canonical-embedding encoder: N/2 complex slots <-> integer polynomial coefficients.
+
+Slot j is the evaluation at zeta^(5^j) (zeta = exp(i*pi/N)), so the Galois
+map X -> X^(5^k) rotates slots left by k and X -> X^(2N-1) conjugates them.
+Both directions are one length-N FFT: the values at all odd powers of zeta
+are N * ifft(m_k * zeta^k). Fewer slots (a power of two) are replicated to
+fill N/2, which makes a rotation by k act as a cyclic rotation of the short
+vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class EncodingError(ValueError):
+    pass
+
+
+class Encoder:
+    def __init__(self, log_n: int):
+        n = 1 << log_n
+        self.n = n
+        self.max_slots = n // 2
+        exps = np.empty(self.max_slots, dtype=np.int64)
+        e = 1
+        for j in range(self.max_slots):
+            exps[j] = e
+            e = e * 5 % (2 * n)
+        self._slot_pos = (exps - 1) // 2            # position among odd powers
+        self._conj_pos = n - 1 - self._slot_pos      # position of the conjugate point
+        k = np.arange(n)
+        self._twist = np.exp(1j * np.pi * k / n)
+        self._untwist = np.conj(self._twist)
+
+    def slots_for(self, count: int, slots: int | None = None) -> int:
+        if slots is None:
+            slots = 1 << max(0, int(count - 1).bit_length())
+        if slots & (slots - 1) or not 1 <= slots <= self.max_slots:
+            raise EncodingError(f"slot count must be a power of two in 1..{self.max_slots}, got {slots}")
+        if count > slots:
+            raise EncodingError(f"{count} values do not fit in {slots} slots (max {self.max_slots})")
+        return slots
+
+    def to_coefficients(self, values, scale: float, slots: int | None = None):
+        """Rounded integer coefficients (int64, length N) of values * scale, and the slot count."""
+        z = np.asarray(values, dtype=np.complex128).ravel()
+        if not np.all(np.isfinite(z)):
+            raise EncodingError("values contain NaN or infinity")
+        slots = self.slots_for(z.size, slots)
+        full = np.zeros(slots, dtype=np.complex128)
+        full[: z.size] = z
+        full = np.tile(full, self.max_slots // slots)
+        points = np.empty(self.n, dtype=np.complex128)
+        points[self._slot_pos] = full
+        points[self._conj_pos] = np.conj(full)
+        m = (np.fft.fft(points) / self.n * self._untwist).real * scale
+        if np.max(np.abs(m), initial=0.0) >= 2.0 ** 62:
+            raise EncodingError(f"values too large for scale 2^{np.log2(scale):.1f} (coefficients overflow 2^62)")
+        return np.rint(m).astype(np.int64), slots
+
+    def from_coefficients(self, coeffs, scale: float, slots: int):
+        """Slots (complex128, length `slots`) of a polynomial with real (float or int) coefficients."""
+        m = np.asarray(coeffs, dtype=np.float64) / scale
+        points = self.n * np.fft.ifft(m * self._twist)
+        return points[self._slot_pos[:slots]]

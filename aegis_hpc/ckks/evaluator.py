@@ -1,0 +1,300 @@
+"""Homomorphic operations on ciphertexts.
+
+Scale rule: every operation that will be followed by a rescale encodes its
+plaintext or constant at the scale that makes the rescaled result land
+exactly on the parameter set's scale table (Delta_{l-1}); see params.py.
+Ciphertexts of different levels are brought together by `adjust`, which
+lowers the higher one with the exact target scale (one constant multiply and
+rescale), the way OpenFHE's FLEXIBLEAUTO mode does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .ciphertext import Ciphertext, Plaintext
+from .keys import EvaluationKeys, galois_element_conjugate, galois_element_for_rotation
+from .keyswitch import KeySwitcher
+from .rns import crt_centered_small
+
+SCALE_RTOL = 1e-9  # scales this close are one scale (float rounding of the table)
+
+
+class EvaluationError(ValueError):
+    pass
+
+
+class MissingKeyError(EvaluationError, KeyError):
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0]
+
+
+class Evaluator:
+    def __init__(self, ctx, keys: EvaluationKeys | None):
+        self.ctx = ctx
+        self.params = ctx.params
+        self.ring = ctx.ring
+        self.xp = ctx.xp
+        if keys is not None and keys.fingerprint != self.params.fingerprint:
+            raise EvaluationError(
+                f"evaluation keys are for parameters {keys.fingerprint[:16]}…, "
+                f"this context is {self.params.fingerprint[:16]}…")
+        self.keys = keys
+        self.ks = KeySwitcher(self.params, self.ring)
+
+    # ---- checks -------------------------------------------------------
+    def _check(self, *items):
+        for it in items:
+            if isinstance(it, (Ciphertext, Plaintext)) and it.fingerprint != self.params.fingerprint:
+                raise EvaluationError(
+                    f"{type(it).__name__} belongs to another parameter set "
+                    f"({it.fingerprint[:16]}… vs {self.params.fingerprint[:16]}…)")
+
+    def _qc(self, limbs):
+        return self.ring.q_col(range(limbs))
+
+    def _same_scale(self, a, b, what):
+        if abs(a.scale / b.scale - 1.0) > SCALE_RTOL:
+            raise EvaluationError(
+                f"{what}: scales differ (2^{math.log2(a.scale):.4f} vs 2^{math.log2(b.scale):.4f}); "
+                "rescale or adjust first")
+
+    def _slots_match(self, a, b, what):
+        if a.slots != b.slots:
+            raise EvaluationError(f"{what}: slot counts differ ({a.slots} vs {b.slots})")
+
+    def _level_product(self, level):
+        p = self.params
+        top = p.limbs_at(level)
+        return math.prod(p.q[top - p.primes_per_level:top])
+
+    def rescale_target_scale(self, ct_scale, level):
+        """Scale to encode an operand at so that (ct*operand) rescales onto the table."""
+        if level == 0:
+            raise EvaluationError("no level left to rescale into (level 0)")
+        return self._level_product(level) * self.params.scale_at(level - 1) / ct_scale
+
+    # ---- levels -------------------------------------------------------
+    def drop_level(self, ct, levels: int = 1):
+        """Discard the top `levels` prime groups; value and scale unchanged."""
+        self._check(ct)
+        new = ct.level - levels
+        if new < 0:
+            raise EvaluationError(f"cannot drop {levels} levels from level {ct.level}")
+        return ct.with_data(ct.data[:, : self.params.limbs_at(new)].copy(), level=new)
+
+    def adjust(self, ct, level: int):
+        """Same value at `level` with exactly the table scale Delta_level."""
+        self._check(ct)
+        target = self.params.scale_at(level)
+        if ct.level == level:
+            self._same_scale(ct, Plaintext(None, level, target, ct.slots, ""), "adjust")
+            return ct
+        if ct.level < level:
+            raise EvaluationError(f"cannot raise level {ct.level} to {level} (bootstrapping needed)")
+        c = self._level_product(ct.level) * target / ct.scale
+        out = self.rescale(self._mul_integer_scaled(ct, 1.0, c))
+        out.scale = target
+        return self.drop_level(out, out.level - level) if out.level > level else out
+
+    def match(self, a, b):
+        """Bring two ciphertexts to the lower of their levels (exact table scale)."""
+        if a.level > b.level:
+            return self.adjust(a, b.level), b
+        if b.level > a.level:
+            return a, self.adjust(b, a.level)
+        return a, b
+
+    # ---- additive -----------------------------------------------------
+    def add(self, a, b):
+        return self._addsub(a, b, subtract=False)
+
+    def sub(self, a, b):
+        return self._addsub(a, b, subtract=True)
+
+    def _addsub(self, a, b, subtract):
+        self._check(a, b)
+        if isinstance(b, (int, float, complex, np.number)):
+            return self.add_const(a, -b if subtract else b)
+        if isinstance(b, Plaintext):
+            b_data, b_level = b.data[None], b.level
+            if b.level < a.level:
+                a = self.drop_level(a, a.level - b.level)
+            self._same_scale(a, b, "add plaintext")
+            self._slots_match(a, b, "add plaintext")
+            limbs = a.limbs
+            qc = self._qc(limbs)
+            data = a.data.copy()
+            data[0] = (data[0] + (qc - b.data[:limbs] if subtract else b.data[:limbs])) % qc
+            return a.with_data(data, is_complex=a.is_complex or b.is_complex)
+        a, b = self.match(a, b)
+        self._same_scale(a, b, "add")
+        self._slots_match(a, b, "add")
+        qc = self._qc(a.limbs)
+        data = a.data + (qc - b.data if subtract else b.data)
+        data %= qc
+        return a.with_data(data, is_complex=a.is_complex or b.is_complex)
+
+    def neg(self, ct):
+        self._check(ct)
+        qc = self._qc(ct.limbs)
+        return ct.with_data((qc - ct.data) % qc)
+
+    def add_const(self, ct, c):
+        """Add a scalar to every slot (no level used)."""
+        self._check(ct)
+        if complex(c).imag != 0:
+            pt = self.ctx.encode(np.full(ct.slots, c), level=ct.level, scale=ct.scale, slots=ct.slots)
+            return self.add(ct, pt)
+        value = int(round(float(np.real(c)) * ct.scale))
+        qs = self.params.q[: ct.limbs]
+        const = self.xp.asarray(np.array([value % q for q in qs], dtype=np.uint64))[:, None]
+        data = ct.data.copy()
+        data[0] = (data[0] + const) % self._qc(ct.limbs)
+        return ct.with_data(data)
+
+    # ---- multiplicative by plaintext/constant -------------------------
+    def _mul_integer_scaled(self, ct, c, scale):
+        """ct * round(c*scale) (an integer), result scale ct.scale*scale; no rescale."""
+        value = int(round(float(c) * scale))
+        qs = self.params.q[: ct.limbs]
+        const = self.xp.asarray(np.array([value % q for q in qs], dtype=np.uint64))[:, None]
+        data = ct.data * const
+        data %= self._qc(ct.limbs)
+        return ct.with_data(data, scale=ct.scale * scale)
+
+    def mul_int(self, ct, k: int):
+        """Multiply by an integer: exact, no level or scale change."""
+        return self._mul_integer_scaled(ct, int(k), 1.0)
+
+    def mul_const(self, ct, c, rescale: bool = False):
+        """Multiply every slot by a real scalar; rescaling lands on the table scale."""
+        self._check(ct)
+        if complex(c).imag != 0:
+            return self.mul_plain(ct, np.full(ct.slots, c), rescale=rescale)
+        out = self._mul_integer_scaled(ct, float(np.real(c)), self.rescale_target_scale(ct.scale, ct.level))
+        return self.rescale(out) if rescale else out
+
+    def mul_plain(self, ct, pt, rescale: bool = False):
+        """Slot-wise product with a Plaintext or a vector (encoded for an exact rescale)."""
+        self._check(ct, pt)
+        if not isinstance(pt, Plaintext):
+            values = np.asarray(pt)
+            if values.size != ct.slots:
+                raise EvaluationError(f"mul_plain: {values.size} values for a ciphertext of {ct.slots} slots")
+            pt = self.ctx.encode(values, level=ct.level, slots=ct.slots,
+                                 scale=self.rescale_target_scale(ct.scale, ct.level))
+        if pt.level < ct.level:
+            ct = self.drop_level(ct, ct.level - pt.level)
+        self._slots_match(ct, pt, "mul_plain")
+        data = ct.data * pt.data[: ct.limbs]
+        data %= self._qc(ct.limbs)
+        out = ct.with_data(data, scale=ct.scale * pt.scale, is_complex=ct.is_complex or pt.is_complex)
+        return self.rescale(out) if rescale else out
+
+    # ---- ciphertext products -----------------------------------------
+    def _relin_key(self):
+        if self.keys is None or self.keys.relin is None:
+            raise MissingKeyError("no relinearisation key: generate keys with ctx.keygen()")
+        return self.keys.relin
+
+    def mul(self, a, b, rescale: bool = False):
+        """Ciphertext product, relinearised."""
+        if not isinstance(b, Ciphertext):
+            return self.mul_plain(a, b, rescale) if not np.isscalar(b) else self.mul_const(a, b, rescale)
+        self._check(a, b)
+        a, b = self.match(a, b)
+        self._slots_match(a, b, "mul")
+        qc = self._qc(a.limbs)
+        a0, a1 = a.data[0], a.data[1]
+        b0, b1 = b.data[0], b.data[1]
+        d0 = a0 * b0 % qc
+        d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
+        d2 = a1 * b1 % qc
+        u = self.ks.switch(d2, self._relin_key(), a.level)
+        data = self.xp.stack([(d0 + u[0]) % qc, (d1 + u[1]) % qc])
+        out = a.with_data(data, scale=a.scale * b.scale, is_complex=a.is_complex or b.is_complex)
+        return self.rescale(out) if rescale else out
+
+    def square(self, a, rescale: bool = False):
+        return self.mul(a, a, rescale)
+
+    def rescale(self, ct):
+        """Divide by the top prime group (rounded) and drop it: level - 1."""
+        self._check(ct)
+        p = self.params
+        if ct.level == 0:
+            raise EvaluationError("cannot rescale a level-0 ciphertext")
+        k = p.primes_per_level
+        limbs = ct.limbs
+        keep = limbs - k
+        top_idx = list(range(keep, limbs))
+        top = self.ring.intt(ct.data[:, keep:], top_idx)
+        top_q = [p.q[i] for i in top_idx]
+        lifted = self.xp.stack([crt_centered_small(top[c], top_q) for c in range(2)])  # int64 (2, N)
+        q_keep = np.array(p.q[:keep], dtype=np.int64)
+        res = (lifted[:, None, :] % self.xp.asarray(q_keep)[:, None]).astype(np.uint64)
+        res = self.ring.ntt(res, list(range(keep)))
+        qc = self._qc(keep)
+        inv = self.xp.asarray(np.array([pow(math.prod(top_q) % q, -1, q) for q in p.q[:keep]],
+                                       dtype=np.uint64))[:, None]
+        data = ct.data[:, :keep] + qc - res
+        data *= inv
+        data %= qc
+        return ct.with_data(data, level=ct.level - 1, scale=ct.scale / math.prod(top_q))
+
+    # ---- rotations ----------------------------------------------------
+    def _galois_key(self, element, what):
+        if self.keys is None or element not in self.keys.galois:
+            raise MissingKeyError(f"no Galois key for {what}; list it in keygen(rotations=[...]) "
+                                  "(or conjugate=True)")
+        return self.keys.galois[element]
+
+    def _galois_hoisted(self, ct, elements_and_names):
+        self._check(ct)
+        keys = [self._galois_key(g, name) for g, name in elements_and_names]
+        ext = self.ks.modup(ct.data[1], ct.level)
+        qc = self._qc(ct.limbs)
+        out = []
+        for (g, _), key in zip(elements_and_names, keys):
+            perm = self.ring.automorphism_permutation(g)
+            u = self.ks.moddown(self.ks.inner(ext[..., perm], key, ct.level), ct.level)
+            c0 = (ct.data[0][:, perm] + u[0]) % qc
+            out.append(ct.with_data(self.xp.stack([c0, u[1]])))
+        return out
+
+    def rotate_hoisted(self, ct, steps):
+        """Rotations of one ciphertext sharing one ModUp; returns {step: ciphertext}."""
+        n = self.params.n
+        steps = list(steps)
+        todo = [s for s in steps if s % ct.slots != 0]
+        rotated = self._galois_hoisted(
+            ct, [(galois_element_for_rotation(s, n), f"rotation {s}") for s in todo])
+        result = dict(zip(todo, rotated))
+        for s in steps:
+            if s % ct.slots == 0:
+                result[s] = ct
+        return result
+
+    def rotate(self, ct, steps: int):
+        """Cyclic left rotation of the slots by `steps`."""
+        return self.rotate_hoisted(ct, [steps])[steps]
+
+    def conjugate(self, ct):
+        g = galois_element_conjugate(self.params.n)
+        return self._galois_hoisted(ct, [(g, "conjugation")])[0]
+
+    # ---- circuits -----------------------------------------------------
+    def linear_transform(self, ct, transform, rescale: bool = True):
+        return transform.evaluate(self, ct, rescale=rescale)
+
+    def evaluate_chebyshev(self, ct, series, **kw):
+        from .polynomial import evaluate_chebyshev
+
+        return evaluate_chebyshev(self, ct, series, **kw)
+
+    def bootstrap(self, ct):
+        raise NotImplementedError("bootstrapping is not implemented yet (issue 8); "
+                                  "refresh through the key holder instead")

@@ -1,0 +1,140 @@
+"""Secret, public and key-switching keys, and their generation.
+
+Key-switching keys use the hybrid (GHS/HPS) gadget: digit j of the Q primes
+gets swk_j = (-a_j*s + e_j + P*[s_from]_{digit j}, a_j) over Q*P, i.e. the
+gadget entry is P on the primes of digit j and 0 elsewhere. That form stays
+valid when a ciphertext has fewer limbs: the unused rows are just ignored.
+Rows are stored P first, then Q, so the rows a level needs are a prefix.
+The `a_j` halves are uniform from a 32-byte seed each and can be regenerated
+from it (the key files store seeds only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backend import get_xp
+from .params import ERROR_ETA
+from .sampling import Stream, centered_binomial, fresh_seed, ternary, uniform_mod
+
+
+@dataclass
+class SecretKey:
+    coeffs: np.ndarray      # int8 ternary (N,) on the host
+    ntt: object             # xp uint64 (|Q|+|P|, N), rows in params.qp order
+    fingerprint: str
+
+
+@dataclass
+class PublicKey:
+    b: object               # xp uint64 (|Q|, N)
+    a: object               # xp uint64 (|Q|, N), = uniform(seed)
+    seed: bytes
+    fingerprint: str
+
+
+@dataclass
+class SwitchingKey:
+    """Key switching s_from -> s; arrays (dnum, |P|+|Q|, N) uint32, rows P first."""
+    b: object
+    a: object
+    seeds: tuple
+    fingerprint: str
+
+
+@dataclass
+class EvaluationKeys:
+    """Everything the server needs; never holds secret material."""
+    public: PublicKey | None
+    relin: SwitchingKey | None
+    galois: dict = field(default_factory=dict)   # galois element -> SwitchingKey
+    fingerprint: str = ""
+
+    def has_galois(self, element: int) -> bool:
+        return element in self.galois
+
+
+def galois_element_for_rotation(k: int, n: int) -> int:
+    """X -> X^(5^k mod 2N) rotates the N/2 slots left by k."""
+    return pow(5, k % (n // 2), 2 * n)
+
+
+def galois_element_conjugate(n: int) -> int:
+    return 2 * n - 1
+
+
+class KeyGenerator:
+    def __init__(self, params, ring):
+        self.params = params
+        self.ring = ring
+        self.xp = get_xp()
+        nq, npr = len(params.q), len(params.p)
+        self.all_idx = list(range(nq + npr))
+        self.key_rows = list(range(nq, nq + npr)) + list(range(nq))  # P first, then Q
+
+    def small_to_ntt(self, coeffs, idx):
+        """Small signed integer coefficients -> NTT form over the primes `idx`."""
+        q = np.array([self.params.qp[i] for i in idx], dtype=np.int64)[:, None]
+        res = (np.asarray(coeffs, dtype=np.int64)[None, :] % q).astype(np.uint64)
+        return self.ring.ntt(self.xp.asarray(res), idx)
+
+    def error_ntt(self, stream, idx):
+        return self.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
+
+    def secret_key(self) -> SecretKey:
+        stream = Stream(fresh_seed(), "secret")
+        s = ternary(stream, self.params.n, self.params.secret_hamming_weight)
+        return SecretKey(coeffs=s, ntt=self.small_to_ntt(s, self.all_idx),
+                         fingerprint=self.params.fingerprint)
+
+    def uniform(self, seed: bytes, idx):
+        primes = [self.params.qp[i] for i in idx]
+        return self.xp.asarray(uniform_mod(Stream(seed, "uniform-a"), primes, self.params.n))
+
+    def public_key(self, sk: SecretKey) -> PublicKey:
+        xp = self.xp
+        q_idx = list(range(len(self.params.q)))
+        seed = fresh_seed()
+        a = self.uniform(seed, q_idx)
+        e = self.error_ntt(Stream(fresh_seed(), "pk-error"), q_idx)
+        qc = self.ring.q_col(q_idx)
+        b = (qc - a * sk.ntt[: len(q_idx)] % qc + e) % qc
+        return PublicKey(b=b, a=a, seed=seed, fingerprint=self.params.fingerprint)
+
+    def switching_key(self, sk: SecretKey, s_from_ntt) -> SwitchingKey:
+        """s_from_ntt: (|Q|+|P|, N) in params.qp row order."""
+        xp, p = self.xp, self.params
+        rows = self.key_rows
+        qc = self.ring.q_col(rows)
+        s_rows = sk.ntt[xp.asarray(np.array(rows))]
+        from_rows = s_from_ntt[xp.asarray(np.array(rows))]
+        n_p = len(p.p)
+        big_p = 1
+        for x in p.p:
+            big_p *= x
+        p_mod = np.array([big_p % p.qp[i] for i in rows], dtype=np.uint64)[:, None]
+        p_mod = xp.asarray(p_mod)
+        gadget_term = from_rows * p_mod % qc
+        bs, as_, seeds = [], [], []
+        for j, digit in enumerate(p.digits_at(p.max_level)):
+            seed = fresh_seed()
+            a = self.uniform(seed, rows)
+            e = self.error_ntt(Stream(fresh_seed(), f"swk-error-{j}"), rows)
+            b = (qc - a * s_rows % qc + e) % qc
+            sel = [n_p + i for i in digit]
+            b[sel] = (b[sel] + gadget_term[sel]) % qc[sel]
+            bs.append(b.astype(np.uint32))
+            as_.append(a.astype(np.uint32))
+            seeds.append(seed)
+        return SwitchingKey(b=xp.stack(bs), a=xp.stack(as_), seeds=tuple(seeds),
+                            fingerprint=p.fingerprint)
+
+    def relin_key(self, sk: SecretKey) -> SwitchingKey:
+        qc = self.ring.q_col(self.all_idx)
+        return self.switching_key(sk, sk.ntt * sk.ntt % qc)
+
+    def galois_key(self, sk: SecretKey, element: int) -> SwitchingKey:
+        perm = self.ring.automorphism_permutation(element)
+        return self.switching_key(sk, sk.ntt[:, perm])

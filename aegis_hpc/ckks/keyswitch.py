@@ -1,0 +1,95 @@
+"""Hybrid key switching: ModUp per digit, inner product with the key, ModDown.
+
+ModUp works on the NTT form of the input and returns every digit extended to
+Q_l * P, still in NTT form; because the Galois maps are permutations in that
+form, many rotations of one ciphertext can share one ModUp (hoisting) and
+apply the permutation to the extended digits afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import get_xp
+from .rns import BasisConverter
+
+
+class KeySwitcher:
+    def __init__(self, params, ring):
+        self.params = params
+        self.ring = ring
+        self.xp = get_xp()
+        self.n_p = len(params.p)
+        self.p_idx = list(params.p_indices())
+        big_p = math.prod(params.p)
+        self._p_inv = {}
+        self._conv = {}
+        self._big_p = big_p
+
+    def rows(self, level):
+        """Prime indices (into params.qp) of the extended basis at `level`: P then Q_l."""
+        return self.p_idx + list(range(self.params.limbs_at(level)))
+
+    def _converter(self, key, src, dst):
+        c = self._conv.get(key)
+        if c is None:
+            qp = self.params.qp
+            c = BasisConverter([qp[i] for i in src], [qp[i] for i in dst])
+            self._conv[key] = c
+        return c
+
+    def modup(self, d, level):
+        """d: (limbs, N) NTT over Q_l -> (digits, |P|+limbs, N) NTT over P, Q_l."""
+        xp, ring = self.xp, self.ring
+        limbs = self.params.limbs_at(level)
+        q_idx = list(range(limbs))
+        coeff = ring.intt(d, q_idx)
+        digits = self.params.digits_at(level)
+        out = xp.empty((len(digits), self.n_p + limbs, d.shape[-1]), dtype=np.uint64)
+        for j, digit in enumerate(digits):
+            src = list(digit)
+            dst = self.p_idx + [i for i in q_idx if i not in digit]
+            conv = self._converter(("up", level, j), src, dst).convert(coeff[digit.start:digit.stop])
+            ext = ring.ntt(conv, dst)
+            dst_rows = list(range(self.n_p)) + [self.n_p + i for i in q_idx if i not in digit]
+            out[j, dst_rows] = ext
+            out[j, self.n_p + digit.start:self.n_p + digit.stop] = d[digit.start:digit.stop]
+        return out
+
+    def inner(self, ext, key, level):
+        """Sum over digits of ext_j * (b_j, a_j) -> (2, |P|+limbs, N) over P, Q_l."""
+        rows = self.n_p + self.params.limbs_at(level)
+        qc = self.ring.q_col(self.rows(level))
+        acc = None
+        for j in range(ext.shape[0]):
+            e = ext[j]
+            term = self.xp.stack([e * key.b[j, :rows], e * key.a[j, :rows]])
+            term %= qc
+            acc = term if acc is None else acc + term
+        acc %= qc
+        return acc
+
+    def moddown(self, acc, level):
+        """(…, |P|+limbs, N) over P, Q_l -> (…, limbs, N) over Q_l: divide by P, rounded."""
+        ring = self.ring
+        limbs = self.params.limbs_at(level)
+        q_idx = list(range(limbs))
+        p_coeff = ring.intt(acc[..., : self.n_p, :], self.p_idx)
+        conv = self._converter(("down", level), self.p_idx, q_idx).convert(p_coeff)
+        conv = ring.ntt(conv, q_idx)
+        qc = ring.q_col(q_idx)
+        p_inv = self._p_inv.get(level)
+        if p_inv is None:
+            p_inv = self.xp.asarray(np.array([pow(self._big_p % self.params.q[i], -1, self.params.q[i])
+                                              for i in q_idx], dtype=np.uint64))[:, None]
+            self._p_inv[level] = p_inv
+        out = acc[..., self.n_p:, :] + qc - conv
+        out *= p_inv
+        out %= qc
+        return out
+
+    def switch(self, d, key, level):
+        """(u0, u1) with u0 + u1*s ~= d * s_from (mod Q_l)."""
+        return self.moddown(self.inner(self.modup(d, level), key, level), level)
