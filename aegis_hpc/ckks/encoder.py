@@ -34,6 +34,8 @@ class Encoder:
         self._untwist = np.conj(self._twist)
 
     def slots_for(self, count: int, slots: int | None = None) -> int:
+        if count > self.max_slots:
+            raise EncodingError(f"{count} values do not fit in the {self.max_slots} slots of this ring")
         if slots is None:
             slots = 1 << max(0, int(count - 1).bit_length())
         if slots & (slots - 1) or not 1 <= slots <= self.max_slots:

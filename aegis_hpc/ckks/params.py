@@ -251,7 +251,7 @@ PRESETS = {
     # secure (128-bit), runs in seconds on two CPU cores
     "demo": dict(log_n=14, levels=6, scale_bits=46, primes_per_level=2, base_primes=2, dnum=7),
     # N = 2^16 at the 128-bit bound
-    "n16": dict(log_n=16, levels=29, scale_bits=50, primes_per_level=2, base_primes=2, dnum=10),
+    "n16": dict(log_n=16, levels=27, scale_bits=54, primes_per_level=2, base_primes=2, dnum=10),
 }
 
 

@@ -1,0 +1,283 @@
+"""CKKS core against numpy: NTT, basis conversion, encoding, every evaluator op.
+
+Bounds are for the `test` preset (N=2^11, scale ~2^40, uniform ternary secret):
+fresh encryption noise is ~2^8 / 2^40 per slot, key switching adds ~2^12/2^40.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from aegis_hpc.ckks import (ChebyshevSeries, Context, EncodingError, EvaluationError,
+                            InsecureParametersError, LinearTransform, MissingKeyError, build, preset)
+from aegis_hpc.ckks.ntt import RingTables
+from aegis_hpc.ckks.params import HE_STANDARD_128, PRESETS
+from aegis_hpc.ckks.primes import is_prime
+from aegis_hpc.ckks.rns import BasisConverter
+
+FRESH = 1e-8          # fresh encryption, additions
+MUL = 1e-7            # after multiplications and rescales
+KEYSWITCH = 1e-6      # rotations, conjugation, transforms
+
+
+@pytest.fixture(scope="module")
+def keys(ctx):
+    return ctx.keygen(rotations=[1, 2, 3, -1, -7, 100], conjugate=True)
+
+
+@pytest.fixture(scope="module")
+def ev(ctx, keys):
+    return ctx.evaluator(keys[1])
+
+
+def rand(rng, n, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, n)
+
+
+# ---- parameters and security ----------------------------------------------------
+def test_presets_are_valid_chains():
+    for name in PRESETS:
+        p = preset(name)
+        two_n = 2 * p.n
+        assert all(is_prime(q) and q % two_n == 1 and q < 2 ** 31 for q in p.qp)
+        assert len(set(p.qp)) == len(p.qp)
+        assert p.insecure == (name == "test")
+        # scale table lands within 3 % of 2^scale_bits at every level
+        assert all(abs(math.log2(s) - p.scale_bits) < 0.05 for s in p.scales)
+
+
+def test_secure_presets_meet_the_128_bit_bound():
+    for name in ("demo", "n16"):
+        p = preset(name)
+        assert p.log_qp <= HE_STANDARD_128[p.n]
+    assert preset("n16").log_n == 16 and preset("n16").log_qp > 0.95 * HE_STANDARD_128[1 << 16]
+
+
+def test_insecure_parameters_are_refused():
+    with pytest.raises(InsecureParametersError, match="exceeds the 128-bit"):
+        build(log_n=11, levels=10, scale_bits=40, primes_per_level=2)
+    with pytest.raises(InsecureParametersError):
+        Context(build(log_n=14, levels=9, scale_bits=46, primes_per_level=2))
+
+
+def test_fingerprint_is_stable_and_distinct():
+    assert preset("test").fingerprint == preset("test").fingerprint
+    assert preset("test").fingerprint != preset("demo").fingerprint
+
+
+# ---- NTT and RNS -------------------------------------------------------------------
+def _negacyclic_schoolbook(a, b, q):
+    n = len(a)
+    conv = np.convolve(np.array(a, dtype=object), np.array(b, dtype=object))
+    out = [0] * n
+    for k, v in enumerate(conv):
+        if k < n:
+            out[k] += v
+        else:
+            out[k - n] -= v
+    return np.array([x % q for x in out], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("log_n", [10, 11, 12])
+def test_ntt_matches_schoolbook_negacyclic_product(log_n, rng):
+    p = build(log_n=log_n, levels=2, scale_bits=30, primes_per_level=1, unsafe_allow_insecure=True)
+    ring = RingTables(p.qp, p.log_n)
+    idx = list(range(len(p.qp)))
+    q = np.array(p.qp, dtype=np.uint64)[:, None]
+    a = rng.integers(0, 2 ** 31, (len(idx), p.n)).astype(np.uint64) % q
+    b = rng.integers(0, 2 ** 31, (len(idx), p.n)).astype(np.uint64) % q
+    fa, fb = ring.ntt(a, idx), ring.ntt(b, idx)
+    assert np.array_equal(ring.intt(fa, idx), a)
+    prod = ring.intt(fa * fb % q, idx)
+    for i in (0, len(idx) - 1):
+        assert np.array_equal(prod[i], _negacyclic_schoolbook(a[i], b[i], int(q[i, 0])))
+
+
+def test_basis_conversion_against_big_integer_crt(rng, ctx):
+    p = ctx.params
+    src, dst = p.q[:7], p.q[7:12] + p.p
+    big_a = math.prod(src)
+    values = [int.from_bytes(rng.bytes(40), "little") % big_a for _ in range(64)]
+    x = np.array([[v % a for v in values] for a in src], dtype=np.uint64)
+    y = BasisConverter(src, dst).convert(x)
+    for j, b in enumerate(dst):
+        for k, v in enumerate(values):
+            # fast conversion returns v + u*A with 0 <= u < |A basis|
+            u = next((u for u in range(len(src)) if (v + u * big_a) % b == int(y[j, k])), None)
+            assert u is not None
+
+
+# ---- encoding and encryption ---------------------------------------------------------
+def test_encode_decode_roundtrip(ctx, rng):
+    z = rand(rng, ctx.slots) + 1j * rand(rng, ctx.slots)
+    pt = ctx.encode(z)
+    assert np.abs(ctx.decode(pt) - z).max() < 1e-9
+    short = rand(rng, 8)
+    assert np.abs(ctx.decode(ctx.encode(short)) - short).max() < 1e-9
+
+
+def test_fresh_encryption_secret_and_public(ctx, keys, rng):
+    sk, ek = keys
+    x = rand(rng, ctx.slots)
+    assert np.abs(ctx.decrypt(ctx.encrypt(x, sk), sk) - x).max() < FRESH
+    assert np.abs(ctx.decrypt(ctx.encrypt(x, ek), sk) - x).max() < 1e-7  # public-key noise ~ sqrt(N) larger
+
+
+def test_encryption_is_randomised(ctx, keys, rng):
+    sk, _ = keys
+    x = rand(rng, 16)
+    a, b = ctx.encrypt(x, sk), ctx.encrypt(x, sk)
+    assert not np.array_equal(a.data, b.data)
+
+
+def test_wrong_key_does_not_decrypt(ctx, keys, rng):
+    sk, _ = keys
+    other, _ = ctx.keygen()
+    x = rand(rng, ctx.slots)
+    err = np.abs(ctx.decrypt(ctx.encrypt(x, sk), other) - x).max()
+    assert err > 1e3  # uniformly random mod q0*q1 / scale
+
+
+# ---- arithmetic --------------------------------------------------------------------
+def test_add_sub_neg_constants(ctx, keys, ev, rng):
+    sk, _ = keys
+    x, y = rand(rng, ctx.slots), rand(rng, ctx.slots)
+    cx, cy = ctx.encrypt(x, sk), ctx.encrypt(y, sk)
+    assert np.abs(ctx.decrypt(ev.add(cx, cy), sk) - (x + y)).max() < FRESH
+    assert np.abs(ctx.decrypt(ev.sub(cx, cy), sk) - (x - y)).max() < FRESH
+    assert np.abs(ctx.decrypt(ev.neg(cx), sk) + x).max() < FRESH
+    assert np.abs(ctx.decrypt(ev.add_const(cx, 0.75), sk) - (x + 0.75)).max() < FRESH
+    assert np.abs(ctx.decrypt(ev.mul_int(cx, 3), sk) - 3 * x).max() < 3 * FRESH
+    assert np.abs(ctx.decrypt(ev.mul_const(cx, -1.37, rescale=True), sk) + 1.37 * x).max() < MUL
+    assert np.abs(ctx.decrypt(ev.add(cx, ctx.encode(y)), sk) - (x + y)).max() < FRESH
+    assert np.abs(ctx.decrypt(ev.mul_plain(cx, y, rescale=True), sk) - x * y).max() < MUL
+
+
+def test_mul_relin_rescale_chain_to_last_level(ctx, keys, ev, rng):
+    sk, _ = keys
+    x = rand(rng, ctx.slots)
+    cx = ctx.encrypt(x, sk)
+    acc, ref = cx, x.copy()
+    for expected_level in range(ctx.max_level - 1, -1, -1):
+        acc = ev.rescale(ev.mul(acc, cx))
+        ref = ref * x
+        assert acc.level == expected_level
+        assert abs(acc.scale / ctx.params.scale_at(expected_level) - 1) < 1e-9
+        assert np.abs(ctx.decrypt(acc, sk) - ref).max() < MUL
+    with pytest.raises(EvaluationError, match="level"):
+        ev.rescale(acc)
+
+
+def test_mixed_levels_are_adjusted_exactly(ctx, keys, ev, rng):
+    sk, _ = keys
+    x, y = rand(rng, ctx.slots), rand(rng, ctx.slots)
+    low = ev.rescale(ev.mul(ctx.encrypt(x, sk), ctx.encrypt(x, sk)))
+    low = ev.rescale(ev.mul(low, low))
+    high = ctx.encrypt(y, sk)
+    out = ev.add(high, low)
+    assert out.level == low.level
+    assert np.abs(ctx.decrypt(out, sk) - (y + x ** 4)).max() < MUL
+    prod = ev.rescale(ev.mul(high, low))
+    assert np.abs(ctx.decrypt(prod, sk) - y * x ** 4).max() < MUL
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, -1, -7, 100])
+def test_rotations(ctx, keys, ev, rng, step):
+    sk, _ = keys
+    x = rand(rng, ctx.slots)
+    out = ctx.decrypt(ev.rotate(ctx.encrypt(x, sk), step), sk)
+    assert np.abs(out - np.roll(x, -step)).max() < KEYSWITCH
+
+
+def test_rotation_of_short_vectors_is_cyclic(ctx, keys, ev, rng):
+    sk, _ = keys
+    x = rand(rng, 16)
+    out = ctx.decrypt(ev.rotate(ctx.encrypt(x, sk), 3), sk)
+    assert out.shape == (16,)
+    assert np.abs(out - np.roll(x, -3)).max() < KEYSWITCH
+
+
+def test_conjugation(ctx, keys, ev, rng):
+    sk, _ = keys
+    z = rand(rng, ctx.slots) + 1j * rand(rng, ctx.slots)
+    out = ctx.decrypt(ev.conjugate(ctx.encrypt(z, sk)), sk)
+    assert np.abs(out - np.conj(z)).max() < KEYSWITCH
+
+
+def test_hoisted_rotations_equal_plain_ones(ctx, keys, ev, rng):
+    sk, _ = keys
+    x = rand(rng, ctx.slots)
+    ct = ctx.encrypt(x, sk)
+    hoisted = ev.rotate_hoisted(ct, [1, 2, 3, -1])
+    for step, rot in hoisted.items():
+        plain = ev.rotate(ct, step)
+        assert np.array_equal(rot.data, plain.data)  # same maths, bit for bit
+        assert np.abs(ctx.decrypt(rot, sk) - np.roll(x, -step)).max() < KEYSWITCH
+
+
+def test_linear_transform_matches_matrix_product(ctx, rng):
+    n = 64
+    m = rng.uniform(-1, 1, (n, n))
+    lt = LinearTransform(m)
+    sk, ek = ctx.keygen(rotations=lt.rotations())
+    ev = ctx.evaluator(ek)
+    x = rand(rng, n)
+    out = ev.linear_transform(ctx.encrypt(x, sk), lt)
+    assert out.level == ctx.max_level - 1
+    assert np.abs(ctx.decrypt(out, sk) - m @ x).max() < 1e-6 * n
+    # fewer rotations than diagonals: baby-step giant-step
+    assert len(lt.rotations()) < n // 2
+
+
+def gelu(v):
+    from math import erf, sqrt
+
+    return np.array([0.5 * t * (1 + erf(t / sqrt(2))) for t in np.ravel(v)]).reshape(np.shape(v))
+
+
+@pytest.mark.parametrize("name,f,a,b,degree,approx_bound", [
+    ("exp", np.exp, -8.0, 0.0, 15, 1e-6),
+    ("gelu", gelu, -6.0, 6.0, 63, 2e-3),
+    ("inv_sqrt", lambda v: 1 / np.sqrt(v), 0.25, 4.0, 31, 1e-4),
+])
+def test_chebyshev_evaluation(ctx, keys, ev, rng, name, f, a, b, degree, approx_bound):
+    sk, _ = keys
+    series = ChebyshevSeries.interpolate(f, a, b, degree)
+    x = rng.uniform(a, b, ctx.slots)
+    ct = ctx.encrypt(x, sk)
+    out = ev.evaluate_chebyshev(ct, series)
+    assert ct.level - out.level == series.depth() == math.ceil(math.log2(degree + 1)) + 1
+    got = ctx.decrypt(out, sk)
+    assert np.abs(got - series(x)).max() < 1e-6          # encryption error alone
+    assert np.abs(got - f(x)).max() < approx_bound       # plus approximation error
+
+
+# ---- bad input --------------------------------------------------------------------------
+def test_bad_inputs_raise_clear_errors(ctx, keys, ev, rng):
+    sk, _ = keys
+    with pytest.raises(EncodingError, match="do not fit"):
+        ctx.encrypt(np.ones(ctx.slots + 1), sk)
+    with pytest.raises(EncodingError, match="NaN"):
+        ctx.encrypt(np.array([1.0, np.nan]), sk)
+    a = ctx.encrypt(rand(rng, 16), sk)
+    b = ctx.encrypt(rand(rng, 32), sk)
+    with pytest.raises(EvaluationError, match="slot counts differ"):
+        ev.add(a, b)
+    with pytest.raises(EvaluationError, match="values for a ciphertext of 16 slots"):
+        ev.mul_plain(a, np.ones(8))
+    squared = ev.mul(a, a)  # scale Delta^2, not rescaled
+    with pytest.raises(EvaluationError, match="scales differ"):
+        ev.add(squared, a)
+    with pytest.raises(MissingKeyError, match="rotation 5"):
+        ev.rotate(a, 5)
+    with pytest.raises(EvaluationError, match="cannot raise level"):
+        ev.adjust(ev.rescale(ev.mul(a, a)), ctx.max_level)
+    other = Context.from_preset("demo")
+    foreign = other.encrypt(np.ones(4), other.keygenerator.secret_key())
+    with pytest.raises(EvaluationError, match="another parameter set"):
+        ev.add(a, foreign)
+    with pytest.raises(EvaluationError, match="another parameter set"):
+        ctx.decrypt(foreign, sk)
+    with pytest.raises(EvaluationError, match="evaluation keys are for parameters"):
+        other.evaluator(keys[1])
