@@ -1,0 +1,45 @@
+"""Randomness: distributions, seeding and the sparse secret."""
+
+import numpy as np
+
+from aegis_hpc.ckks import Context, build
+from aegis_hpc.ckks.params import ERROR_ETA
+from aegis_hpc.ckks.sampling import Stream, centered_binomial, fresh_seed, ternary, uniform_mod
+
+
+def test_uniform_is_reproducible_from_its_seed_and_in_range():
+    seed = fresh_seed()
+    primes = [1073479681, 1071513601]
+    a = uniform_mod(Stream(seed, "x"), primes, 4096)
+    assert np.array_equal(a, uniform_mod(Stream(seed, "x"), primes, 4096))
+    assert not np.array_equal(a, uniform_mod(Stream(seed, "y"), primes, 4096))
+    assert (a < np.array(primes, dtype=np.uint64)[:, None]).all()
+    # mean of a uniform variable on [0, q): q/2 within 5 standard errors
+    for row, q in zip(a, primes):
+        assert abs(row.mean() - q / 2) < 5 * q / np.sqrt(12 * row.size)
+
+
+def test_fresh_seeds_differ():
+    assert fresh_seed() != fresh_seed()
+
+
+def test_ternary_and_error_distributions():
+    s = ternary(Stream(fresh_seed(), "s"), 1 << 16)
+    counts = np.array([(s == v).sum() for v in (-1, 0, 1)]) / s.size
+    assert np.all(np.abs(counts - 1 / 3) < 0.01)
+    e = centered_binomial(Stream(fresh_seed(), "e"), 1 << 16, ERROR_ETA)
+    assert abs(e.var() - ERROR_ETA / 2) < 0.3 and np.abs(e).max() <= ERROR_ETA
+
+
+def test_sparse_secret_has_exact_hamming_weight_and_works():
+    h = ternary(Stream(fresh_seed(), "h"), 2048, hamming_weight=64)
+    assert np.count_nonzero(h) == 64 and set(np.unique(h)) <= {-1, 0, 1}
+    params = build(log_n=11, levels=3, scale_bits=40, primes_per_level=2, secret_hamming_weight=64,
+                   unsafe_allow_insecure=True)
+    ctx = Context(params)
+    sk, keys = ctx.keygen()
+    assert np.count_nonzero(sk.coeffs) == 64
+    x = np.linspace(-1, 1, ctx.slots)
+    ev = ctx.evaluator(keys)
+    out = ctx.decrypt(ev.rescale(ev.mul(ctx.encrypt(x, sk), ctx.encrypt(x, sk))), sk)
+    assert np.abs(out - x * x).max() < 1e-7
