@@ -1,0 +1,211 @@
+"""Full-slot RNS-CKKS bootstrapping: ModRaise -> CoeffToSlot -> EvalMod -> SlotToCoeff.
+
+Scale bookkeeping. After ModRaise the ciphertext decrypts to t = m + Q0*I
+modulo the whole chain (Q0 = product of the base primes). Its scale attribute
+is set to 2*K*Q0, which *is* the constant 1/(2K) of the circuit: CoeffToSlot
+then yields (t_lo + i t_hi)/(2K*Q0) in bit-reversed order, and the
+conjugation split gives the real vectors v/K, v = t/Q0, ready for EvalMod on
+[-1, 1]. Folding constants into scales costs no precision; folding them into
+plaintext diagonals would round them. The plaintext scales of the DFT stages
+share the drop from 2K*Q0 to the table scale evenly, so no stage is encoded
+at a small scale, and the last stage lands exactly on the table (so EvalMod's
+products stay on the table, see params.py). SlotToCoeff carries
+q0/(2*pi*Delta_in) the same way, and lands on the table at the output level.
+
+Precision is bounded by the message ratio R = Q0/Delta_in: an error e in v
+becomes R*e in the output, and sin(2*pi*v)/(2*pi) differs from m/Q0 by a
+relative (2*pi*|m|/Q0)^2/6 <= (2*pi/R)^2/6. Presets use Q0 ~ 2^62 (two
+31-bit primes) and Delta = 2^50, R = 2^12: the sine term is below 2^-21 even
+for a message whose coefficients reach Delta.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ciphertext import Ciphertext
+from ..rns import crt_centered_small
+from . import dft
+from .mod1 import EvalMod, default_k_range
+
+
+class BootstrapError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    cts_levels: int
+    stc_levels: int
+    k_range: int
+    double_angle: int
+    sine_degree: int | None = None   # None: smallest 2^j-1 meeting ~2^-44
+
+    def depth(self) -> int:
+        return self.cts_levels + self.stc_levels + EvalMod(self.k_range, self.double_angle,
+                                                           self.sine_degree).depth
+
+
+# Named configurations for the -boot presets; anything else gets `default_config`.
+CONFIGS = {
+    "test-boot": BootstrapConfig(cts_levels=2, stc_levels=2, k_range=12, double_angle=3),
+    "n16-boot": BootstrapConfig(cts_levels=4, stc_levels=3, k_range=29, double_angle=4),
+}
+
+
+def default_config(params) -> BootstrapConfig:
+    if params.name in CONFIGS:
+        return CONFIGS[params.name]
+    k = default_k_range(params.n, params.secret_hamming_weight)
+    r = max(2, math.ceil(math.log2(max(k, 1))) - 1)
+    dft_levels = 2 if params.log_n <= 12 else 3
+    return BootstrapConfig(cts_levels=dft_levels, stc_levels=dft_levels, k_range=k, double_angle=r)
+
+
+def bootstrap_rotations(params, config: BootstrapConfig | None = None) -> list[int]:
+    """Rotation steps of the CoeffToSlot and SlotToCoeff plans (conjugation comes on top)."""
+    config = config or default_config(params)
+    slots = params.slots
+    mats = (dft.coeff_to_slot_matrices(2 * slots, slots, config.cts_levels)
+            + dft.slot_to_coeff_matrices(2 * slots, slots, config.stc_levels))
+    # as left rotations mod slots: -k and slots-k share one Galois key
+    return sorted({r % slots for r in dft.rotations_needed(mats, slots)})
+
+
+class Bootstrapper:
+    def __init__(self, ev, config: BootstrapConfig | None = None):
+        self.ev = ev
+        self.ctx = ev.ctx
+        self.params = p = ev.params
+        self.config = config = config or default_config(p)
+        self.slots = p.slots
+        self.q0 = math.prod(p.q[: p.base_primes])
+        self.evalmod = EvalMod(config.k_range, config.double_angle, config.sine_degree)
+        self.depth = config.cts_levels + self.evalmod.depth + config.stc_levels
+        if self.depth > p.max_level:
+            raise BootstrapError(f"bootstrapping needs {self.depth} levels, {p.name} has {p.max_level}")
+        self.output_level = p.max_level - self.depth
+        self._cts = [dft.BsgsPlan(m, self.slots) for m in
+                     dft.coeff_to_slot_matrices(2 * self.slots, self.slots, config.cts_levels)]
+        self._stc_mats_unit = dft.slot_to_coeff_matrices(2 * self.slots, self.slots, config.stc_levels)
+        self._stc = [dft.BsgsPlan(m, self.slots) for m in self._stc_mats_unit]
+        self._encoded: dict = {}
+        self._mono = None
+
+    # ---- ModRaise ----------------------------------------------------------------
+    def mod_raise(self, ct: Ciphertext) -> Ciphertext:
+        """Level-0 ciphertext -> top level; decrypts to m + Q0*I modulo the whole chain."""
+        p, ring, xp = self.params, self.ev.ring, self.ev.xp
+        if ct.level != 0:
+            ct = self.ev.drop_level(ct, ct.level)
+        base = list(range(p.base_primes))
+        coeff = ring.intt(ct.data, base)
+        lifted = xp.stack([crt_centered_small(coeff[c], p.q[: p.base_primes]) for c in range(2)])
+        top = p.limbs_at(p.max_level)
+        q_all = xp.asarray(np.array(p.q[:top], dtype=np.int64))[:, None]
+        res = (lifted[:, None, :] % q_all).astype(np.uint64)
+        data = ring.ntt(res, list(range(top)))
+        return ct.with_data(data, level=p.max_level, scale=2.0 * self.config.k_range * self.q0)
+
+    # ---- DFT stages --------------------------------------------------------------
+    def _plaintexts(self, tag, index, plan, level, scale):
+        key = (tag, index)
+        hit = self._encoded.get(key)
+        if hit is not None and hit[0] == level and abs(hit[1] / scale - 1) < 1e-12:
+            return hit[2]
+        pts = {(g, b): self.ctx.encode(v, level=level, scale=scale, slots=self.slots)
+               for g, items in plan.groups.items() for b, v in items}
+        self._encoded[key] = (level, scale, pts)
+        return pts
+
+    def _apply(self, ct, plan, pts):
+        ev = self.ev
+        babies = ev.rotate_hoisted(ct, plan.babies)
+        total = None
+        for g, items in plan.groups.items():
+            inner = None
+            for b, _ in items:
+                term = ev.mul_plain(babies[b], pts[(g, b)])
+                inner = term if inner is None else ev.add(inner, term)
+            if g:
+                inner = ev.rotate(inner, g)
+            total = inner if total is None else ev.add(total, inner)
+        return ev.rescale(total)
+
+    def _run_stages(self, ct, tag, plans, target_scale_fn):
+        """Apply plans, one level each, spreading the scale change evenly over them."""
+        ev = self.ev
+        for i, plan in enumerate(plans):
+            remaining = len(plans) - i
+            top_q = ev._level_product(ct.level)
+            end_scale = target_scale_fn(ct.level - remaining)
+            # pt scale so that after this rescale the scale is 1/remaining of the way (in log)
+            ratio = (end_scale / ct.scale) ** (1.0 / remaining)
+            if remaining == 1:
+                scale = ev.rescale_target_scale(ct.scale, ct.level)
+                scale *= end_scale / self.params.scale_at(ct.level - 1)
+            else:
+                scale = top_q * ratio
+            ct = self._apply(ct, plan, self._plaintexts(tag, i, plan, ct.level, scale))
+        return ct
+
+    def coeff_to_slot(self, ct):
+        """Raised ciphertext -> (y_re, y_im): the coefficient halves divided by K*Q0, bit-reversed."""
+        ev = self.ev
+        w = self._run_stages(ct, "cts", self._cts, self.params.scale_at)
+        conj = ev.conjugate(w)
+        re = ev.add(w, conj)
+        im = self._mul_monomial(ev.sub(w, conj), negate=True)  # (w - conj w) * (-i)
+        re.is_complex = im.is_complex = False
+        return re, im
+
+    def slot_to_coeff(self, re, im, out_scale_fn):
+        ev = self.ev
+        w = ev.add(re, self._mul_monomial(im))
+        w.is_complex = True
+        return self._run_stages(w, "stc", self._stc, out_scale_fn)
+
+    def _mul_monomial(self, ct, negate=False):
+        """Multiply by X^(N/2) (each slot times i), or by -X^(N/2): exact, no level."""
+        ev, p = self.ev, self.params
+        if self._mono is None:
+            n = p.n
+            coeff = np.zeros((len(p.q), n), dtype=np.uint64)
+            coeff[:, n // 2] = 1
+            pos = self.ev.ring.ntt(self.ev.xp.asarray(coeff), list(range(len(p.q))))
+            qc = self.ev.ring.q_col(range(len(p.q)))
+            self._mono = (pos, (qc - pos) % qc)
+        m = self._mono[1 if negate else 0][: ct.limbs]
+        return ct.with_data(ct.data * m % ev._qc(ct.limbs))
+
+    # ---- whole pipeline ----------------------------------------------------------
+    def bootstrap(self, ct: Ciphertext) -> Ciphertext:
+        ev = self.ev
+        ev._check(ct)
+        if ct.slots != self.slots:
+            raise BootstrapError(f"only full-slot bootstrapping ({self.slots} slots) is implemented; "
+                                 f"ciphertext has {ct.slots}")
+        delta_in = ct.scale
+        raised = self.mod_raise(ct)
+        re, im = self.coeff_to_slot(raised)
+        re = self.evalmod.evaluate(ev, re)
+        im = self.evalmod.evaluate(ev, im)
+        re, im = ev.match(re, im)
+        # values are sin(2*pi*v) ~ 2*pi*m/Q0; the constant Q0/(2*pi*Delta_in) rides on the scale
+        factor = self.q0 / (2.0 * math.pi * delta_in)
+        re.scale /= factor
+        im.scale /= factor
+        out = self.slot_to_coeff(re, im, self.params.scale_at)
+        out.is_complex = ct.is_complex
+        return out
+
+
+def bootstrap(ev, ct):
+    """Evaluator.bootstrap: one Bootstrapper per evaluator (it caches encoded DFT matrices)."""
+    b = ev.__dict__.get("_bootstrapper")
+    if b is None:
+        b = ev.__dict__["_bootstrapper"] = Bootstrapper(ev)
+    return b.bootstrap(ct)

@@ -1,0 +1,98 @@
+"""Bootstrapping on the `test-boot` preset (N=2^11, insecure, sparse secret h=32).
+
+Bound: ModRaise + CoeffToSlot + EvalMod + SlotToCoeff at message ratio
+Q0/Delta = 2^8 reach ~2^-22 max error on uniform [-1, 1] slots; we assert
+2^-18 so noise variation between runs never flakes.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from aegis_hpc.ckks import Context
+from aegis_hpc.ckks.bootstrap import Bootstrapper, EvalMod, bootstrap_rotations, dft
+from aegis_hpc.ckks.encoder import Encoder
+from aegis_hpc.ckks.keys import galois_element_conjugate
+
+BOOT_BOUND = 2.0 ** -18
+MIN_LEVELS_AFTER = 4
+
+
+@pytest.fixture(scope="module")
+def bctx():
+    return Context.from_preset("test-boot")
+
+
+@pytest.fixture(scope="module")
+def bkeys(bctx):
+    return bctx.keygen(bootstrap=True)
+
+
+@pytest.fixture(scope="module")
+def bev(bctx, bkeys):
+    return bctx.evaluator(bkeys[1])
+
+
+def _bitrev(n):
+    bits = int(math.log2(n))
+    return np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)])
+
+
+@pytest.mark.parametrize("log_n,levels", [(5, 1), (7, 2), (11, 3), (11, 4)])
+def test_factored_dft_matches_the_encoder(log_n, levels):
+    n_ring, n = 1 << log_n, 1 << (log_n - 1)
+    m = np.random.default_rng(0).standard_normal(n_ring)
+    z = Encoder(log_n).from_coefficients(m, 1.0, n)
+    w = (m[:n] + 1j * m[n:])[_bitrev(n)]
+    x = w
+    for mat in dft.slot_to_coeff_matrices(n_ring, n, levels):
+        x = dft.apply_plain(mat, x)
+    y = z
+    for mat in dft.coeff_to_slot_matrices(n_ring, n, levels):
+        y = dft.apply_plain(mat, y)
+    assert np.abs(x - z).max() < 1e-11 and np.abs(y - w).max() < 1e-12
+    # few diagonals per level is the point of the factorisation
+    assert all(len(mat) < 2 ** (math.ceil((log_n - 1) / levels) + 1)
+               for mat in dft.coeff_to_slot_matrices(n_ring, n, levels))
+
+
+def test_evalmod_polynomial_is_sine_on_the_range():
+    em = EvalMod(k_range=12, double_angle=3)
+    v = np.concatenate([k + np.linspace(-1e-3, 1e-3, 101) for k in range(-12, 13)])
+    assert np.abs(em.reference(v / 12) - np.sin(2 * np.pi * v)).max() < 2.0 ** -36
+
+
+def test_bootstrap_keys(bctx, bkeys):
+    galois = bkeys[1].galois
+    assert galois_element_conjugate(bctx.params.n) in galois
+    assert len(galois) == len(bootstrap_rotations(bctx.params)) + 1
+
+
+def test_bootstrap_refreshes_a_last_level_ciphertext(bctx, bkeys, bev):
+    sk = bkeys[0]
+    x = np.random.default_rng(1).uniform(-1, 1, bctx.slots)
+    ct = bctx.encrypt(x, sk, level=0)
+    out = bev.bootstrap(ct)
+    err = np.abs(bctx.decrypt(out, sk) - x).max()
+    boot = Bootstrapper(bev)
+    assert out.level == boot.output_level >= MIN_LEVELS_AFTER
+    assert out.scale == pytest.approx(bctx.params.scale_at(out.level), rel=1e-9)
+    print(f"test-boot: levels after bootstrapping {out.level}/{bctx.max_level}, "
+          f"max error {err:.3g} (2^{math.log2(err):.1f})")
+    assert err < BOOT_BOUND
+
+
+def test_mul_bootstrap_mul_chain(bctx, bkeys, bev):
+    sk = bkeys[0]
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.uniform(-1, 1, bctx.slots) for _ in range(3))
+    ca = bctx.encrypt(a, sk, level=1)
+    cb = bctx.encrypt(b, sk, level=1)
+    low = bev.mul(ca, cb, rescale=True)
+    assert low.level == 0
+    fresh = bev.bootstrap(low)
+    out = bev.mul(fresh, bctx.encrypt(c, sk), rescale=True)
+    assert out.level == fresh.level - 1
+    err = np.abs(bctx.decrypt(out, sk) - a * b * c).max()
+    assert err < BOOT_BOUND
