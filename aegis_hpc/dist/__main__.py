@@ -1,0 +1,5 @@
+import sys
+
+from .planner import main
+
+sys.exit(main())
