@@ -558,7 +558,7 @@ def report(pl: Planner) -> str:
                      f"{_gib(mem.weights):5.2f} = {_gib(mem.total):8.2f}  ({mem.peak_op})")
     a, lb = plans["aegis"].bytes_by_block(), plans["limb"].bytes_by_block()
     lines.append("")
-    lines.append("aegis vs limb: " + ", ".join(f"{b} {reduction(a[b], lb[b]):.2f} % less" for b in BLOCKS)
+    lines.append("aegis vs limb: " + ", ".join(f"{b} {reduction(a[b], lb[b]):.3f} % less" for b in BLOCKS)
                  + f"; total {reduction(plans['aegis'].total_bytes(), plans['limb'].total_bytes()):.2f} % less; "
                  + f"memory per GPU {100 * plans['aegis'].memory.total / single.total:.1f} % of one GPU")
     return "\n".join(lines)
