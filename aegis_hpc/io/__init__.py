@@ -1,0 +1,23 @@
+"""HDF5 files of aegis_hpc: params, keys, ciphertext tensors (single, sharded), weights.
+
+The format is described in docs/formats.md. Every reader raises FormatError
+(one-line message) for any file it cannot trust.
+"""
+
+from .ciphertexts import (ROW_PER_CIPHERTEXT, CiphertextTensor, Shard, decode_rows, rank_range,
+                          read_ciphertexts, shard_path, write_ciphertexts, write_index)
+from .container import (FORMAT, FORMAT_VERSION, KINDS, FormatError, OutputExistsError, atomic_output,
+                        check_output)
+from .inspect import describe
+from .keys import (LooseSecretKeyWarning, read_eval_keys, read_secret_key, secret_key_id, write_eval_keys,
+                   write_secret_key)
+from .params import InsecureParametersWarning, read_params, write_params
+from .weights import read_weights, write_weights
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "KINDS", "FormatError", "OutputExistsError", "atomic_output",
+    "check_output", "read_params", "write_params", "InsecureParametersWarning", "read_secret_key",
+    "write_secret_key", "read_eval_keys", "write_eval_keys", "secret_key_id", "LooseSecretKeyWarning",
+    "write_ciphertexts", "read_ciphertexts", "write_index", "CiphertextTensor", "Shard", "rank_range",
+    "shard_path", "decode_rows", "ROW_PER_CIPHERTEXT", "read_weights", "write_weights", "describe",
+]
