@@ -208,13 +208,20 @@ class Evaluator:
         a, b = self.match(a, b)
         self._slots_match(a, b, "mul")
         qc = self._qc(a.limbs)
-        a0, a1 = a.data[0], a.data[1]
-        b0, b1 = b.data[0], b.data[1]
-        d0 = a0 * b0 % qc
-        d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
-        d2 = a1 * b1 % qc
-        u = self.ks.switch(d2, self._relin_key(), a.level)
-        data = self.xp.stack([(d0 + u[0]) % qc, (d1 + u[1]) % qc])
+        if self.ring._gpu:
+            from ..backend import kernels
+
+            d0, d1, d2 = kernels.tensor(a.data, b.data, qc)
+            u = self.ks.switch(d2, self._relin_key(), a.level)
+            data = kernels.add_mod(self.xp.stack([d0, d1]), u, qc)
+        else:
+            a0, a1 = a.data[0], a.data[1]
+            b0, b1 = b.data[0], b.data[1]
+            d0 = a0 * b0 % qc
+            d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
+            d2 = a1 * b1 % qc
+            u = self.ks.switch(d2, self._relin_key(), a.level)
+            data = self.xp.stack([(d0 + u[0]) % qc, (d1 + u[1]) % qc])
         out = a.with_data(data, scale=a.scale * b.scale, is_complex=a.is_complex or b.is_complex)
         return self.rescale(out) if rescale else out
 
@@ -231,8 +238,15 @@ class Evaluator:
         limbs = ct.limbs
         keep = limbs - k
         top_idx = list(range(keep, limbs))
-        top = self.ring.intt(ct.data[:, keep:], top_idx)
         top_q = [p.q[i] for i in top_idx]
+        if self.ring._gpu:
+            from ..backend import kernels
+
+            inv = self.xp.asarray(np.array([pow(math.prod(top_q) % q, -1, q) for q in p.q[:keep]],
+                                           dtype=np.uint64))[:, None]
+            data = kernels.rescale(self.ring, ct.data, keep, top_idx, top_q, self._qc(keep), inv)
+            return ct.with_data(data, level=ct.level - 1, scale=ct.scale / math.prod(top_q))
+        top = self.ring.intt(ct.data[:, keep:], top_idx)
         lifted = self.xp.stack([crt_centered_small(top[c], top_q) for c in range(2)])  # int64 (2, N)
         q_keep = np.array(p.q[:keep], dtype=np.int64)
         res = (lifted[:, None, :] % self.xp.asarray(q_keep)[:, None]).astype(np.uint64)
@@ -260,7 +274,7 @@ class Evaluator:
         out = []
         for (g, _), key in zip(elements_and_names, keys):
             perm = self.ring.automorphism_permutation(g)
-            u = self.ks.moddown(self.ks.inner(ext[..., perm], key, ct.level), ct.level)
+            u = self.ks.moddown(self.ks.inner(ext, key, ct.level, perm=perm), ct.level)
             c0 = (ct.data[0][:, perm] + u[0]) % qc
             out.append(ct.with_data(self.xp.stack([c0, u[1]])))
         return out

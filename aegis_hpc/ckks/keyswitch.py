@@ -58,16 +58,34 @@ class KeySwitcher:
             out[j, self.n_p + digit.start:self.n_p + digit.stop] = d[digit.start:digit.stop]
         return out
 
-    def inner(self, ext, key, level):
-        """Sum over digits of ext_j * (b_j, a_j) -> (2, |P|+limbs, N) over P, Q_l."""
+    def inner(self, ext, key, level, perm=None):
+        """Sum over digits of ext_j[..., perm] * (b_j, a_j) -> (2, |P|+limbs, N) over P, Q_l."""
         rows = self.n_p + self.params.limbs_at(level)
         qc = self.ring.q_col(self.rows(level))
-        acc = None
+        if self.ring._gpu:
+            from ..backend import kernels
+
+            return kernels.ks_inner(ext, key, qc, rows, perm)
+        if perm is not None:
+            ext = ext[..., perm]
+        xp = self.xp
+        acc = xp.empty((2,) + ext.shape[1:], dtype=np.uint64)
+        prod = xp.empty(ext.shape[1:], dtype=np.uint64)
+        # products are < 2^62, so four of them (or a reduced value and three) sum below 2^64:
+        # reduce once per four digits instead of once per digit
+        pending = 0
         for j in range(ext.shape[0]):
             e = ext[j]
-            term = self.xp.stack([e * key.b[j, :rows], e * key.a[j, :rows]])
-            term %= qc
-            acc = term if acc is None else acc + term
+            for c, k in ((0, key.b), (1, key.a)):
+                if j == 0:
+                    xp.multiply(e, k[j, :rows], out=acc[c])
+                else:
+                    xp.multiply(e, k[j, :rows], out=prod)
+                    acc[c] += prod
+            pending += 1
+            if pending == 4:
+                acc %= qc
+                pending = 1
         acc %= qc
         return acc
 
@@ -85,6 +103,10 @@ class KeySwitcher:
             p_inv = self.xp.asarray(np.array([pow(self._big_p % self.params.q[i], -1, self.params.q[i])
                                               for i in q_idx], dtype=np.uint64))[:, None]
             self._p_inv[level] = p_inv
+        if ring._gpu:
+            from ..backend import kernels
+
+            return kernels.sub_mul(acc[..., self.n_p:, :], conv, p_inv, qc)
         out = acc[..., self.n_p:, :] + qc - conv
         out *= p_inv
         out %= qc

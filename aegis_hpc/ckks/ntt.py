@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
+from ..backend import is_gpu as _is_gpu
 from .primes import primitive_root_2n
 
 
@@ -42,11 +43,19 @@ class RingTables:
             psi_rev[i] = powers[rev]
             ipsi_rev[i] = ipowers[rev]
         xp = self.xp
+        q_col = np.array(self.primes, dtype=np.uint64)[:, None]
+        ninv = np.array([pow(n, -1, q) for q in self.primes], dtype=np.uint64)
         self._psi = xp.asarray(psi_rev)
         self._ipsi = xp.asarray(ipsi_rev)
-        self._q = xp.asarray(np.array(self.primes, dtype=np.uint64))
-        self._ninv = xp.asarray(np.array([pow(n, -1, q) for q in self.primes], dtype=np.uint64))
+        # Shoup quotients floor(w * 2^32 / q): a*w mod q without a division
+        self._psi_sh = xp.asarray((psi_rev << np.uint64(32)) // q_col)
+        self._ipsi_sh = xp.asarray((ipsi_rev << np.uint64(32)) // q_col)
+        self._q = xp.asarray(q_col[:, 0])
+        self._ninv = xp.asarray(ninv)
+        self._ninv_sh = xp.asarray((ninv << np.uint64(32)) // q_col[:, 0])
         self._sub: dict = {}
+        self._scratch: dict = {}
+        self._gpu = _is_gpu()
         self._perm: dict = {}
         self.eval_exponents = (2 * rev + 1).astype(np.int64)
 
@@ -55,9 +64,21 @@ class RingTables:
         t = self._sub.get(key)
         if t is None:
             sel = self.xp.asarray(np.array(key, dtype=np.int64))
-            t = (self._q[sel][:, None], self._psi[sel], self._ipsi[sel], self._ninv[sel][:, None])
+            t = (self._q[sel][:, None], self._psi[sel], self._ipsi[sel], self._ninv[sel][:, None],
+                 self._psi_sh[sel], self._ipsi_sh[sel], self._ninv_sh[sel][:, None])
             self._sub[key] = t
         return t
+
+    def _bufs(self, shape):
+        # three half-size scratch arrays per shape, reused across calls (page faults of
+        # fresh temporaries cost as much as the arithmetic at N = 2^15)
+        b = self._scratch.get(shape)
+        if b is None:
+            if len(self._scratch) > 8:
+                self._scratch.clear()
+            b = tuple(self.xp.empty(shape, dtype=np.uint64) for _ in range(3))
+            self._scratch[shape] = b
+        return b
 
     def q_col(self, idx):
         """Moduli of `idx` as an (L, 1) uint64 column for broadcasting against (..., L, N)."""
@@ -65,52 +86,97 @@ class RingTables:
 
     def ntt(self, a, idx):
         """Forward NTT of a (..., L, N) array whose limbs are the primes `idx`; returns a new array."""
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.ntt(self, a, idx)
+        return self._ntt_ref(a, idx)
+
+    def intt(self, a, idx):
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.intt(self, a, idx)
+        return self._intt_ref(a, idx)
+
+    def _ntt_ref(self, a, idx):
+        """Reference NTT (numpy or any xp): Cooley-Tukey, Shoup products, values kept in [0, q)."""
         xp = self.xp
-        q, psi, _, _ = self._tables(idx)
+        q, psi, _, _, psi_sh, _, _ = self._tables(idx)
         n = self.n
-        a = a.copy()
+        a = xp.array(a, dtype=np.uint64, copy=True)
         lead = a.shape[:-2]
         limbs = a.shape[-2]
+        s1, s2, s3 = self._bufs(lead + (limbs, n // 2))
         m, t = 1, n
         q3 = q[:, :, None]
+        sh = np.uint64(32)
         while m < n:
             t //= 2
             v = a.reshape(*lead, limbs, m, 2, t)
-            w = psi[:, m:2 * m, None]
-            hi = v[..., 1, :] * w
-            hi %= q3
-            lo = v[..., 0, :]
-            diff = lo + q3 - hi
-            lo += hi
-            v[..., 0, :] = xp.where(lo >= q3, lo - q3, lo)
-            v[..., 1, :] = xp.where(diff >= q3, diff - q3, diff)
+            lo, hi = v[..., 0, :], v[..., 1, :]
+            shp = lead + (limbs, m, t)
+            b1, b2, b3 = s1.reshape(shp), s2.reshape(shp), s3.reshape(shp)
+            w, ws = psi[:, m:2 * m, None], psi_sh[:, m:2 * m, None]
+            xp.multiply(hi, ws, out=b1)          # Shoup: r = hi*w - floor(hi*ws/2^32)*q in [0, 2q)
+            xp.right_shift(b1, sh, out=b1)
+            xp.multiply(b1, q3, out=b1)
+            xp.multiply(hi, w, out=b2)
+            xp.subtract(b2, b1, out=b2)
+            xp.subtract(b2, q3, out=b1)          # unsigned min(x, x-q) = x mod q for x < 2q
+            xp.minimum(b2, b1, out=b2)
+            xp.subtract(lo, b2, out=b3)
+            xp.add(b3, q3, out=b3)
+            xp.add(lo, b2, out=lo)
+            xp.subtract(lo, q3, out=b1)
+            xp.minimum(lo, b1, out=lo)
+            xp.subtract(b3, q3, out=b1)
+            xp.minimum(b3, b1, out=hi)
             m *= 2
         return a
 
-    def intt(self, a, idx):
+    def _intt_ref(self, a, idx):
         xp = self.xp
-        q, _, ipsi, ninv = self._tables(idx)
+        q, _, ipsi, _, _, ipsi_sh, ninv_sh = self._tables(idx)
+        ninv = self._tables(idx)[3]
         n = self.n
-        a = a.copy()
+        a = xp.array(a, dtype=np.uint64, copy=True)
         lead = a.shape[:-2]
         limbs = a.shape[-2]
+        s1, s2, s3 = self._bufs(lead + (limbs, n // 2))
         q3 = q[:, :, None]
+        sh = np.uint64(32)
         t, h = 1, n // 2
         while h >= 1:
             v = a.reshape(*lead, limbs, h, 2, t)
-            w = ipsi[:, h:2 * h, None]
-            lo = v[..., 0, :]
-            hi = v[..., 1, :]
-            diff = lo + q3 - hi
-            s = lo + hi
-            v[..., 0, :] = xp.where(s >= q3, s - q3, s)
-            diff *= w
-            diff %= q3
-            v[..., 1, :] = diff
+            lo, hi = v[..., 0, :], v[..., 1, :]
+            shp = lead + (limbs, h, t)
+            b1, b2, b3 = s1.reshape(shp), s2.reshape(shp), s3.reshape(shp)
+            w, ws = ipsi[:, h:2 * h, None], ipsi_sh[:, h:2 * h, None]
+            xp.subtract(lo, hi, out=b3)
+            xp.add(b3, q3, out=b3)               # lo - hi + q in [1, 2q): < 2^32, fine for Shoup
+            xp.add(lo, hi, out=lo)
+            xp.subtract(lo, q3, out=b1)
+            xp.minimum(lo, b1, out=lo)
+            xp.multiply(b3, ws, out=b1)
+            xp.right_shift(b1, sh, out=b1)
+            xp.multiply(b1, q3, out=b1)
+            xp.multiply(b3, w, out=b2)
+            xp.subtract(b2, b1, out=b2)
+            xp.subtract(b2, q3, out=b1)
+            xp.minimum(b2, b1, out=hi)
             t *= 2
             h //= 2
-        a *= ninv
-        a %= q
+        flat = a.reshape(*lead, limbs, n)
+        b1, b2 = s1.reshape(lead + (limbs, n // 2)), s2.reshape(lead + (limbs, n // 2))
+        for half in (flat[..., : n // 2], flat[..., n // 2:]):
+            xp.multiply(half, ninv_sh, out=b1)
+            xp.right_shift(b1, sh, out=b1)
+            xp.multiply(b1, q, out=b1)
+            xp.multiply(half, ninv, out=b2)
+            xp.subtract(b2, b1, out=b2)
+            xp.subtract(b2, q, out=b1)
+            xp.minimum(b2, b1, out=half)
         return a
 
     def automorphism_permutation(self, galois_element: int):

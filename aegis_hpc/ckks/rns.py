@@ -39,6 +39,10 @@ class BasisConverter:
     def convert(self, x):
         """x: (..., |A|, N) coefficient-form residues -> (..., |B|, N)."""
         xp = get_xp()
+        if getattr(xp, "__name__", "") == "cupy":
+            from ..backend import kernels
+
+            return kernels.basis_convert(self, x)
         t = x * self.hat_inv
         t %= self.src_q
         lo = (t & np.uint64(0xFFFF)).astype(np.float64)
