@@ -42,13 +42,15 @@ def test_presets_are_valid_chains():
         two_n = 2 * p.n
         assert all(is_prime(q) and q % two_n == 1 and q < 2 ** 31 for q in p.qp)
         assert len(set(p.qp)) == len(p.qp)
-        assert p.insecure == (name == "test")
+        assert p.insecure == bool(PRESETS[name].get("unsafe_allow_insecure"))
         # scale table lands within 3 % of 2^scale_bits at every level
         assert all(abs(math.log2(s) - p.scale_bits) < 0.05 for s in p.scales)
 
 
 def test_secure_presets_meet_the_128_bit_bound():
-    for name in ("demo", "n16"):
+    secure = [name for name, kw in PRESETS.items() if not kw.get("unsafe_allow_insecure")]
+    assert {"demo", "n16"} <= set(secure)
+    for name in secure:
         p = preset(name)
         assert p.log_qp <= HE_STANDARD_128[p.n]
     assert preset("n16").log_n == 16 and preset("n16").log_qp > 0.95 * HE_STANDARD_128[1 << 16]
