@@ -1,0 +1,222 @@
+"""Encoder blocks written once against nn.ops (mirror and encrypted runs).
+
+Tokens are `Tok(gid, sid, pos, x)`; a rank holds any subset of them (the
+token shard). The only cross-token step is attention, which needs k and v
+of every token of the sentence: `gather(local) -> all` is passed in (the
+distributed runtime's all-gather, or identity in one process). Every other
+step touches one token and needs no traffic.
+
+Refresh tags name the site and the token, so the key holder's re-encryption
+randomness, and hence the output, is the same whatever the rank count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ckks import LinearTransform
+from . import models
+from .packing import Layout
+
+
+@dataclass
+class Tok:
+    gid: int
+    sid: int
+    pos: int
+    x: object
+
+
+class PreparedModel:
+    """Weights as padded S x S transforms and slot vectors, built once per run."""
+
+    def __init__(self, name: str, layout: Layout, layers: int):
+        self.cfg = cfg = models.config(name)
+        self.layout = L = layout
+        w = models.weights(name)
+        S, h = L.S, cfg.hidden
+        self.layers = []
+        scale_q = 1.0 / math.sqrt(cfg.head_dim)
+        for i in range(layers):
+            p = f"encoder.layer.{i}."
+
+            def lt(m):
+                full = np.zeros((S, S))
+                full[: m.shape[0], : m.shape[1]] = m
+                return LinearTransform(matrix=full, slots=S)
+
+            d = {
+                "q": lt(w[p + "attention.self.query.weight"] * scale_q),
+                "bq": L.pad(w[p + "attention.self.query.bias"] * scale_q),
+                "k": lt(w[p + "attention.self.key.weight"]), "bk": L.pad(w[p + "attention.self.key.bias"]),
+                "v": lt(w[p + "attention.self.value.weight"]), "bv": L.pad(w[p + "attention.self.value.bias"]),
+                "o": lt(w[p + "attention.output.dense.weight"]),
+                "bo": L.pad(w[p + "attention.output.dense.bias"]),
+                "g1": L.pad(w[p + "attention.output.LayerNorm.weight"]),
+                "b1": L.pad(w[p + "attention.output.LayerNorm.bias"]),
+                "g2": L.pad(w[p + "output.LayerNorm.weight"]),
+                "b2": L.pad(w[p + "output.LayerNorm.bias"]),
+                "bd": L.pad(w[p + "output.dense.bias"]),
+                "up": [], "bup": [], "down": [],
+            }
+            wu, bu, wd = w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], w[p + "output.dense.weight"]
+            for c in range(L.chunks):
+                d["up"].append(lt(wu[c * S:(c + 1) * S]))
+                d["bup"].append(L.pad(bu[c * S:(c + 1) * S]))
+                d["down"].append(lt(wd[:, c * S:(c + 1) * S]))
+            self.layers.append(d)
+
+
+def _rotsum(ops, x, steps):
+    for s in steps:
+        x = ops.add(x, ops.rotate(x, s))
+    return x
+
+
+def _mul(ops, a, b, tag):
+    return ops.mul(ops.need(a, 1, tag + "/a"), ops.need(b, 1, tag + "/b"))
+
+
+def _cheb(ops, x, series, tag):
+    return ops.cheb(ops.need(x, series.depth(), tag), series)
+
+
+class EncoderRunner:
+    def __init__(self, ops, model: PreparedModel, approx: list, lengths: list):
+        self.ops, self.m, self.approx = ops, model, approx
+        self.L = model.layout
+        self.cfg = model.cfg
+        self.lengths = list(lengths)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(int).tolist()
+
+    # ---- masks (plaintext, cached by key in CipherOps) -------------------
+    def _block_mask(self, G, jj, scale):
+        S = self.L.S
+        m = np.zeros(S * G)
+        m[jj * S: jj * S + self.cfg.hidden] = scale
+        return m
+
+    def _head_mask(self, G, nvalid):
+        S, dh = self.L.S, self.cfg.head_dim
+        m = np.zeros(S * G)
+        for jj in range(nvalid):
+            m[jj * S: jj * S + self.cfg.hidden: dh] = 1.0
+        return m
+
+    def _shift(self, i, G):
+        c = np.zeros(self.L.S)
+        c[: self.cfg.hidden] = np.repeat(self.approx[i].shift, self.cfg.head_dim)
+        return np.tile(-c, G)
+
+    def _den_correction(self, i, G, nvalid):
+        """What the invalid (padding) key blocks add to the denominator, so it can
+        be taken off; padded feature slots are steered to x = 1/2 of the bound."""
+        a = self.approx[i]
+        S, h, dh = self.L.S, self.cfg.hidden, self.cfg.head_dim
+        corr = np.zeros(S)
+        corr[:h] = (G - nvalid) * np.repeat(a.exp_value(-a.shift), dh)
+        corr[h:] = G * a.exp_value(0.0) - a.inv_bound / 2.0
+        return corr
+
+    # ---- blocks ---------------------------------------------------------
+    def attention(self, i, toks, gather):
+        ops, W, a, L = self.ops, self.m.layers[i], self.approx[i], self.L
+        qs, kv_local = {}, []
+        for t in toks:
+            x = ops.need(t.x, 1, f"L{i}/qkv/t{t.gid}")
+            t.x = x
+            qs[t.gid] = ops.add_plain(ops.lintrans(x, W["q"]), W["bq"], ("bq", i))
+            k = ops.add_plain(ops.lintrans(x, W["k"]), W["bk"], ("bk", i))
+            v = ops.add_plain(ops.lintrans(x, W["v"]), W["bv"], ("bv", i))
+            kv_local.append((t.gid, k, v))
+        kv = {g: (k, v) for g, k, v in gather(kv_local)}
+        out = {}
+        for sid in sorted({t.sid for t in toks}):
+            T = self.lengths[sid]
+            G = L.group_size(T)
+            groups = []
+            for g0 in range(0, T, G):
+                nvalid = min(G, T - g0)
+                K = V = None
+                for jj in range(nvalid):
+                    gid = self.offsets[sid] + g0 + jj
+                    k, v = kv[gid]
+                    k = ops.mul_plain(ops.view(ops.need(k, 1, f"L{i}/K/t{gid}"), L.S * G),
+                                      self._block_mask(G, jj, 1.0), ("blk", G, jj))
+                    # 1/B of the Goldschmidt normalisation rides on V for free
+                    v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{gid}"), L.S * G),
+                                      self._block_mask(G, jj, 1.0 / a.inv_bound), ("blkv", i, G, jj))
+                    K = k if K is None else ops.add(K, k)
+                    V = v if V is None else ops.add(V, v)
+                groups.append((g0, nvalid, K, V))
+            for t in toks:
+                if t.sid == sid:
+                    out[t.gid] = self._attend(i, t.gid, qs[t.gid], groups, G)
+        for t in toks:
+            o = ops.lintrans(ops.need(out[t.gid], 1, f"L{i}/o/t{t.gid}"), W["o"])
+            o = ops.add_plain(o, W["bo"], ("bo", i))
+            t.x = self._layernorm(ops.add(t.x, o), W["g1"], W["b1"], a.invsqrt1, f"L{i}/ln1/t{t.gid}")
+        return toks
+
+    def _attend(self, i, gid, q, groups, G):
+        ops, L, a = self.ops, self.L, self.approx[i]
+        tag = f"L{i}/att/t{gid}"
+        den = num = None
+        for g0, nvalid, K, V in groups:
+            tg = f"{tag}/g{g0}"
+            p = _mul(ops, ops.view(q, L.S * G), K, tg + "/qk")
+            p = _rotsum(ops, p, L.head_sum_steps())
+            p = ops.mul_plain(ops.need(p, 1, tg + "/mask"), self._head_mask(G, nvalid), ("hm", G, nvalid))
+            p = _rotsum(ops, p, [-s for s in L.head_sum_steps()])
+            z = ops.add_plain(p, self._shift(i, G), ("shift", i, G))
+            e = _cheb(ops, z, a.exp, tg + "/exp")
+            for r in range(a.exp_squarings):
+                e = ops.need(e, 1, f"{tg}/sq{r}")
+                e = ops.mul(e, e)
+            d = _rotsum(ops, e, L.block_sum_steps(G))
+            d = ops.add_plain(d, -np.tile(self._den_correction(i, G, nvalid), G), ("den", i, G, nvalid))
+            n = _rotsum(ops, _mul(ops, e, V, tg + "/ev"), L.block_sum_steps(G))
+            den = d if den is None else ops.add(den, d)
+            num = n if num is None else ops.add(num, n)
+        # Goldschmidt on x = den / B: 1/x = prod (1 + e^(2^k)), e = 1 - x
+        e = ops.add_const(ops.mul_const(ops.need(den, 1, tag + "/gs0"), -1.0 / a.inv_bound), 1.0)
+        acc = ops.add_const(e, 1.0)
+        for k in range(1, a.inv_iterations):
+            e = ops.need(e, 1, f"{tag}/gs{k}e")
+            e = ops.mul(e, e)
+            acc = _mul(ops, acc, ops.add_const(e, 1.0), f"{tag}/gs{k}a")
+        res = _mul(ops, num, acc, tag + "/out")
+        return ops.view(res, L.S)
+
+    def ffn(self, i, toks):
+        ops, W, a, L = self.ops, self.m.layers[i], self.approx[i], self.L
+        for t in toks:
+            x = ops.need(t.x, 1, f"L{i}/up/t{t.gid}")
+            d = None
+            for c in range(L.chunks):
+                u = ops.add_plain(ops.lintrans(x, W["up"][c]), W["bup"][c], ("bup", i, c))
+                g = _cheb(ops, u, a.gelu, f"L{i}/gelu{c}/t{t.gid}")
+                y = ops.lintrans(ops.need(g, 1, f"L{i}/down{c}/t{t.gid}"), W["down"][c])
+                d = y if d is None else ops.add(d, y)
+            d = ops.add_plain(d, W["bd"], ("bd", i))
+            t.x = self._layernorm(ops.add(x, d), W["g2"], W["b2"], a.invsqrt2, f"L{i}/ln2/t{t.gid}")
+        return toks
+
+    def _layernorm(self, h, gamma, beta, isq, tag):
+        ops, L, n = self.ops, self.L, float(self.cfg.hidden)
+        h = ops.need(h, 2, tag + "/in")
+        s1 = _rotsum(ops, h, L.feature_sum_steps())
+        s2 = _rotsum(ops, ops.mul(h, h), L.feature_sum_steps())
+        m = ops.mul_const(s1, 1.0 / n)
+        var = ops.sub(ops.mul_const(s2, 1.0 / n), _mul(ops, m, m, tag + "/m2"))
+        var = ops.add_const(var, self.cfg.ln_eps)
+        y = _cheb(ops, var, isq, tag + "/isq")
+        vh = ops.mul_const(ops.need(var, 1, tag + "/vh"), -0.5)
+        for k in range(self.approx[0].invsqrt_newton):
+            t = _mul(ops, _mul(ops, vh, y, f"{tag}/n{k}a"), _mul(ops, y, y, f"{tag}/n{k}b"), f"{tag}/n{k}c")
+            y = ops.add(ops.mul_const(ops.need(y, 1, f"{tag}/n{k}d"), 1.5), t)
+        cg = ops.sub(ops.mul_plain(h, gamma, ("g", id(gamma))), ops.mul_plain(s1, gamma / n, ("gn", id(gamma))))
+        return ops.add_plain(_mul(ops, cg, y, tag + "/y"), beta, ("b", id(beta)))

@@ -1,0 +1,236 @@
+"""One set of slot operations, two implementations.
+
+The encoder (block.py) is written once against this interface. `PlainOps`
+runs it on float64 slot vectors (the "plaintext mirror": the same
+polynomials, Newton steps, masks, rotations and refresh points as the
+encrypted run, so whatever separates it from the exact float model is
+approximation error, and whatever separates the encrypted run from it is
+encryption noise). `CipherOps` runs it on CKKS ciphertexts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DepthError(RuntimeError):
+    pass
+
+
+@dataclass
+class Stats:
+    refreshes: int = 0
+    ops: dict = field(default_factory=dict)
+
+    def tick(self, name, n=1):
+        self.ops[name] = self.ops.get(name, 0) + n
+
+
+# ---------------------------------------------------------------- mirror
+@dataclass
+class PV:
+    v: np.ndarray
+    level: int
+
+    @property
+    def slots(self):
+        return self.v.size
+
+
+class PlainOps:
+    """float64 mirror. Levels are tracked with the evaluator's rules so that
+    refreshes happen at the same points as in the encrypted run."""
+
+    def __init__(self, max_level: int, refresh: str = "client"):
+        self.max_level = max_level
+        self.refresh_mode = refresh
+        self.stats = Stats()
+
+    def encrypt(self, vec, slots):
+        v = np.zeros(slots)
+        v[: len(vec)] = vec
+        return PV(v, self.max_level)
+
+    def decrypt(self, x):
+        return x.v.copy()
+
+    def level(self, x):
+        return x.level
+
+    def add(self, a, b):
+        return PV(a.v + b.v, min(a.level, b.level))
+
+    def sub(self, a, b):
+        return PV(a.v - b.v, min(a.level, b.level))
+
+    def add_const(self, a, c):
+        return PV(a.v + c, a.level)
+
+    def add_plain(self, a, vec, key=None):
+        return PV(a.v + np.resize(vec, a.slots), a.level)
+
+    def mul(self, a, b):
+        self.stats.tick("mul")
+        return PV(a.v * b.v, min(a.level, b.level) - 1)
+
+    def mul_plain(self, a, vec, key=None):
+        return PV(a.v * np.resize(vec, a.slots), a.level - 1)
+
+    def mul_const(self, a, c):
+        return PV(a.v * c, a.level - 1)
+
+    def mul_int(self, a, k):
+        return PV(a.v * k, a.level)
+
+    def rotate(self, a, k):
+        self.stats.tick("rotate")
+        return PV(np.roll(a.v, -k), a.level)
+
+    def rotate_many(self, a, ks):
+        return {k: self.rotate(a, k) for k in ks}
+
+    def lintrans(self, a, lt):
+        self.stats.tick("rotate", len(lt.rotations()))
+        m = np.zeros((lt.slots, lt.slots))
+        rows = np.arange(lt.slots)
+        for k, d in lt.diagonals.items():
+            m[rows, (rows + k) % lt.slots] = d
+        return PV(m @ a.v, a.level - 1)
+
+    def cheb(self, a, series):
+        return PV(series(a.v), a.level - series.depth())
+
+    def view(self, a, slots):
+        if slots >= a.slots:
+            return PV(np.tile(a.v, slots // a.slots), a.level)
+        return PV(a.v[:slots].copy(), a.level)
+
+    def need(self, x, levels, tag):
+        if x.level >= levels:
+            return x
+        return self._refresh(x, levels, tag)
+
+    def _refresh(self, x, levels, tag):
+        if self.refresh_mode == "none":
+            raise DepthError(f"out of levels at {tag}: {x.level} left, {levels} needed "
+                             "(use --refresh client or bootstrap)")
+        self.stats.refreshes += 1
+        return PV(x.v.copy(), self.max_level)
+
+
+# ---------------------------------------------------------------- encrypted
+class KeyHolder:
+    """The party that owns the secret key. `--refresh client` sends it
+    intermediate ciphertexts to decrypt and re-encrypt at the top level: it
+    SEES THOSE INTERMEDIATE VALUES. In the demo it lives in the server
+    process; every output names the mode and counts the round trips.
+
+    Re-encryption randomness comes from SHAKE-256 of a secret run seed and the
+    refresh's tag, so a refresh gives the same ciphertext whichever rank asks
+    (bit-for-bit equal outputs across rank counts)."""
+
+    def __init__(self, ctx, sk, seed: bytes | None = None):
+        import os
+
+        self.ctx, self.sk = ctx, sk
+        self.seed = seed if seed is not None else os.urandom(32)
+        self.count = 0
+
+    def refresh(self, ct, tag: str):
+        from ..ckks.sampling import Stream
+
+        self.count += 1
+        values = self.ctx.decrypt(ct, self.sk)
+        ctx, level = self.ctx, self.ctx.params.max_level
+        pt = ctx.encode(values, level=level, slots=ct.slots)
+        kg, xp = ctx.keygenerator, ctx.xp
+        idx = list(range(ctx.params.limbs_at(level)))
+        qc = ctx.ring.q_col(idx)
+        h = hashlib.sha256(self.seed + tag.encode()).digest()
+        a = kg.uniform(h, idx)
+        e = kg.error_ntt(Stream(hashlib.sha256(b"err" + h).digest(), "enc-error"), idx)
+        c0 = (qc - a * self.sk.ntt[: len(idx)] % qc + e + pt.data) % qc
+        return ct.with_data(xp.stack([c0, a]), level=level, scale=pt.scale, slots=ct.slots)
+
+
+class CipherOps:
+    def __init__(self, ctx, evaluator, refresh: str = "client", key_holder: KeyHolder | None = None):
+        self.ctx, self.ev = ctx, evaluator
+        self.max_level = ctx.params.max_level
+        self.refresh_mode = refresh
+        self.key_holder = key_holder
+        if refresh == "client" and key_holder is None:
+            raise ValueError("--refresh client needs a key holder")
+        self.stats = Stats()
+        self._pt_cache = {}
+
+    def level(self, x):
+        return x.level
+
+    def _encode(self, vec, key, level, scale, slots):
+        ck = (key, level, round(scale, 6), slots) if key is not None else None
+        pt = self._pt_cache.get(ck) if ck else None
+        if pt is None:
+            pt = self.ctx.encode(np.resize(np.asarray(vec, dtype=np.float64), slots),
+                                 level=level, scale=scale, slots=slots)
+            if ck:
+                self._pt_cache[ck] = pt
+        return pt
+
+    def add(self, a, b):
+        return self.ev.add(a, b)
+
+    def sub(self, a, b):
+        return self.ev.sub(a, b)
+
+    def add_const(self, a, c):
+        return self.ev.add_const(a, float(c))
+
+    def add_plain(self, a, vec, key=None):
+        return self.ev.add(a, self._encode(vec, key, a.level, a.scale, a.slots))
+
+    def mul(self, a, b):
+        self.stats.tick("mul")
+        return self.ev.mul(a, b, rescale=True)
+
+    def mul_plain(self, a, vec, key=None):
+        scale = self.ev.rescale_target_scale(a.scale, a.level)
+        return self.ev.mul_plain(a, self._encode(vec, key, a.level, scale, a.slots), rescale=True)
+
+    def mul_const(self, a, c):
+        return self.ev.mul_const(a, float(c), rescale=True)
+
+    def mul_int(self, a, k):
+        return self.ev.mul_int(a, int(k))
+
+    def rotate(self, a, k):
+        self.stats.tick("rotate")
+        return self.ev.rotate(a, k)
+
+    def rotate_many(self, a, ks):
+        self.stats.tick("rotate", len(ks))
+        return self.ev.rotate_hoisted(a, ks)
+
+    def lintrans(self, a, lt):
+        self.stats.tick("rotate", len(lt.rotations()))
+        return lt.evaluate(self.ev, a, rescale=True)
+
+    def cheb(self, a, series):
+        return self.ev.evaluate_chebyshev(a, series)
+
+    def view(self, a, slots):
+        return a.with_data(a.data, slots=slots)
+
+    def need(self, x, levels, tag):
+        if x.level >= levels:
+            return x
+        if self.refresh_mode == "none":
+            raise DepthError(f"out of levels at {tag}: {x.level} left, {levels} needed "
+                             "(use --refresh client or bootstrap)")
+        self.stats.refreshes += 1
+        if self.refresh_mode == "bootstrap":
+            return self.ev.bootstrap(x)
+        return self.key_holder.refresh(x, tag)
