@@ -1,4 +1,5 @@
-"""Bootstrapping on the `test-boot` preset (N=2^11, insecure, sparse secret h=32).
+"""Bootstrapping on the `test-boot` preset (N=2^11, insecure; dense secret,
+ModRaise under an ephemeral sparse secret of weight 32, like `n16-boot`).
 
 Bound: ModRaise + CoeffToSlot + EvalMod + SlotToCoeff at message ratio
 Q0/Delta = 2^8 reach ~2^-22 max error on uniform [-1, 1] slots; we assert
@@ -60,13 +61,18 @@ def test_factored_dft_matches_the_encoder(log_n, levels):
 def test_evalmod_polynomial_is_sine_on_the_range():
     em = EvalMod(k_range=12, double_angle=3)
     v = np.concatenate([k + np.linspace(-1e-3, 1e-3, 101) for k in range(-12, 13)])
-    assert np.abs(em.reference(v / 12) - np.sin(2 * np.pi * v)).max() < 2.0 ** -36
+    assert np.abs(em.reference(v / em.input_divisor) - np.sin(2 * np.pi * v)).max() < 2.0 ** -36
 
 
 def test_bootstrap_keys(bctx, bkeys):
     galois = bkeys[1].galois
     assert galois_element_conjugate(bctx.params.n) in galois
     assert len(galois) == len(bootstrap_rotations(bctx.params)) + 1
+    p = bctx.params
+    down = bkeys[1].bootstrap.to_ephemeral
+    # the key towards the sparse secret exists only at the modulus of level 0
+    assert down.b.shape == (1, len(p.p) + p.limbs_at(0), p.n)
+    assert bkeys[1].bootstrap.from_ephemeral.b.shape[1] == len(p.qp)
 
 
 def test_bootstrap_refreshes_a_last_level_ciphertext(bctx, bkeys, bev):

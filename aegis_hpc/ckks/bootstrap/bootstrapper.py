@@ -2,15 +2,26 @@
 
 Scale bookkeeping. After ModRaise the ciphertext decrypts to t = m + Q0*I
 modulo the whole chain (Q0 = product of the base primes). Its scale attribute
-is set to 2*K*Q0, which *is* the constant 1/(2K) of the circuit: CoeffToSlot
-then yields (t_lo + i t_hi)/(2K*Q0) in bit-reversed order, and the
-conjugation split gives the real vectors v/K, v = t/Q0, ready for EvalMod on
-[-1, 1]. Folding constants into scales costs no precision; folding them into
+is set to 2*K'*Q0, which *is* the constant 1/(2K') of the circuit: CoeffToSlot
+then yields (t_lo + i t_hi)/(2K'*Q0) in bit-reversed order, and the
+conjugation split gives the real vectors v/K', v = t/Q0, ready for EvalMod
+(K' = K + 1/4, see mod1.py). Folding constants into scales costs no precision; folding them into
 plaintext diagonals would round them. The plaintext scales of the DFT stages
 share the drop from 2K*Q0 to the table scale evenly, so no stage is encoded
 at a small scale, and the last stage lands exactly on the table (so EvalMod's
 products stay on the table, see params.py). SlotToCoeff carries
 q0/(2*pi*Delta_in) the same way, and lands on the table at the output level.
+
+Sparse-secret encapsulation (Bossuat et al., "Bootstrapping for approximate
+homomorphic encryption with negligible failure-probability by using sparse
+secret encapsulation", ACNS 2022). The overflow I of ModRaise grows like
+sqrt(h) with the secret's Hamming weight h, and EvalMod's degree with |I|.
+The main secret stays dense (the 128-bit table assumes uniform ternary);
+only for ModRaise the level-0 ciphertext is switched to an ephemeral sparse
+secret s' (weight 32), and switched back right after at the top level. The
+key s -> s' is published only on the primes of level 0 and P, a small
+modulus at which a sparse secret is still hard; the key s' -> s encrypts s'
+under the dense s over the whole chain like any other switching key.
 
 Precision is bounded by the message ratio R = Q0/Delta_in: an error e in v
 becomes R*e in the output, and sin(2*pi*v)/(2*pi) differs from m/Q0 by a
@@ -27,7 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ciphertext import Ciphertext
+from ..keys import SecretKey, SwitchingKey
 from ..rns import crt_centered_small
+from ..sampling import Stream, fresh_seed, ternary
 from . import dft
 from .mod1 import EvalMod, default_k_range
 
@@ -42,7 +55,8 @@ class BootstrapConfig:
     stc_levels: int
     k_range: int
     double_angle: int
-    sine_degree: int | None = None   # None: smallest 2^j-1 meeting ~2^-44
+    sine_degree: int | None = None      # None: smallest 2^j-1 meeting ~2^-44
+    ephemeral_weight: int | None = 32   # None: ModRaise under the main secret itself
 
     def depth(self) -> int:
         return self.cts_levels + self.stc_levels + EvalMod(self.k_range, self.double_angle,
@@ -52,17 +66,50 @@ class BootstrapConfig:
 # Named configurations for the -boot presets; anything else gets `default_config`.
 CONFIGS = {
     "test-boot": BootstrapConfig(cts_levels=2, stc_levels=2, k_range=12, double_angle=3),
-    "n16-boot": BootstrapConfig(cts_levels=4, stc_levels=3, k_range=29, double_angle=4),
+    "n16-boot": BootstrapConfig(cts_levels=4, stc_levels=3, k_range=12, double_angle=3),
 }
+
+EPHEMERAL_WEIGHT = 32
 
 
 def default_config(params) -> BootstrapConfig:
     if params.name in CONFIGS:
         return CONFIGS[params.name]
-    k = default_k_range(params.n, params.secret_hamming_weight)
+    h = params.secret_hamming_weight
+    eph = None if h is not None and h <= EPHEMERAL_WEIGHT else EPHEMERAL_WEIGHT
+    k = default_k_range(params.n, h if eph is None else eph)
     r = max(2, math.ceil(math.log2(max(k, 1))) - 1)
     dft_levels = 2 if params.log_n <= 12 else 3
-    return BootstrapConfig(cts_levels=dft_levels, stc_levels=dft_levels, k_range=k, double_angle=r)
+    return BootstrapConfig(cts_levels=dft_levels, stc_levels=dft_levels, k_range=k, double_angle=r,
+                           ephemeral_weight=eph)
+
+
+@dataclass
+class EncapsulationKeys:
+    """Switching keys main secret -> ephemeral sparse secret (level 0 only) and back."""
+    to_ephemeral: SwitchingKey
+    from_ephemeral: SwitchingKey
+
+
+def add_bootstrap_keys(ctx, sk, keys, config: BootstrapConfig | None = None):
+    """Context.keygen(bootstrap=True): the encapsulation keys, as `keys.bootstrap`."""
+    config = config or default_config(ctx.params)
+    keys.bootstrap = None
+    if config.ephemeral_weight is None:
+        return keys
+    p, kg = ctx.params, ctx.keygenerator
+    s_eph = ternary(Stream(fresh_seed(), "ephemeral-secret"), p.n, config.ephemeral_weight)
+    eph = SecretKey(coeffs=s_eph, ntt=kg.small_to_ntt(s_eph, kg.all_idx), fingerprint=p.fingerprint)
+    full = kg.switching_key(eph, sk.ntt)
+    # keep digit 0 on the rows P, Q_0 only: the rest would expose s' at a large modulus
+    rows = len(p.p) + p.limbs_at(0)
+    if p.digits_at(0) != [range(0, p.limbs_at(0))]:
+        raise BootstrapError("level 0 must lie in the first key-switching digit")
+    down = SwitchingKey(b=full.b[:1, :rows].copy(), a=full.a[:1, :rows].copy(), seeds=full.seeds[:1],
+                        fingerprint=p.fingerprint)
+    del full
+    keys.bootstrap = EncapsulationKeys(to_ephemeral=down, from_ephemeral=kg.switching_key(sk, eph.ntt))
+    return keys
 
 
 def bootstrap_rotations(params, config: BootstrapConfig | None = None) -> list[int]:
@@ -94,13 +141,21 @@ class Bootstrapper:
         self._stc = [dft.BsgsPlan(m, self.slots) for m in self._stc_mats_unit]
         self._encoded: dict = {}
         self._mono = None
+        self.encapsulation = None
+        if config.ephemeral_weight is not None:
+            self.encapsulation = getattr(ev.keys, "bootstrap", None)
+            if self.encapsulation is None:
+                raise BootstrapError("no bootstrapping keys: generate them with ctx.keygen(bootstrap=True)")
 
     # ---- ModRaise ----------------------------------------------------------------
     def mod_raise(self, ct: Ciphertext) -> Ciphertext:
         """Level-0 ciphertext -> top level; decrypts to m + Q0*I modulo the whole chain."""
         p, ring, xp = self.params, self.ev.ring, self.ev.xp
+        ev = self.ev
         if ct.level != 0:
-            ct = self.ev.drop_level(ct, ct.level)
+            ct = ev.drop_level(ct, ct.level)
+        if self.encapsulation is not None:
+            ct = self._switch(ct, self.encapsulation.to_ephemeral)
         base = list(range(p.base_primes))
         coeff = ring.intt(ct.data, base)
         lifted = xp.stack([crt_centered_small(coeff[c], p.q[: p.base_primes]) for c in range(2)])
@@ -108,7 +163,16 @@ class Bootstrapper:
         q_all = xp.asarray(np.array(p.q[:top], dtype=np.int64))[:, None]
         res = (lifted[:, None, :] % q_all).astype(np.uint64)
         data = ring.ntt(res, list(range(top)))
-        return ct.with_data(data, level=p.max_level, scale=2.0 * self.config.k_range * self.q0)
+        raised = ct.with_data(data, level=p.max_level, scale=2.0 * self.evalmod.input_divisor * self.q0)
+        if self.encapsulation is not None:
+            raised = self._switch(raised, self.encapsulation.from_ephemeral)
+        return raised
+
+    def _switch(self, ct, key):
+        ev = self.ev
+        qc = ev._qc(ct.limbs)
+        u = ev.ks.switch(ct.data[1], key, ct.level)
+        return ct.with_data(ev.xp.stack([(ct.data[0] + u[0]) % qc, u[1]]))
 
     # ---- DFT stages --------------------------------------------------------------
     def _plaintexts(self, tag, index, plan, level, scale):

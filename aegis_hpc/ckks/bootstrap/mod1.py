@@ -1,12 +1,19 @@
 """EvalMod: the homomorphic reduction of v = m/q0 + I modulo 1 (I an integer).
 
 sin(2*pi*v) = sin(2*pi*m/q0) ~ 2*pi*m/q0 when the message ratio q0/Delta is
-large. It is computed as cos(2*pi*(v - 1/4)/2^r) by a Chebyshev interpolant
-on |v| <= K (input pre-divided by K, so the series lives on [-1, 1] and needs
-no affine level), followed by r double-angle steps cos(2t) = 2cos(t)^2 - 1:
-dividing the angle by 2^r keeps the interpolant's degree near 2*pi*K/2^r
-instead of 2*pi*K. Each double-angle step can multiply an error by up to 4,
-so the interpolant is asked for ~2^-45, which leaves headroom at 50-bit scale.
+large. It is computed as cos(2*pi*(v - 1/4)/2^r) followed by r double-angle
+steps cos(2t) = 2cos(t)^2 - 1; dividing the angle by 2^r keeps the degree
+near 2*pi*K/2^r instead of 2*pi*K.
+
+The input arrives as y = v/K' with K' = K + 1/4 (the bootstrapper folds 1/K'
+into a scale, which is free), so y - 1/(4K') lies in [-1, 1] and the
+function to approximate, cos(2*pi*K'*(y - 1/(4K'))/2^r), is *even* there:
+it is a Chebyshev series in T_2(y) = 2y^2 - 1 of half the degree. One
+squaring then replaces half of the ciphertext products of a generic series
+of the same depth (T_2k(y) = T_k(T_2(y))).
+
+Each double-angle step can multiply an error by up to 4, so the series is
+asked for ~2^-44, which leaves headroom at a 2^54 scale.
 """
 
 from __future__ import annotations
@@ -23,37 +30,45 @@ class EvalMod:
     def __init__(self, k_range: float, double_angle: int, degree: int | None = None,
                  target_error: float = 2.0 ** -44):
         self.k_range = float(k_range)
+        self.k_eff = self.k_range + 0.25
         self.double_angle = int(double_angle)
-        scale = 2.0 ** self.double_angle
-        kr = self.k_range
+        angle = 2.0 * np.pi * self.k_eff / 2.0 ** self.double_angle
 
-        def f(y):
-            return np.cos(2.0 * np.pi * (kr * y - 0.25) / scale)
+        def f_of_u(u):  # cos(angle * y) with u = 2y^2 - 1, i.e. y = sqrt((u+1)/2)
+            return np.cos(angle * np.sqrt(np.clip((u + 1.0) / 2.0, 0.0, None)))
 
+        grid = np.cos(np.linspace(0, np.pi, 4001))
         if degree is None:
             # smallest 2^j - 1 degree (those fill their depth) meeting the target
-            grid = np.cos(np.linspace(0, np.pi, 4001))
-            for j in range(3, 9):
+            for j in range(2, 8):
                 degree = (1 << j) - 1
-                c = C.chebinterpolate(f, degree)
-                if np.max(np.abs(C.chebval(grid, c) - f(grid))) <= target_error:
+                c = C.chebinterpolate(f_of_u, degree)
+                if np.max(np.abs(C.chebval(grid, c) - f_of_u(grid))) <= target_error:
                     break
-        self.series = ChebyshevSeries(C.chebinterpolate(f, degree), -1.0, 1.0)
+        self.series = ChebyshevSeries(C.chebinterpolate(f_of_u, degree), -1.0, 1.0)
+
+    @property
+    def input_divisor(self) -> float:
+        """The bootstrapper hands over v / input_divisor."""
+        return self.k_eff
 
     @property
     def depth(self) -> int:
-        return self.series.depth(min_depth=True) + self.double_angle
+        return 1 + self.series.depth(min_depth=True) + self.double_angle
 
     def reference(self, y):
         """Float64 model of the encrypted circuit (same polynomial, same steps)."""
-        c = self.series(np.asarray(y))
+        y = np.asarray(y) - 0.25 / self.k_eff
+        c = self.series(2.0 * y * y - 1.0)
         for _ in range(self.double_angle):
             c = 2.0 * c * c - 1.0
         return c
 
     def evaluate(self, ev, ct):
-        """ct holds y = v/K on the table scale; returns sin(2*pi*v) on the table scale."""
-        c = ev.evaluate_chebyshev(ct, self.series, min_depth=True)
+        """ct holds y = v/K' on the table scale; returns sin(2*pi*v) on the table scale."""
+        y = ev.add_const(ct, -0.25 / self.k_eff)
+        u = ev.add_const(ev.mul_int(ev.square(y, rescale=True), 2), -1.0)
+        c = ev.evaluate_chebyshev(u, self.series, min_depth=True)
         for _ in range(self.double_angle):
             c = ev.add_const(ev.mul_int(ev.square(c, rescale=True), 2), -1.0)
         return c
@@ -63,7 +78,7 @@ def default_k_range(n: int, hamming_weight: int | None) -> int:
     """Bound on |I| for ModRaise: I_j is a sum of h+1 terms uniform in [-1/2, 1/2].
 
     Seven standard deviations (sigma = sqrt((h+1)/12)) keeps the chance that any
-    of the N coefficients leaves the interval below ~2^-30 for N <= 2^16.
+    of the N coefficients leaves the interval below ~2^-20 for N <= 2^16.
     """
     h = hamming_weight if hamming_weight is not None else (2 * n) // 3
     sigma = math.sqrt((h + 1) / 12.0)
