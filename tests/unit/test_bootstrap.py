@@ -62,6 +62,11 @@ def test_evalmod_polynomial_is_sine_on_the_range():
     em = EvalMod(k_range=12, double_angle=3)
     v = np.concatenate([k + np.linspace(-1e-3, 1e-3, 101) for k in range(-12, 13)])
     assert np.abs(em.reference(v / em.input_divisor) - np.sin(2 * np.pi * v)).max() < 2.0 ** -36
+    # with the arcsine step it is 2*pi*(v - round(v)) itself, to 2^-25 of the message ratio 2^-8
+    em = EvalMod(k_range=12, double_angle=3, arcsine=True)
+    v = np.concatenate([k + np.linspace(-2.0 ** -8, 2.0 ** -8, 101) for k in range(-12, 13)])
+    frac = 2 * np.pi * (v - np.round(v))
+    assert np.abs(em.reference(v / em.input_divisor) - frac).max() < 2.0 ** -25 * 2 * np.pi * 2.0 ** -8
 
 
 def test_bootstrap_keys(bctx, bkeys):
@@ -86,6 +91,16 @@ def test_bootstrap_refreshes_a_last_level_ciphertext(bctx, bkeys, bev):
     assert out.scale == pytest.approx(bctx.params.scale_at(out.level), rel=1e-9)
     print(f"test-boot: levels after bootstrapping {out.level}/{bctx.max_level}, "
           f"max error {err:.3g} (2^{math.log2(err):.1f})")
+    assert err < BOOT_BOUND
+
+
+def test_bootstrap_large_coefficients(bctx, bkeys, bev):
+    """A near-constant vector puts ~Delta in one coefficient: the worst case of sin(x) ~ x."""
+    sk = bkeys[0]
+    x = 0.95 + 0.05 * np.random.default_rng(3).uniform(-1, 1, bctx.slots)
+    out = bev.bootstrap(bctx.encrypt(x, sk, level=0))
+    err = np.abs(bctx.decrypt(out, sk) - x).max()
+    print(f"test-boot, constant-like input: max error {err:.3g} (2^{math.log2(err):.1f})")
     assert err < BOOT_BOUND
 
 

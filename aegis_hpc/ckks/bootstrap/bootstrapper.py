@@ -57,10 +57,13 @@ class BootstrapConfig:
     double_angle: int
     sine_degree: int | None = None      # None: smallest 2^j-1 meeting ~2^-44
     ephemeral_weight: int | None = 32   # None: ModRaise under the main secret itself
+    arcsine: bool = True                # exact for large coefficients, costs 2 levels (mod1.py)
 
     def depth(self) -> int:
-        return self.cts_levels + self.stc_levels + EvalMod(self.k_range, self.double_angle,
-                                                           self.sine_degree).depth
+        return self.cts_levels + self.stc_levels + self.evalmod().depth
+
+    def evalmod(self) -> EvalMod:
+        return EvalMod(self.k_range, self.double_angle, self.sine_degree, arcsine=self.arcsine)
 
 
 # Named configurations for the -boot presets; anything else gets `default_config`.
@@ -130,7 +133,7 @@ class Bootstrapper:
         self.config = config = config or default_config(p)
         self.slots = p.slots
         self.q0 = math.prod(p.q[: p.base_primes])
-        self.evalmod = EvalMod(config.k_range, config.double_angle, config.sine_degree)
+        self.evalmod = config.evalmod()
         self.depth = config.cts_levels + self.evalmod.depth + config.stc_levels
         if self.depth > p.max_level:
             raise BootstrapError(f"bootstrapping needs {self.depth} levels, {p.name} has {p.max_level}")
@@ -258,7 +261,7 @@ class Bootstrapper:
         re = self.evalmod.evaluate(ev, re)
         im = self.evalmod.evaluate(ev, im)
         re, im = ev.match(re, im)
-        # values are sin(2*pi*v) ~ 2*pi*m/Q0; the constant Q0/(2*pi*Delta_in) rides on the scale
+        # values are ~ 2*pi*m/Q0; the constant Q0/(2*pi*Delta_in) rides on the scale
         factor = self.q0 / (2.0 * math.pi * delta_in)
         re.scale /= factor
         im.scale /= factor
