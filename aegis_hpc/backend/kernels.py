@@ -15,6 +15,8 @@ reached from its `if ring._gpu` hooks.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _SRC = r"""
@@ -269,6 +271,45 @@ extern "C" __global__ void basis_convert(const u64* x, u64* y, const u64* src_q,
     }
 }
 
+/* ---- ModUp of every digit in one pass: rows of the digit copy the input, the
+   others get the fast basis conversion of the digit; all rows then go through one NTT */
+extern "C" __global__ void modup_convert(const u64* coeff, u64* out, const int* digit_start,
+                                         const int* digit_len, const u64* hat_inv, const u64* src_q,
+                                         const u64* src_mu, const u64* hat_mod, const u64* row_q,
+                                         const u64* row_mu, const int* row_limb, int rows, int maxa,
+                                         int logn, int digits) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int N = 1 << logn;
+    if (tid >= (long long)digits * N) return;
+    int j = (int)(tid >> logn);
+    int n = (int)(tid & (N - 1));
+    int s = digit_start[j], len = digit_len[j];
+    u64 t[MAX_SRC];
+    for (int i = 0; i < len; ++i) {
+        int c = j * maxa + i;
+        t[i] = barrett(coeff[(size_t)(s + i) * N + n] * hat_inv[c], src_q[c], src_mu[c]);
+    }
+    u64* o = out + (size_t)j * rows * N + n;
+    for (int r = 0; r < rows; ++r) {
+        int limb = row_limb[r];
+        u64 v;
+        if (limb >= s && limb < s + len) {
+            v = coeff[(size_t)limb * N + n];
+        } else {
+            u64 q = row_q[r], mu = row_mu[r];
+            const u64* hm = hat_mod + ((size_t)j * rows + r) * maxa;
+            u64 acc = 0;
+            int pending = 0;
+            for (int i = 0; i < len; ++i) {
+                acc += t[i] * hm[i];
+                if (++pending == 4) { acc = barrett(acc, q, mu); pending = 1; }
+            }
+            v = barrett(acc, q, mu);
+        }
+        o[(size_t)r * N] = v;
+    }
+}
+
 /* ---- rescale: centred CRT lift of the dropped primes, reduced mod each kept prime */
 extern "C" __global__ void rescale_lift(const u64* top, u64* res, const u64* keep_q, const u64* keep_mu,
                                         int k, u64 q0, u64 q1, u64 inv01, u64 mu1, int keep,
@@ -430,9 +471,22 @@ def _prep(a):
     return cp.array(a, dtype=np.uint64, order="C", copy=True)
 
 
-def ntt(ring, a, idx):
+def _host_in_host_out(fn):
+    """A numpy argument gets a numpy result: callers that hand host arrays keep host semantics."""
+    def wrapper(obj, a, *rest, **kw):
+        if isinstance(a, np.ndarray):
+            return _cp().asnumpy(fn(obj, _cp().asarray(a), *rest, **kw))
+        return fn(obj, a, *rest, **kw)
+
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+@_host_in_host_out
+def ntt(ring, a, idx, inplace=False):
     """Forward negacyclic NTT of (..., L, N), limbs mod primes `idx`; bit-identical to ring._ntt_ref."""
-    x = _prep(a)
+    x = a if inplace else _prep(a)
     logn, n = ring.log_n, ring.n
     idx = list(idx)
     rows = x.size // n
@@ -461,6 +515,7 @@ def ntt(ring, a, idx):
     return x
 
 
+@_host_in_host_out
 def intt(ring, a, idx):
     x = _prep(a)
     logn, n = ring.log_n, ring.n
@@ -499,9 +554,9 @@ def intt(ring, a, idx):
 def ks_inner(ext, key, qc, rows, perm=None):
     """(2, rows, N): sum over digits j of ext[j][:, perm] * (key.b[j], key.a[j]) mod q (rows P then Q)."""
     cp = _cp()
-    ext = cp.ascontiguousarray(ext, dtype=np.uint64)
-    kb = cp.ascontiguousarray(key.b, dtype=np.uint32)
-    ka = cp.ascontiguousarray(key.a, dtype=np.uint32)
+    ext = cp.ascontiguousarray(cp.asarray(ext), dtype=np.uint64)
+    kb = cp.ascontiguousarray(cp.asarray(key.b), dtype=np.uint32)
+    ka = cp.ascontiguousarray(cp.asarray(key.a), dtype=np.uint32)
     digits, _, n = ext.shape
     logn = n.bit_length() - 1
     out = cp.empty((2, rows, n), dtype=np.uint64)
@@ -535,6 +590,7 @@ def tensor(a, b, qc):
 
 
 # ---------------------------------------------------------------- basis conversion
+@_host_in_host_out
 def basis_convert(conv, x):
     """BasisConverter.convert on the device: exact sum_i [x_i hat_i^-1] (A/a_i) mod b_j, fully reduced."""
     cp = _cp()
@@ -549,7 +605,7 @@ def basis_convert(conv, x):
             "hat_mod": cp.asarray(cp.asnumpy(conv.hat_mod).astype(np.uint64)),
         }
         conv._kernel_consts = k
-    x = cp.ascontiguousarray(x, dtype=np.uint64)
+    x = cp.ascontiguousarray(x, dtype=np.uint64)  # host arrays were moved by the decorator
     n_a = x.shape[-2]
     n_b = int(k["dst_q"].size)
     n = x.shape[-1]
@@ -562,8 +618,66 @@ def basis_convert(conv, x):
     return y
 
 
+def modup(ks, d, level):
+    """KeySwitcher.modup on the device: one INTT, one conversion kernel for all digits, one NTT."""
+    cp = _cp()
+    consts = _modup_consts(ks, level)
+    ring = ks.ring
+    limbs = ks.params.limbs_at(level)
+    coeff = intt(ring, d, list(range(limbs)))
+    digits, rows = consts["digits"], consts["rows"]
+    n = ring.n
+    out = cp.empty((digits, rows, n), dtype=np.uint64)
+    _fn("modup_convert")(_grid(digits * n), (THREADS,),
+                         (coeff, out, consts["start"], consts["len"], consts["hat_inv"], consts["src_q"],
+                          consts["src_mu"], consts["hat_mod"], consts["row_q"], consts["row_mu"],
+                          consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
+                          np.int32(ring.log_n), np.int32(digits)))
+    return ntt(ring, out, consts["ring_rows"], inplace=True)
+
+
+def _modup_consts(ks, level):
+    cache = ks.__dict__.setdefault("_kernel_modup", {})
+    c = cache.get(level)
+    if c is not None:
+        return c
+    cp = _cp()
+    prm = ks.params
+    limbs = prm.limbs_at(level)
+    q_idx = list(range(limbs))
+    digits = prm.digits_at(level)
+    n_p = ks.n_p
+    rows = n_p + limbs
+    maxa = max(len(dg) for dg in digits)
+    ring_rows = ks.rows(level)
+    row_q = np.array([prm.qp[i] for i in ring_rows], dtype=np.uint64)
+    row_limb = np.array([-1] * n_p + q_idx, dtype=np.int32)
+    hat_inv = np.zeros((len(digits), maxa), dtype=np.uint64)
+    src_q = np.ones((len(digits), maxa), dtype=np.uint64)
+    hat_mod = np.zeros((len(digits), rows, maxa), dtype=np.uint64)
+    for j, dg in enumerate(digits):
+        src = list(dg)
+        dst = ks.p_idx + [i for i in q_idx if i not in dg]
+        conv = ks._converter(("up", level, j), src, dst)
+        hat_inv[j, :len(src)] = cp.asnumpy(conv.hat_inv).ravel()
+        src_q[j, :len(src)] = [prm.qp[i] for i in src]
+        hm = cp.asnumpy(conv.hat_mod).astype(np.uint64)  # (|dst|, |src|), dst = P then other Q rows
+        dst_rows = list(range(n_p)) + [n_p + i for i in q_idx if i not in dg]
+        hat_mod[j, dst_rows, :len(src)] = hm
+    c = {
+        "digits": len(digits), "rows": rows, "maxa": maxa, "ring_rows": ring_rows,
+        "start": cp.asarray(np.array([dg.start for dg in digits], dtype=np.int32)),
+        "len": cp.asarray(np.array([len(dg) for dg in digits], dtype=np.int32)),
+        "hat_inv": cp.asarray(hat_inv), "src_q": cp.asarray(src_q), "src_mu": cp.asarray(_mu_of(src_q.ravel())),
+        "hat_mod": cp.asarray(hat_mod), "row_q": cp.asarray(row_q), "row_mu": cp.asarray(_mu_of(row_q)),
+        "row_limb": cp.asarray(row_limb),
+    }
+    cache[level] = c
+    return c
+
+
 # ---------------------------------------------------------------- rescale
-def rescale(ring, data, keep, top_idx, top_q, qc, inv):
+def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
     """Rescale (2, limbs, N) NTT data by the primes top_q: INTT of the top limbs, centred lift,
     NTT over the kept limbs, (c - lift) * (prod top_q)^-1 — identical to Evaluator.rescale's numpy path."""
     cp = _cp()
@@ -588,5 +702,13 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv):
                         (top, res, consts[0], consts[1], np.int32(k), np.uint64(q0), np.uint64(q1),
                          np.uint64(inv01), np.uint64((1 << 64) // q1 if k == 2 else 0), np.int32(keep),
                          np.int32(ring.log_n), np.int64(polys)))
-    res = ntt(ring, res, list(range(keep)))
+    res = ntt(ring, res, list(range(keep)), inplace=True)
+    if inv is None:
+        inv_cache = _state.setdefault("rescale_inv", {})
+        ikey = (key, tuple(int(x) for x in top_q))
+        inv = inv_cache.get(ikey)
+        if inv is None:
+            big = math.prod(int(x) for x in top_q)
+            inv = cp.asarray(np.array([pow(big % q, -1, q) for q in key], dtype=np.uint64))[:, None]
+            inv_cache[ikey] = inv
     return sub_mul(data[:, :keep], res, inv, qc)

@@ -242,9 +242,7 @@ class Evaluator:
         if self.ring._gpu:
             from ..backend import kernels
 
-            inv = self.xp.asarray(np.array([pow(math.prod(top_q) % q, -1, q) for q in p.q[:keep]],
-                                           dtype=np.uint64))[:, None]
-            data = kernels.rescale(self.ring, ct.data, keep, top_idx, top_q, self._qc(keep), inv)
+            data = kernels.rescale(self.ring, ct.data, keep, top_idx, top_q, self._qc(keep))
             return ct.with_data(data, level=ct.level - 1, scale=ct.scale / math.prod(top_q))
         top = self.ring.intt(ct.data[:, keep:], top_idx)
         lifted = self.xp.stack([crt_centered_small(top[c], top_q) for c in range(2)])  # int64 (2, N)

@@ -43,6 +43,10 @@ class KeySwitcher:
     def modup(self, d, level):
         """d: (limbs, N) NTT over Q_l -> (digits, |P|+limbs, N) NTT over P, Q_l."""
         xp, ring = self.xp, self.ring
+        if ring._gpu:
+            from ..backend import kernels
+
+            return kernels.modup(self, d, level)
         limbs = self.params.limbs_at(level)
         q_idx = list(range(limbs))
         coeff = ring.intt(d, q_idx)
