@@ -168,6 +168,14 @@ def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, ban
         moved = key_bytes + ct_bytes
         extra["keyswitch_bytes"] = moved
         extra["keyswitch_bandwidth_GBps"] = moved / (res["keyswitch"]["median_ms"] * 1e-3) / 1e9
+        ext = ev.ks.modup(d, level)
+        acc = ev.ks.inner(ext, keys.relin, level)
+        parts = {"modup": timer(lambda: ev.ks.modup(d, level)),
+                 "inner": timer(lambda: ev.ks.inner(ext, keys.relin, level)),
+                 "moddown": timer(lambda: ev.ks.moddown(acc, level))}
+        extra["keyswitch_parts_ms"] = {k: v["median_ms"] for k, v in parts.items()}
+        inner_bytes = key_bytes + ext.nbytes + acc.nbytes
+        extra["inner_product_bandwidth_GBps"] = inner_bytes / (parts["inner"]["median_ms"] * 1e-3) / 1e9
         if bandwidth:
             extra["copy_bandwidth_GBps"] = _copy_bandwidth(xp, be.sync)
             extra["keyswitch_fraction_of_copy"] = (extra["keyswitch_bandwidth_GBps"]
@@ -337,6 +345,9 @@ def format_table(result) -> str:
             s += (f"; copy bandwidth {ex['copy_bandwidth_GBps']:.1f} GB/s (read+write) -> "
                   f"{100 * ex['keyswitch_fraction_of_copy']:.1f} % of the copy limit")
         lines.append(s)
+    if "keyswitch_parts_ms" in ex:
+        lines.append("key switch parts (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in ex["keyswitch_parts_ms"].items())
+                     + f"; inner product alone {ex['inner_product_bandwidth_GBps']:.1f} GB/s")
     if "mul_max_abs_error" in ex:
         lines.append(f"spot check: mul+relin+rescale max abs error {ex['mul_max_abs_error']:.2e}")
     return "\n".join(lines)
