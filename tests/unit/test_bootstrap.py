@@ -104,6 +104,18 @@ def test_bootstrap_large_coefficients(bctx, bkeys, bev):
     assert err < BOOT_BOUND
 
 
+@pytest.mark.parametrize("slots", [64, 4])
+def test_sparse_slot_bootstrap(bctx, bkeys, bev, slots):
+    sk, keys = bkeys
+    bctx.add_rotation_keys(sk, keys, bootstrap_rotations(bctx.params, slots=slots))
+    x = np.random.default_rng(slots).uniform(-1, 1, slots)
+    out = bev.bootstrap(bctx.encrypt(x, sk, level=0, slots=slots))
+    assert out.slots == slots and out.level == Bootstrapper(bev).output_level
+    err = np.abs(bctx.decrypt(out, sk) - x).max()
+    print(f"test-boot, {slots} slots: max error {err:.3g} (2^{math.log2(err):.1f})")
+    assert err < BOOT_BOUND
+
+
 def test_mul_bootstrap_mul_chain(bctx, bkeys, bev):
     sk = bkeys[0]
     rng = np.random.default_rng(2)

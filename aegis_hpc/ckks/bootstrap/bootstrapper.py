@@ -115,14 +115,36 @@ def add_bootstrap_keys(ctx, sk, keys, config: BootstrapConfig | None = None):
     return keys
 
 
-def bootstrap_rotations(params, config: BootstrapConfig | None = None) -> list[int]:
-    """Rotation steps of the CoeffToSlot and SlotToCoeff plans (conjugation comes on top)."""
+class _Pipeline:
+    """DFT plans for one slot count; each plan knows the slot count it runs at."""
+
+    def __init__(self, n_ring: int, slots: int, config: BootstrapConfig):
+        self.slots = slots
+        self.full = 2 * slots == n_ring
+        cts = dft.coeff_to_slot_matrices(2 * slots, slots, config.cts_levels)
+        stc = dft.slot_to_coeff_matrices(2 * slots, slots, config.stc_levels)
+        cts_slots = [slots] * len(cts)
+        stc_slots = [slots] * len(stc)
+        if not self.full:
+            # real and imaginary halves side by side in 2n slots: one EvalMod (dft.lift_split)
+            cts[-1] = dft.lift_split(cts[-1], slots)
+            stc[0] = dft.lift_merge(stc[0], slots)
+            cts_slots[-1] = stc_slots[0] = 2 * slots
+        self.cts = [dft.BsgsPlan(m, k) for m, k in zip(cts, cts_slots)]
+        self.stc = [dft.BsgsPlan(m, k) for m, k in zip(stc, stc_slots)]
+        # SubSum: rotations by n, 2n, ... in the full slot space zero every coefficient
+        # outside X^(N/2n)Z (the trace to the subring the sparse message lives in)
+        self.subsum = [] if self.full else [slots << i for i in range(int(math.log2(n_ring // 2 // slots)))]
+
+    def rotations(self) -> set[int]:
+        out = {r % plan.slots for plan in self.cts + self.stc for r in plan.rotations()}
+        return (out | set(self.subsum)) - {0}
+
+
+def bootstrap_rotations(params, config: BootstrapConfig | None = None, slots: int | None = None) -> list[int]:
+    """Rotation steps bootstrapping needs at `slots` (default: full); conjugation comes on top."""
     config = config or default_config(params)
-    slots = params.slots
-    mats = (dft.coeff_to_slot_matrices(2 * slots, slots, config.cts_levels)
-            + dft.slot_to_coeff_matrices(2 * slots, slots, config.stc_levels))
-    # as left rotations mod slots: -k and slots-k share one Galois key
-    return sorted({r % slots for r in dft.rotations_needed(mats, slots)})
+    return sorted(_Pipeline(params.n, slots or params.slots, config).rotations())
 
 
 class Bootstrapper:
@@ -131,17 +153,13 @@ class Bootstrapper:
         self.ctx = ev.ctx
         self.params = p = ev.params
         self.config = config = config or default_config(p)
-        self.slots = p.slots
         self.q0 = math.prod(p.q[: p.base_primes])
         self.evalmod = config.evalmod()
         self.depth = config.cts_levels + self.evalmod.depth + config.stc_levels
         if self.depth > p.max_level:
             raise BootstrapError(f"bootstrapping needs {self.depth} levels, {p.name} has {p.max_level}")
         self.output_level = p.max_level - self.depth
-        self._cts = [dft.BsgsPlan(m, self.slots) for m in
-                     dft.coeff_to_slot_matrices(2 * self.slots, self.slots, config.cts_levels)]
-        self._stc_mats_unit = dft.slot_to_coeff_matrices(2 * self.slots, self.slots, config.stc_levels)
-        self._stc = [dft.BsgsPlan(m, self.slots) for m in self._stc_mats_unit]
+        self._pipelines: dict = {}
         self._encoded: dict = {}
         self._mono = None
         self.encapsulation = None
@@ -149,6 +167,11 @@ class Bootstrapper:
             self.encapsulation = getattr(ev.keys, "bootstrap", None)
             if self.encapsulation is None:
                 raise BootstrapError("no bootstrapping keys: generate them with ctx.keygen(bootstrap=True)")
+
+    def pipeline(self, slots: int) -> _Pipeline:
+        if slots not in self._pipelines:
+            self._pipelines[slots] = _Pipeline(self.params.n, slots, self.config)
+        return self._pipelines[slots]
 
     # ---- ModRaise ----------------------------------------------------------------
     def mod_raise(self, ct: Ciphertext) -> Ciphertext:
@@ -177,28 +200,39 @@ class Bootstrapper:
         u = ev.ks.switch(ct.data[1], key, ct.level)
         return ct.with_data(ev.xp.stack([(ct.data[0] + u[0]) % qc, u[1]]))
 
+    def sub_sum(self, ct, pipe: _Pipeline):
+        """Trace to the sparse subring: the slots become n-periodic sums, values times N/2n."""
+        if pipe.full:
+            return ct
+        ev = self.ev
+        acc = ct.with_data(ct.data, slots=self.params.slots)
+        for step in pipe.subsum:
+            acc = ev.add(acc, ev.rotate(acc, step))
+        # the sum multiplied the message by N/2n: fold it into the scale
+        return acc.with_data(acc.data, slots=pipe.slots, scale=acc.scale * (self.params.slots // pipe.slots))
+
     # ---- DFT stages --------------------------------------------------------------
-    def _plaintexts(self, tag, index, plan, level, scale):
-        key = (tag, index)
+    def _plaintexts(self, key, plan, level, scale):
         hit = self._encoded.get(key)
         if hit is not None and hit[0] == level and abs(hit[1] / scale - 1) < 1e-12:
             return hit[2]
-        pts = {(g, b): self.ctx.encode(v, level=level, scale=scale, slots=self.slots)
+        pts = {(g, b): self.ctx.encode(v, level=level, scale=scale, slots=plan.slots)
                for g, items in plan.groups.items() for b, v in items}
         self._encoded[key] = (level, scale, pts)
         return pts
 
     def _apply(self, ct, plan, pts):
         ev = self.ev
-        babies = ev.rotate_hoisted(ct, plan.babies)
+        ct = ct.with_data(ct.data, slots=plan.slots)
+        babies = ev.rotate_hoisted(ct, [b % plan.slots for b in plan.babies])
         total = None
         for g, items in plan.groups.items():
             inner = None
             for b, _ in items:
-                term = ev.mul_plain(babies[b], pts[(g, b)])
+                term = ev.mul_plain(babies[b % plan.slots], pts[(g, b)])
                 inner = term if inner is None else ev.add(inner, term)
-            if g:
-                inner = ev.rotate(inner, g)
+            if g % plan.slots:
+                inner = ev.rotate(inner, g % plan.slots)
             total = inner if total is None else ev.add(total, inner)
         return ev.rescale(total)
 
@@ -207,33 +241,44 @@ class Bootstrapper:
         ev = self.ev
         for i, plan in enumerate(plans):
             remaining = len(plans) - i
-            top_q = ev._level_product(ct.level)
             end_scale = target_scale_fn(ct.level - remaining)
-            # pt scale so that after this rescale the scale is 1/remaining of the way (in log)
-            ratio = (end_scale / ct.scale) ** (1.0 / remaining)
             if remaining == 1:
                 scale = ev.rescale_target_scale(ct.scale, ct.level)
                 scale *= end_scale / self.params.scale_at(ct.level - 1)
             else:
-                scale = top_q * ratio
-            ct = self._apply(ct, plan, self._plaintexts(tag, i, plan, ct.level, scale))
+                # this rescale takes 1/remaining of the way (in log) to the end scale
+                scale = ev._level_product(ct.level) * (end_scale / ct.scale) ** (1.0 / remaining)
+            ct = self._apply(ct, plan, self._plaintexts((tag, plan.slots, i), plan, ct.level, scale))
         return ct
 
-    def coeff_to_slot(self, ct):
-        """Raised ciphertext -> (y_re, y_im): the coefficient halves divided by K*Q0, bit-reversed."""
+    def coeff_to_slot(self, ct, pipe: _Pipeline | None = None):
+        """Raised ciphertext -> the coefficients divided by K'*Q0, bit-reversed, as real slots.
+
+        Full slots: (low half, high half) as two ciphertexts. Sparse: one ciphertext
+        of 2n slots, low half in [0, n) and high half in [n, 2n).
+        """
         ev = self.ev
-        w = self._run_stages(ct, "cts", self._cts, self.params.scale_at)
+        pipe = pipe or self.pipeline(ct.slots)
+        w = self._run_stages(self.sub_sum(ct, pipe), "cts", pipe.cts, self.params.scale_at)
         conj = ev.conjugate(w)
         re = ev.add(w, conj)
+        re.is_complex = False
+        if not pipe.full:
+            return (re,)
         im = self._mul_monomial(ev.sub(w, conj), negate=True)  # (w - conj w) * (-i)
-        re.is_complex = im.is_complex = False
+        im.is_complex = False
         return re, im
 
-    def slot_to_coeff(self, re, im, out_scale_fn):
+    def slot_to_coeff(self, parts, out_scale_fn, pipe: _Pipeline):
         ev = self.ev
-        w = ev.add(re, self._mul_monomial(im))
+        if pipe.full:
+            re, im = parts
+            w = ev.add(re, self._mul_monomial(im))
+        else:
+            (w,) = parts
         w.is_complex = True
-        return self._run_stages(w, "stc", self._stc, out_scale_fn)
+        out = self._run_stages(w, "stc", pipe.stc, out_scale_fn)
+        return out.with_data(out.data, slots=pipe.slots)
 
     def _mul_monomial(self, ct, negate=False):
         """Multiply by X^(N/2) (each slot times i), or by -X^(N/2): exact, no level."""
@@ -252,20 +297,19 @@ class Bootstrapper:
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
         ev = self.ev
         ev._check(ct)
-        if ct.slots != self.slots:
-            raise BootstrapError(f"only full-slot bootstrapping ({self.slots} slots) is implemented; "
-                                 f"ciphertext has {ct.slots}")
+        if ct.slots < 2 and ct.slots != self.params.slots:
+            raise BootstrapError("sparse bootstrapping needs at least 2 slots")
+        pipe = self.pipeline(ct.slots)
         delta_in = ct.scale
         raised = self.mod_raise(ct)
-        re, im = self.coeff_to_slot(raised)
-        re = self.evalmod.evaluate(ev, re)
-        im = self.evalmod.evaluate(ev, im)
-        re, im = ev.match(re, im)
+        parts = [self.evalmod.evaluate(ev, x) for x in self.coeff_to_slot(raised, pipe)]
+        if len(parts) == 2:
+            parts = list(ev.match(*parts))
         # values are ~ 2*pi*m/Q0; the constant Q0/(2*pi*Delta_in) rides on the scale
         factor = self.q0 / (2.0 * math.pi * delta_in)
-        re.scale /= factor
-        im.scale /= factor
-        out = self.slot_to_coeff(re, im, self.params.scale_at)
+        for x in parts:
+            x.scale /= factor
+        out = self.slot_to_coeff(parts, self.params.scale_at, pipe)
         out.is_complex = ct.is_complex
         return out
 

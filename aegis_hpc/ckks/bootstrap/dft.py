@@ -157,3 +157,42 @@ def rotations_needed(mats, slots) -> set[int]:
     for m in mats:
         out |= BsgsPlan(m, slots).rotations()
     return out
+
+
+# ---- sparse packing: n complex coefficients <-> 2n real slots -------------------------
+def _accumulate(out: dict, idx: np.ndarray, rows: np.ndarray, vals: np.ndarray, size: int):
+    for k in np.unique(idx):
+        sel = idx == k
+        d = out.setdefault(int(k), np.zeros(size, complex))
+        d[rows[sel]] += vals[sel]
+
+
+def lift_split(mat: dict, slots: int) -> dict:
+    """n-slot matrix M -> 2n-slot matrix giving [M x, -i M x] on an n-periodic input.
+
+    After it, ct + conj(ct) holds 2*Re(Mx) in slots [0, n) and 2*Im(Mx) in
+    [n, 2n): both halves of the coefficients in one real ciphertext, so
+    sparse bootstrapping runs EvalMod once, not twice.
+    """
+    two = 2 * slots
+    c = np.concatenate([np.ones(slots), np.full(slots, -1j)])
+    # an n-periodic input makes rot_2n(x, k) = rot_n(x, k), so the diagonals just tile
+    return {k % two: c * np.tile(d, 2) for k, d in ((dft_signed(k, slots), d) for k, d in mat.items())}
+
+
+def lift_merge(mat: dict, slots: int) -> dict:
+    """n-slot matrix M -> 2n-slot matrix giving M(a + i b), n-periodic, from u = [a, b]."""
+    two = 2 * slots
+    j = np.arange(two)
+    s = j % slots
+    out: dict = {}
+    for k, d in mat.items():
+        t = (s + k) % slots
+        _accumulate(out, (t - j) % two, j, d[s], two)            # a_t = u_t
+        _accumulate(out, (t + slots - j) % two, j, 1j * d[s], two)  # i*b_t = i*u_(t+n)
+    return out
+
+
+def dft_signed(k: int, slots: int) -> int:
+    k %= slots
+    return k - slots if k > slots // 2 else k
