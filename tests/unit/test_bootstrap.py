@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aegis_hpc.ckks import Context
-from aegis_hpc.ckks.bootstrap import Bootstrapper, EvalMod, bootstrap_rotations, dft
+from aegis_hpc.ckks.bootstrap import Bootstrapper, BootstrapError, EvalMod, bootstrap_rotations, dft
 from aegis_hpc.ckks.encoder import Encoder
 from aegis_hpc.ckks.keys import galois_element_conjugate
 
@@ -114,6 +114,16 @@ def test_sparse_slot_bootstrap(bctx, bkeys, bev, slots):
     err = np.abs(bctx.decrypt(out, sk) - x).max()
     print(f"test-boot, {slots} slots: max error {err:.3g} (2^{math.log2(err):.1f})")
     assert err < BOOT_BOUND
+
+
+def test_complex_slots_and_errors(bctx, bkeys, bev):
+    sk = bkeys[0]
+    rng = np.random.default_rng(4)
+    z = rng.uniform(-1, 1, 64) + 1j * rng.uniform(-1, 1, 64)
+    out = bev.bootstrap(bctx.encrypt(z, sk, level=0, slots=64))
+    assert out.is_complex and np.abs(bctx.decrypt(out, sk) - z).max() < BOOT_BOUND
+    with pytest.raises(BootstrapError, match="levels"):
+        Context.from_preset("test").keygen(bootstrap=True)
 
 
 def test_mul_bootstrap_mul_chain(bctx, bkeys, bev):

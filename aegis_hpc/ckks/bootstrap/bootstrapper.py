@@ -144,6 +144,9 @@ class _Pipeline:
 def bootstrap_rotations(params, config: BootstrapConfig | None = None, slots: int | None = None) -> list[int]:
     """Rotation steps bootstrapping needs at `slots` (default: full); conjugation comes on top."""
     config = config or default_config(params)
+    if config.depth() > params.max_level:
+        raise BootstrapError(f"bootstrapping needs {config.depth()} levels, {params.name} has "
+                             f"{params.max_level}; use a preset ending in -boot")
     return sorted(_Pipeline(params.n, slots or params.slots, config).rotations())
 
 
