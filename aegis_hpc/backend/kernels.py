@@ -277,12 +277,16 @@ extern "C" __global__ void modup_convert(const u64* coeff, u64* out, const int* 
                                          const int* digit_len, const u64* hat_inv, const u64* src_q,
                                          const u64* src_mu, const u64* hat_mod, const u64* row_q,
                                          const u64* row_mu, const int* row_limb, int rows, int maxa,
-                                         int logn, int digits) {
+                                         int logn, int digits, int row_chunk) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
-    if (tid >= (long long)digits * N) return;
-    int j = (int)(tid >> logn);
+    int chunks = (rows + row_chunk - 1) / row_chunk;
+    if (tid >= (long long)digits * chunks * N) return;
     int n = (int)(tid & (N - 1));
+    long long jc = tid >> logn;
+    int j = (int)(jc / chunks);
+    int r0 = (int)(jc - (long long)j * chunks) * row_chunk;
+    int r1 = min(rows, r0 + row_chunk);
     int s = digit_start[j], len = digit_len[j];
     u64 t[MAX_SRC];
     for (int i = 0; i < len; ++i) {
@@ -290,7 +294,7 @@ extern "C" __global__ void modup_convert(const u64* coeff, u64* out, const int* 
         t[i] = barrett(coeff[(size_t)(s + i) * N + n] * hat_inv[c], src_q[c], src_mu[c]);
     }
     u64* o = out + (size_t)j * rows * N + n;
-    for (int r = 0; r < rows; ++r) {
+    for (int r = r0; r < r1; ++r) {
         int limb = row_limb[r];
         u64 v;
         if (limb >= s && limb < s + len) {
@@ -367,6 +371,9 @@ __device__ __forceinline__ unsigned long long barrett_(unsigned long long x, uns
 _state: dict = {}
 SMEM_LOG = 12  # 4096 residues (16 KiB) per block for the in-shared-memory stages
 THREADS = 256
+# rows of one ModUp digit per thread: the digit's scaled residues are recomputed per chunk,
+# which buys digits x rows/chunk-fold parallelism for a few extra Barrett reductions
+MODUP_ROW_CHUNK = 8
 
 
 def _cp():
@@ -628,11 +635,13 @@ def modup(ks, d, level):
     digits, rows = consts["digits"], consts["rows"]
     n = ring.n
     out = cp.empty((digits, rows, n), dtype=np.uint64)
-    _fn("modup_convert")(_grid(digits * n), (THREADS,),
+    chunk = MODUP_ROW_CHUNK
+    chunks = -(-rows // chunk)
+    _fn("modup_convert")(_grid(digits * chunks * n), (THREADS,),
                          (coeff, out, consts["start"], consts["len"], consts["hat_inv"], consts["src_q"],
                           consts["src_mu"], consts["hat_mod"], consts["row_q"], consts["row_mu"],
                           consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
-                          np.int32(ring.log_n), np.int32(digits)))
+                          np.int32(ring.log_n), np.int32(digits), np.int32(chunk)))
     return ntt(ring, out, consts["ring_rows"], inplace=True)
 
 
@@ -653,7 +662,7 @@ def _modup_consts(ks, level):
     row_q = np.array([prm.qp[i] for i in ring_rows], dtype=np.uint64)
     row_limb = np.array([-1] * n_p + q_idx, dtype=np.int32)
     hat_inv = np.zeros((len(digits), maxa), dtype=np.uint64)
-    src_q = np.ones((len(digits), maxa), dtype=np.uint64)
+    src_q = np.full((len(digits), maxa), 3, dtype=np.uint64)  # padding: any modulus > 1 keeps mu finite
     hat_mod = np.zeros((len(digits), rows, maxa), dtype=np.uint64)
     for j, dg in enumerate(digits):
         src = list(dg)
