@@ -219,8 +219,12 @@ class Bootstrapper:
         hit = self._encoded.get(key)
         if hit is not None and hit[0] == level and abs(hit[1] / scale - 1) < 1e-12:
             return hit[2]
-        pts = {(g, b): self.ctx.encode(v, level=level, scale=scale, slots=plan.slots)
-               for g, items in plan.groups.items() for b, v in items}
+        pts = {}
+        for g, items in plan.groups.items():
+            for b, v in items:
+                pt = self.ctx.encode(v, level=level, scale=scale, slots=plan.slots)
+                pt.data = pt.data.astype(np.uint32)  # residues < 2^31: half the cache (GBs at N=2^16)
+                pts[(g, b)] = pt
         self._encoded[key] = (level, scale, pts)
         return pts
 
