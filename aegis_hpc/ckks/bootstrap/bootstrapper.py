@@ -1,14 +1,19 @@
-"""Full-slot RNS-CKKS bootstrapping: ModRaise -> CoeffToSlot -> EvalMod -> SlotToCoeff.
+"""RNS-CKKS bootstrapping: ModRaise -> CoeffToSlot -> EvalMod -> SlotToCoeff.
+
+Full slots (N/2) split the coefficients into two real ciphertexts and run
+EvalMod on each; n < N/2 slots first take the trace to the subring of the
+sparse message (SubSum, log2(N/2n) rotations) and then carry both halves in
+one ciphertext of 2n slots (dft.lift_split / lift_merge), one EvalMod.
 
 Scale bookkeeping. After ModRaise the ciphertext decrypts to t = m + Q0*I
 modulo the whole chain (Q0 = product of the base primes). Its scale attribute
 is set to 2*K'*Q0, which *is* the constant 1/(2K') of the circuit: CoeffToSlot
 then yields (t_lo + i t_hi)/(2K'*Q0) in bit-reversed order, and the
 conjugation split gives the real vectors v/K', v = t/Q0, ready for EvalMod
-(K' = K + 1/4, see mod1.py). Folding constants into scales costs no precision; folding them into
-plaintext diagonals would round them. The plaintext scales of the DFT stages
-share the drop from 2K*Q0 to the table scale evenly, so no stage is encoded
-at a small scale, and the last stage lands exactly on the table (so EvalMod's
+(K' = K + 1/4, see mod1.py). Folding constants into scales costs no
+precision; folding them into plaintext diagonals would round them. The
+plaintext scales of the DFT stages share the drop from 2K'*Q0 to the table
+scale evenly, so no stage is encoded at a small scale, and the last stage lands exactly on the table (so EvalMod's
 products stay on the table, see params.py). SlotToCoeff carries
 q0/(2*pi*Delta_in) the same way, and lands on the table at the output level.
 
@@ -23,11 +28,13 @@ key s -> s' is published only on the primes of level 0 and P, a small
 modulus at which a sparse secret is still hard; the key s' -> s encrypts s'
 under the dense s over the whole chain like any other switching key.
 
-Precision is bounded by the message ratio R = Q0/Delta_in: an error e in v
-becomes R*e in the output, and sin(2*pi*v)/(2*pi) differs from m/Q0 by a
-relative (2*pi*|m|/Q0)^2/6 <= (2*pi/R)^2/6. Presets use Q0 ~ 2^62 (two
-31-bit primes) and Delta = 2^50, R = 2^12: the sine term is below 2^-21 even
-for a message whose coefficients reach Delta.
+Precision is set by the message ratio R = Q0/Delta_in: an error e in v
+becomes R*e in the output, while sin(2*pi*v)/(2*pi) differs from m/Q0 by a
+relative (2*pi*|m|/Q0)^2/6 <= (2*pi/R)^2/6. The presets use Q0 ~ 2^62 (two
+31-bit primes) over Delta = 2^54 (the n16 chain needs 2^54 for a stable scale
+table), so R = 2^8: a small R keeps the amplified DFT/EvalMod noise low, and
+the arcsine step (mod1.py) removes the sine error that a small R brings for
+messages whose coefficients approach Delta.
 """
 
 from __future__ import annotations
@@ -170,6 +177,20 @@ class Bootstrapper:
             self.encapsulation = getattr(ev.keys, "bootstrap", None)
             if self.encapsulation is None:
                 raise BootstrapError("no bootstrapping keys: generate them with ctx.keygen(bootstrap=True)")
+
+    def describe(self, slots: int | None = None) -> dict:
+        """Shape of the circuit: levels it uses and leaves, key switches per call."""
+        pipe = self.pipeline(slots or self.params.slots)
+        em = self.evalmod
+        return {
+            "slots": pipe.slots, "depth": self.depth, "levels_after": self.output_level,
+            "cts_levels": self.config.cts_levels, "stc_levels": self.config.stc_levels,
+            "evalmod_levels": em.depth, "k_range": em.k_range, "double_angle": em.double_angle,
+            "sine_degree": 2 * em.series.degree, "arcsine": em.arcsine,
+            "rotation_keys": len(pipe.rotations()) + 1,
+            "dft_rotations": sum(len(p.rotations()) for p in pipe.cts + pipe.stc) + len(pipe.subsum),
+            "ephemeral_weight": self.config.ephemeral_weight,
+        }
 
     def pipeline(self, slots: int) -> _Pipeline:
         if slots not in self._pipelines:
