@@ -13,9 +13,10 @@ conjugation split gives the real vectors v/K', v = t/Q0, ready for EvalMod
 (K' = K + 1/4, see mod1.py). Folding constants into scales costs no
 precision; folding them into plaintext diagonals would round them. The
 plaintext scales of the DFT stages share the drop from 2K'*Q0 to the table
-scale evenly, so no stage is encoded at a small scale, and the last stage lands exactly on the table (so EvalMod's
-products stay on the table, see params.py). SlotToCoeff carries
-q0/(2*pi*Delta_in) the same way, and lands on the table at the output level.
+scale evenly, so no stage is encoded at a small scale, and the last stage
+lands exactly on the table (so EvalMod's products stay on it, see
+params.py). SlotToCoeff carries q0/(2*pi*Delta_in) the same way, and lands
+on the table at the output level.
 
 Sparse-secret encapsulation (Bossuat et al., "Bootstrapping for approximate
 homomorphic encryption with negligible failure-probability by using sparse
