@@ -6,7 +6,10 @@ conversion; hybrid key switching tolerates the u*A term by design).
 The inner sum runs as a float64 matrix product on 16-bit halves of the
 operands: each product is below 2^47 and a sum of at most 64 of them stays
 below 2^53, so BLAS (or cuBLAS) computes it exactly, and the whole
-conversion is two GEMMs instead of |A|*|B| elementwise passes.
+conversion is two GEMMs instead of |A|*|B| elementwise passes. The
+reductions after the GEMMs also stay in float64 (floor division by b_j is
+exact below 2^52), because uint64 `%` is not vectorised on x86 and
+dominated the conversion.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from ..backend import get_xp
 
-MAX_SOURCE_LIMBS = 64  # exactness bound of the float64 GEMM above
+MAX_SOURCE_LIMBS = 32  # keeps every float64 intermediate below 2^52 (exact)
 
 
 class BasisConverter:
@@ -35,6 +38,7 @@ class BasisConverter:
                                            dtype=np.uint64))[:, None]
         # (|B|, |A|) matrix of (A/a_i) mod b_j, as float64 for the exact GEMM
         self.hat_mod = xp.asarray(np.array([[h % b for h in hats] for b in dst], dtype=np.float64))
+        self.dst_f = np.array(dst, dtype=np.float64)[:, None]
 
     def convert(self, x):
         """x: (..., |A|, N) coefficient-form residues -> (..., |B|, N)."""
@@ -47,13 +51,29 @@ class BasisConverter:
         t %= self.src_q
         lo = (t & np.uint64(0xFFFF)).astype(np.float64)
         hi = (t >> np.uint64(16)).astype(np.float64)
-        y_lo = xp.matmul(self.hat_mod, lo).astype(np.uint64)
-        y_hi = xp.matmul(self.hat_mod, hi).astype(np.uint64)
-        y_hi %= self.dst_q
-        y_hi <<= np.uint64(16)
-        y_lo += y_hi
-        y_lo %= self.dst_q
-        return y_lo
+        y_hi = self._float_mod(self._gemm(hi))   # < 2^31
+        y_hi *= 65536.0                          # < 2^47
+        y_hi += self._gemm(lo)                   # < 2^47 + 2^52
+        return self._float_mod(y_hi).astype(np.uint64)
+
+    def _gemm(self, t):
+        # einsum, not matmul: these GEMMs have an inner dimension of a few limbs, where
+        # a threaded BLAS spends 40x longer synchronising than computing (measured with
+        # two MPI ranks on two cores), and einsum runs the same exact sums single-threaded.
+        return np.einsum("ba,...an->...bn", self.hat_mod, t, optimize=False)
+
+    def _float_mod(self, y):
+        """y mod b_j for integer-valued float64 0 <= y < 2^52, exact, in place.
+
+        The division is correctly rounded and y/b_j is at least 1/y away from
+        the next integer above it, which is more than the rounding step below
+        2^52, so floor(y / b_j) is the true quotient and no correction is needed.
+        """
+        quot = y / self.dst_f
+        np.floor(quot, out=quot)
+        quot *= self.dst_f
+        y -= quot
+        return y
 
 
 def crt_centered_small(residues, primes):
