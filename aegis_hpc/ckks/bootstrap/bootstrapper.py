@@ -81,6 +81,7 @@ CONFIGS = {
 }
 
 EPHEMERAL_WEIGHT = 32
+BOOST_SCALE_BITS = 60  # scale the DFT stages rotate at (Bootstrapper._boost)
 
 
 def default_config(params) -> BootstrapConfig:
@@ -250,7 +251,7 @@ class Bootstrapper:
         self._encoded[key] = (level, scale, pts)
         return pts
 
-    def _apply(self, ct, plan, pts):
+    def _apply(self, ct, plan, pts, rescale=True):
         ev = self.ev
         ct = ct.with_data(ct.data, slots=plan.slots)
         babies = ev.rotate_hoisted(ct, [b % plan.slots for b in plan.babies])
@@ -260,15 +261,35 @@ class Bootstrapper:
             for b, _ in items:
                 term = ev.mul_plain(babies[b % plan.slots], pts[(g, b)])
                 inner = term if inner is None else ev.add(inner, term)
+            # giant steps rotate before the rescale: their key-switching noise is then
+            # divided by the dropped primes along with everything else
             if g % plan.slots:
                 inner = ev.rotate(inner, g % plan.slots)
             total = inner if total is None else ev.add(total, inner)
-        return ev.rescale(total)
+        return ev.rescale(total) if rescale else total
 
-    def _run_stages(self, ct, tag, plans, target_scale_fn):
+    def _boost(self, ct):
+        """Raise the scale by an exact integer factor before the baby-step rotations.
+
+        Key switching adds a fixed absolute noise (~2^22 in the slots at N=2^16 with a
+        dense secret, mostly the approximate ModDown), so its relative size is set by
+        the scale of the ciphertext being rotated. Multiplying by 2^b is exact and
+        free; the next plaintext scale absorbs it. Capped so the product with the
+        plaintext stays far below the modulus.
+        """
+        room = math.log2(math.prod(self.params.q[: self.params.limbs_at(ct.level - 1)])) - 12
+        bits = math.floor(min(BOOST_SCALE_BITS, room) - math.log2(ct.scale))
+        if bits <= 0:
+            return ct
+        out = self.ev.mul_int(ct, 1 << bits)
+        out.scale = ct.scale * (1 << bits)
+        return out
+
+    def _run_stages(self, ct, tag, plans, target_scale_fn, rescale_last=True):
         """Apply plans, one level each, spreading the scale change evenly over them."""
         ev = self.ev
         for i, plan in enumerate(plans):
+            ct = self._boost(ct)
             remaining = len(plans) - i
             end_scale = target_scale_fn(ct.level - remaining)
             if remaining == 1:
@@ -277,7 +298,8 @@ class Bootstrapper:
             else:
                 # this rescale takes 1/remaining of the way (in log) to the end scale
                 scale = ev._level_product(ct.level) * (end_scale / ct.scale) ** (1.0 / remaining)
-            ct = self._apply(ct, plan, self._plaintexts((tag, plan.slots, i), plan, ct.level, scale))
+            pts = self._plaintexts((tag, plan.slots, i), plan, ct.level, scale)
+            ct = self._apply(ct, plan, pts, rescale=rescale_last or remaining > 1)
         return ct
 
     def coeff_to_slot(self, ct, pipe: _Pipeline | None = None):
@@ -288,13 +310,16 @@ class Bootstrapper:
         """
         ev = self.ev
         pipe = pipe or self.pipeline(ct.slots)
-        w = self._run_stages(self.sub_sum(ct, pipe), "cts", pipe.cts, self.params.scale_at)
+        # conjugate before the last rescale, for the same reason as the giant steps:
+        # here its noise would otherwise reach v = t/Q0 multiplied by K'
+        w = self._run_stages(self.sub_sum(ct, pipe), "cts", pipe.cts, self.params.scale_at,
+                             rescale_last=False)
         conj = ev.conjugate(w)
-        re = ev.add(w, conj)
+        re = ev.rescale(ev.add(w, conj))
         re.is_complex = False
         if not pipe.full:
             return (re,)
-        im = self._mul_monomial(ev.sub(w, conj), negate=True)  # (w - conj w) * (-i)
+        im = ev.rescale(self._mul_monomial(ev.sub(w, conj), negate=True))  # (w - conj w) * (-i)
         im.is_complex = False
         return re, im
 
