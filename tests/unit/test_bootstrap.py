@@ -7,12 +7,14 @@ Q0/Delta = 2^8 reach ~2^-22 max error on uniform [-1, 1] slots; we assert
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from aegis_hpc.ckks import Context
-from aegis_hpc.ckks.bootstrap import Bootstrapper, BootstrapError, EvalMod, bootstrap_rotations, dft
+from aegis_hpc.ckks.bootstrap import (Bootstrapper, BootstrapError, EvalMod, bootstrap_rotations,
+                                      default_config, dft)
 from aegis_hpc.ckks.encoder import Encoder
 from aegis_hpc.ckks.keys import galois_element_conjugate
 
@@ -115,6 +117,16 @@ def test_sparse_slot_bootstrap(bctx, bkeys, bev, slots):
     err = np.abs(bctx.decrypt(out, sk) - x).max()
     print(f"test-boot, {slots} complex slots: max error {err:.3g} (2^{math.log2(err):.1f})")
     assert err < BOOT_BOUND
+
+
+def test_message_boost(bctx, bkeys, bev):
+    """n16-boot scales m by 2 before ModRaise (message ratio 2^7); same result here."""
+    sk, keys = bkeys
+    bctx.add_rotation_keys(sk, keys, bootstrap_rotations(bctx.params, slots=4))
+    config = replace(default_config(bctx.params), message_boost_bits=1)
+    x = np.random.default_rng(5).uniform(-1, 1, 4)
+    out = Bootstrapper(bev, config).bootstrap(bctx.encrypt(x, sk, level=0, slots=4))
+    assert np.abs(bctx.decrypt(out, sk) - x).max() < BOOT_BOUND
 
 
 def test_short_chains_are_refused():

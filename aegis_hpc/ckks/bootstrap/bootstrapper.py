@@ -66,6 +66,7 @@ class BootstrapConfig:
     sine_degree: int | None = None      # None: smallest 2^j-1 meeting ~2^-44
     ephemeral_weight: int | None = 32   # None: ModRaise under the main secret itself
     arcsine: bool = True                # exact for large coefficients, costs 2 levels (mod1.py)
+    message_boost_bits: int = 0         # scale m up by 2^b before ModRaise: R = Q0/(2^b Delta)
 
     def depth(self) -> int:
         return self.cts_levels + self.stc_levels + self.evalmod().depth
@@ -77,7 +78,9 @@ class BootstrapConfig:
 # Named configurations for the -boot presets; anything else gets `default_config`.
 CONFIGS = {
     "test-boot": BootstrapConfig(cts_levels=2, stc_levels=2, k_range=12, double_angle=3),
-    "n16-boot": BootstrapConfig(cts_levels=4, stc_levels=3, k_range=12, double_angle=3),
+    # R = 2^7: at N=2^16 EvalMod's noise outweighs the sine term it brings (<= 2^-20.9)
+    "n16-boot": BootstrapConfig(cts_levels=4, stc_levels=3, k_range=12, double_angle=3,
+                                message_boost_bits=1),
 }
 
 EPHEMERAL_WEIGHT = 32
@@ -347,6 +350,11 @@ class Bootstrapper:
         m = self._mono[1 if negate else 0][: ct.limbs]
         return ct.with_data(ct.data * m % ev._qc(ct.limbs))
 
+    @staticmethod
+    def _scaled(ct, scale):
+        ct.scale = scale
+        return ct
+
     # ---- whole pipeline ----------------------------------------------------------
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
         ev = self.ev
@@ -354,6 +362,13 @@ class Bootstrapper:
         if ct.slots < 2 and ct.slots != self.params.slots:
             raise BootstrapError("sparse bootstrapping needs at least 2 slots")
         pipe = self.pipeline(ct.slots)
+        if ct.level:
+            ct = ev.drop_level(ct, ct.level)
+        if self.config.message_boost_bits:
+            # exact: the content grows, the values stay; EvalMod noise then reaches the
+            # output divided by 2^b (a smaller message ratio), at a larger sine error
+            boost = 1 << self.config.message_boost_bits
+            ct = self._scaled(ev.mul_int(ct, boost), ct.scale * boost)
         delta_in = ct.scale
         raised = self.mod_raise(ct)
         parts = [self.evalmod.evaluate(ev, x) for x in self.coeff_to_slot(raised, pipe)]
