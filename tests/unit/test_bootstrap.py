@@ -12,11 +12,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from aegis_hpc.ckks import Context
+from aegis_hpc.ckks import Context, preset
 from aegis_hpc.ckks.bootstrap import (Bootstrapper, BootstrapError, EvalMod, bootstrap_rotations,
                                       default_config, dft)
 from aegis_hpc.ckks.encoder import Encoder
 from aegis_hpc.ckks.keys import galois_element_conjugate
+from aegis_hpc.ckks.params import HE_STANDARD_128
 
 BOOT_BOUND = 2.0 ** -18
 MIN_LEVELS_AFTER = 4
@@ -127,6 +128,15 @@ def test_message_boost(bctx, bkeys, bev):
     x = np.random.default_rng(5).uniform(-1, 1, 4)
     out = Bootstrapper(bev, config).bootstrap(bctx.encrypt(x, sk, level=0, slots=4))
     assert np.abs(bctx.decrypt(out, sk) - x).max() < BOOT_BOUND
+
+
+def test_n16_boot_preset_is_secure_and_leaves_nine_levels():
+    p = preset("n16-boot")
+    assert p.log_n == 16 and not p.insecure and p.log_qp <= HE_STANDARD_128[p.n]
+    assert p.secret_hamming_weight is None  # dense secret: the table's assumption holds
+    config = default_config(p)
+    assert p.max_level - config.depth() >= 9
+    assert len(bootstrap_rotations(p, config)) < 60  # keys of ~310 MB each at this size
 
 
 def test_short_chains_are_refused():

@@ -75,28 +75,27 @@ class BootstrapConfig:
         return EvalMod(self.k_range, self.double_angle, self.sine_degree, arcsine=self.arcsine)
 
 
-# Named configurations for the -boot presets; anything else gets `default_config`.
-CONFIGS = {
-    "test-boot": BootstrapConfig(cts_levels=2, stc_levels=2, k_range=12, double_angle=3),
-    # R = 2^7: at N=2^16 EvalMod's noise outweighs the sine term it brings (<= 2^-20.9)
-    "n16-boot": BootstrapConfig(cts_levels=4, stc_levels=3, k_range=12, double_angle=3,
-                                message_boost_bits=1),
-}
-
 EPHEMERAL_WEIGHT = 32
 BOOST_SCALE_BITS = 60  # scale the DFT stages rotate at (Bootstrapper._boost)
 
 
 def default_config(params) -> BootstrapConfig:
-    if params.name in CONFIGS:
-        return CONFIGS[params.name]
+    """The configuration follows from the parameters alone (never from a preset's name):
+    keys made for one name must serve the same chain loaded from a file.
+
+    N <= 2^12: 2 + 2 DFT levels (few slots, rotations are cheap). Larger rings:
+    4 levels for CoeffToSlot (it runs on the most limbs, so fewer rotations
+    there pay most) and 3 for SlotToCoeff, and message ratio 2^7 (see
+    BootstrapConfig.message_boost_bits): at N=2^16 EvalMod's noise outweighs the
+    sine term a smaller ratio brings (<= 2^-20.9 with the arcsine step).
+    """
     h = params.secret_hamming_weight
     eph = None if h is not None and h <= EPHEMERAL_WEIGHT else EPHEMERAL_WEIGHT
     k = default_k_range(params.n, h if eph is None else eph)
     r = max(2, math.ceil(math.log2(max(k, 1))) - 1)
-    dft_levels = 2 if params.log_n <= 12 else 3
-    return BootstrapConfig(cts_levels=dft_levels, stc_levels=dft_levels, k_range=k, double_angle=r,
-                           ephemeral_weight=eph)
+    small = params.log_n <= 12
+    return BootstrapConfig(cts_levels=2 if small else 4, stc_levels=2 if small else 3, k_range=k,
+                           double_angle=r, ephemeral_weight=eph, message_boost_bits=0 if small else 1)
 
 
 @dataclass
