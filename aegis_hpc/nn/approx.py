@@ -49,6 +49,7 @@ class LayerApprox:
     invsqrt1: ChebyshevSeries
     invsqrt2: ChebyshevSeries
     invsqrt_newton: int
+    inv_max: float = 1.0       # largest 1/x Goldschmidt produces (calibrated)
 
     def exp_value(self, z):
         y = self.exp(z)
@@ -94,7 +95,8 @@ def build_layer(cal: dict, degrees=None, newton=None, max_level: int = 6) -> Lay
         return ChebyshevSeries.interpolate(lambda x: 1.0 / np.sqrt(x), vlo / 2.0, vhi * 1.5, deg["invsqrt"])
 
     return LayerApprox(gelu=g, exp=e, exp_squarings=r, shift=c, inv_bound=bound, inv_iterations=n_inv,
-                       invsqrt1=isq(cal["var1"]), invsqrt2=isq(cal["var2"]), invsqrt_newton=nw["invsqrt"])
+                       invsqrt1=isq(cal["var1"]), invsqrt2=isq(cal["var2"]), invsqrt_newton=nw["invsqrt"],
+                       inv_max=1.0 / xmin)
 
 
 def build(calibration: dict, layers: int, max_level: int = 6, **kw) -> list:

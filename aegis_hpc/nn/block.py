@@ -121,6 +121,9 @@ class EncoderRunner:
         corr[h:] = G * a.exp_value(0.0) - a.inv_bound / 2.0
         return corr
 
+    def _gs_range(self, i):
+        return self.approx[i].inv_max
+
     # ---- blocks ---------------------------------------------------------
     def attention(self, i, toks, gather):
         ops, W, a, L = self.ops, self.m.layers[i], self.approx[i], self.L
@@ -148,7 +151,8 @@ class EncoderRunner:
                                       self._block_mask(G, jj, 1.0), ("blk", G, jj))
                     # 1/B of the Goldschmidt normalisation rides on V for free
                     v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{gid}"), L.S * G),
-                                      self._block_mask(G, jj, 1.0 / a.inv_bound), ("blkv", i, G, jj))
+                                      self._block_mask(G, jj, math.sqrt(self._gs_range(i)) / a.inv_bound),
+                                      ("blkv", i, G, jj))
                     K = k if K is None else ops.add(K, k)
                     V = v if V is None else ops.add(V, v)
                 groups.append((g0, nvalid, K, V))
@@ -184,10 +188,14 @@ class EncoderRunner:
         # Goldschmidt on x = den / B: 1/x = prod (1 + e^(2^k)), e = 1 - x
         e = ops.add_const(ops.mul_const(ops.need(den, 1, tag + "/gs0"), -1.0 / a.inv_bound), 1.0)
         acc = ops.add_const(e, 1.0)
+        # 1/x reaches A = B/d_min; each factor carries A^(-1/2(n-1)) and V carries
+        # sqrt(A), so neither side exceeds ~sqrt(A) (room under 2^62 / scale)
+        c = self._gs_range(i) ** (-0.5 / max(1, a.inv_iterations - 1))
         for k in range(1, a.inv_iterations):
             e = ops.need(e, 1, f"{tag}/gs{k}e")
             e = ops.mul(e, e)
-            acc = _mul(ops, acc, ops.add_const(e, 1.0), f"{tag}/gs{k}a")
+            f = ops.add_const(ops.mul_const(ops.need(e, 1, f"{tag}/gs{k}f"), c), c)
+            acc = _mul(ops, acc, f, f"{tag}/gs{k}a")
         res = _mul(ops, num, acc, tag + "/out")
         return ops.view(res, L.S)
 

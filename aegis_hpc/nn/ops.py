@@ -20,6 +20,12 @@ class DepthError(RuntimeError):
     pass
 
 
+# Keep results off level 0 where possible: there only the base primes (~2^62)
+# hold value * scale, so e.g. Goldschmidt's 1/x (up to ~1e6) would wrap at the
+# "demo" scale 2^46. One spare level gives them room.
+SPARE_LEVELS = 1
+
+
 @dataclass
 class Stats:
     refreshes: int = 0
@@ -109,7 +115,7 @@ class PlainOps:
         return PV(a.v[:slots].copy(), a.level)
 
     def need(self, x, levels, tag):
-        if x.level >= levels:
+        if x.level >= min(levels + SPARE_LEVELS, self.max_level):
             return x
         return self._refresh(x, levels, tag)
 
@@ -225,7 +231,7 @@ class CipherOps:
         return a.with_data(a.data, slots=slots)
 
     def need(self, x, levels, tag):
-        if x.level >= levels:
+        if x.level >= min(levels + SPARE_LEVELS, self.max_level):
             return x
         if self.refresh_mode == "none":
             raise DepthError(f"out of levels at {tag}: {x.level} left, {levels} needed "
