@@ -7,12 +7,15 @@ export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install demo test bench
+.PHONY: install demo example test bench
 
 install:
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,model]'
 
 demo: install
+	PY=$(PY) MPIRUN="$(MPIRUN)" bash scripts/demo.sh
+
+example: install
 	$(MPIRUN) -n 2 $(PY) -m aegis_hpc.demo
 
 test: install
