@@ -41,12 +41,16 @@ class Context:
     def keygen(self, rotations=(), conjugate: bool = False, bootstrap: bool = False):
         """(secret key, evaluation keys) with Galois keys for exactly the rotations asked for."""
         if bootstrap:
-            raise NotImplementedError("bootstrapping keys are not implemented yet (issue 8)")
+            from .bootstrap import add_bootstrap_keys, bootstrap_rotations
+
+            rotations, conjugate = list(rotations) + bootstrap_rotations(self.params), True
         kg = self.keygenerator
         sk = kg.secret_key()
         keys = EvaluationKeys(public=kg.public_key(sk), relin=kg.relin_key(sk),
                               fingerprint=self.params.fingerprint)
         self.add_rotation_keys(sk, keys, rotations, conjugate)
+        if bootstrap:
+            add_bootstrap_keys(self, sk, keys)
         return sk, keys
 
     def add_rotation_keys(self, sk, keys, rotations=(), conjugate=False):

@@ -308,5 +308,7 @@ class Evaluator:
         return evaluate_chebyshev(self, ct, series, **kw)
 
     def bootstrap(self, ct):
-        raise NotImplementedError("bootstrapping is not implemented yet (issue 8); "
-                                  "refresh through the key holder instead")
+        """Refresh a ciphertext to more levels (needs keygen(bootstrap=True) keys)."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, ct)

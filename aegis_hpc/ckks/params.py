@@ -252,6 +252,10 @@ PRESETS = {
     "demo": dict(log_n=14, levels=6, scale_bits=46, primes_per_level=2, base_primes=2, dnum=7),
     # N = 2^16 at the 128-bit bound
     "n16": dict(log_n=16, levels=27, scale_bits=54, primes_per_level=2, base_primes=2, dnum=10),
+    # bootstrapping (ckks/bootstrap): Q0 ~ 2^62 over Delta = 2^54 is EvalMod's message ratio
+    "test-boot": dict(log_n=11, levels=18, scale_bits=54, primes_per_level=2, base_primes=2, dnum=4,
+                      unsafe_allow_insecure=True),
+    "n16-boot": dict(log_n=16, levels=27, scale_bits=54, primes_per_level=2, base_primes=2, dnum=10),
 }
 
 
