@@ -19,6 +19,7 @@ def _ops_parser(sub):
     p.add_argument("--logn", type=int, default=15)
     p.add_argument("--levels", type=int, default=8, help="peer max_level; our levels match its log2 Q")
     p.add_argument("--bootstrap", action="store_true", help="also time bootstrapping")
+    p.add_argument("--boot-preset", default="n16-boot", help="parameter preset for --bootstrap")
     p.add_argument("--ops", default=None, help="comma list, default all: encrypt,mul_relin_rescale,"
                    "rotate,hoisted_8,hoisted_16,rescale,ntt,intt,keyswitch")
     p.add_argument("--budget", type=float, default=None,

@@ -110,8 +110,32 @@ def _copy_bandwidth(xp, sync, nbytes=1 << 30):
     return 2 * nbytes / (t["median_ms"] * 1e-3) / 1e9
 
 
+def _aegis_bootstrap(preset_name, sync, budget_s, log):
+    """Time one full-slot bootstrap of values in [-1, 1] from level 0; precision and levels left."""
+    from ..ckks.context import Context
+
+    t0 = time.perf_counter()
+    ctx = Context.from_preset(preset_name)
+    sk, keys = ctx.keygen(bootstrap=True)
+    ev = ctx.evaluator(keys)
+    log(f"aegis bootstrap: {ctx.params.describe()}; keygen {time.perf_counter() - t0:.1f} s")
+    vals = np.random.default_rng(3).uniform(-1, 1, ctx.slots)
+    ct = ctx.encrypt(vals, sk, level=0)
+    t1 = time.perf_counter()
+    fresh = ev.bootstrap(ct)  # first call also encodes the DFT plaintexts (cached)
+    sync()
+    first_s = time.perf_counter() - t1
+    timing = Timer(sync, budget_s, min_reps=1, max_reps=5)(lambda: ev.bootstrap(ct))
+    err = float(np.max(np.abs(ctx.decrypt(fresh, sk) - vals)))
+    info = {"preset": preset_name, "levels_after": fresh.level, "max_abs_error": err,
+            "precision_bits": -math.log2(err), "first_call_s": first_s}
+    log(f"aegis bootstrap: {timing['median_ms']:.1f} ms, max error {err:.2e} "
+        f"(2^{math.log2(err):.2f}), {fresh.level} levels left")
+    return timing, info
+
+
 def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, bandwidth=True,
-              log=print):
+              log=print, boot_preset="n16-boot"):
     from .. import backend as be
     from ..ckks.context import Context
 
@@ -181,7 +205,7 @@ def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, ban
             extra["keyswitch_fraction_of_copy"] = (extra["keyswitch_bandwidth_GBps"]
                                                    / extra["copy_bandwidth_GBps"])
     if want("bootstrap"):
-        res["bootstrap"] = {"skipped": "aegis bootstrapping not implemented yet (issue 8)"}
+        res["bootstrap"], extra["bootstrap"] = _aegis_bootstrap(boot_preset, be.sync, budget_s, log)
     # a correctness spot check, so a fast-but-wrong kernel cannot produce a result file
     out = ctx.decrypt(ev.mul(ct, ct2, rescale=True), sk)
     extra["mul_max_abs_error"] = float(np.max(np.abs(out - vals * vals2)))
@@ -272,9 +296,14 @@ def run_desilofhe(log_n, levels, mode, budget_s, ops, log=print):
             brk = beng.create_relinearization_key(bsk)
             bck = beng.create_conjugation_key(bsk)
             bbk = beng.create_bootstrap_key(bsk)
-            bct = beng.level_down(beng.encrypt(vals[: beng.slot_count], beng.create_public_key(bsk)), 3)
+            bvals = np.random.default_rng(3).uniform(-1, 1, beng.slot_count)
+            bct = beng.level_down(beng.encrypt(bvals, beng.create_public_key(bsk)), 3)
             res["bootstrap"] = Timer(sync, budget_s, min_reps=1, max_reps=5)(
                 lambda: beng.bootstrap(bct, brk, bck, bbk))
+            out = beng.bootstrap(bct, brk, bck, bbk)
+            err = float(np.max(np.abs(np.asarray(beng.decrypt(out, bsk)) - bvals)))
+            res["bootstrap"].update(max_abs_error=err, precision_bits=-math.log2(err),
+                                    levels_after=int(out.level))
         except Exception as exc:  # noqa: BLE001 - recorded, not fatal
             res["bootstrap"] = {"skipped": f"desilofhe bootstrap failed: {exc}"}
     chain = {
@@ -348,6 +377,12 @@ def format_table(result) -> str:
     if "keyswitch_parts_ms" in ex:
         lines.append("key switch parts (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in ex["keyswitch_parts_ms"].items())
                      + f"; inner product alone {ex['inner_product_bandwidth_GBps']:.1f} GB/s")
+    if "bootstrap" in ex:
+        b, pb = ex["bootstrap"], (p or {}).get("ops", {}).get("bootstrap", {})
+        lines.append(f"bootstrap ({b['preset']}): aegis max error {b['max_abs_error']:.2e} "
+                     f"({b['precision_bits']:.1f} bits), {b['levels_after']} levels left"
+                     + (f"; peer max error {pb['max_abs_error']:.2e} ({pb['precision_bits']:.1f} bits), "
+                        f"{pb['levels_after']} levels left" if "max_abs_error" in pb else ""))
     if "mul_max_abs_error" in ex:
         lines.append(f"spot check: mul+relin+rescale max abs error {ex['mul_max_abs_error']:.2e}")
     return "\n".join(lines)
@@ -389,7 +424,7 @@ def main(args) -> int:
         print(f"unknown peer {args.peer!r}")
         return 2
     aeg = run_aegis(args.logn, args.levels, backend, budget, ops, peer_target_log_q=peer_target,
-                    bandwidth=not args.no_bandwidth, log=log)
+                    bandwidth=not args.no_bandwidth, log=log, boot_preset=args.boot_preset)
     desc = machine.describe(backend)
     result = {"backend": backend, "peer_name": args.peer if peer else None, "machine": desc,
               "aegis": aeg, "peer": peer, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
