@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from ..backend import get_xp, to_numpy
@@ -90,8 +92,14 @@ class Context:
         return z if is_complex else z.real.copy()
 
     # ---- encryption -----------------------------------------------------
-    def encrypt(self, values, key, level: int | None = None, slots: int | None = None) -> Ciphertext:
-        """Encrypt a vector with a SecretKey (symmetric) or the PublicKey / EvaluationKeys."""
+    def encrypt(self, values, key, level: int | None = None, slots: int | None = None,
+                seed: bytes | None = None) -> Ciphertext:
+        """Encrypt a vector with a SecretKey (symmetric) or the PublicKey / EvaluationKeys.
+
+        `seed` (secret-key encryption only) derives the randomness from a secret
+        32-byte seed instead of os.urandom, for a key holder whose re-encryptions
+        must come out bit-identical on every rank; never reuse a seed.
+        """
         pt = values if isinstance(values, Plaintext) else self.encode(values, level=level, slots=slots)
         if isinstance(key, EvaluationKeys):
             key = key.public
@@ -101,9 +109,12 @@ class Context:
         limbs = self.params.limbs_at(pt.level)
         idx = list(range(limbs))
         qc = self.ring.q_col(idx)
+        if seed is not None and not isinstance(key, SecretKey):
+            raise EvaluationError("a fixed encryption seed is only for secret-key encryption")
         if isinstance(key, SecretKey):
-            a = kg.uniform(fresh_seed(), idx)
-            e = kg.error_ntt(Stream(fresh_seed(), "enc-error"), idx)
+            a_seed, e_seed = (fresh_seed(), fresh_seed()) if seed is None else _split_seed(seed)
+            a = kg.uniform(a_seed, idx)
+            e = kg.error_ntt(Stream(e_seed, "enc-error"), idx)
             c0 = (qc - a * key.ntt[:limbs] % qc + e + pt.data) % qc
             data = xp.stack([c0, a])
         elif isinstance(key, PublicKey):
@@ -135,3 +146,8 @@ class Context:
 
     def evaluator(self, keys: EvaluationKeys | None = None) -> Evaluator:
         return Evaluator(self, keys)
+
+
+def _split_seed(seed: bytes):
+    """Two independent 32-byte seeds (uniform part, error) from one caller seed."""
+    return (hashlib.sha256(b"uniform|" + seed).digest(), hashlib.sha256(b"error|" + seed).digest())

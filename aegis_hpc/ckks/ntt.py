@@ -110,7 +110,6 @@ class RingTables:
         s1, s2, s3 = self._bufs(lead + (limbs, n // 2))
         m, t = 1, n
         q3 = q[:, :, None]
-        sh = np.uint64(32)
         while m < n:
             t //= 2
             v = a.reshape(*lead, limbs, m, 2, t)
@@ -118,13 +117,7 @@ class RingTables:
             shp = lead + (limbs, m, t)
             b1, b2, b3 = s1.reshape(shp), s2.reshape(shp), s3.reshape(shp)
             w, ws = psi[:, m:2 * m, None], psi_sh[:, m:2 * m, None]
-            xp.multiply(hi, ws, out=b1)          # Shoup: r = hi*w - floor(hi*ws/2^32)*q in [0, 2q)
-            xp.right_shift(b1, sh, out=b1)
-            xp.multiply(b1, q3, out=b1)
-            xp.multiply(hi, w, out=b2)
-            xp.subtract(b2, b1, out=b2)
-            xp.subtract(b2, q3, out=b1)          # unsigned min(x, x-q) = x mod q for x < 2q
-            xp.minimum(b2, b1, out=b2)
+            _shoup_mul(xp, hi, w, ws, q3, out=b2, tmp=b1)
             xp.subtract(lo, b2, out=b3)
             xp.add(b3, q3, out=b3)
             xp.add(lo, b2, out=lo)
@@ -145,7 +138,6 @@ class RingTables:
         limbs = a.shape[-2]
         s1, s2, s3 = self._bufs(lead + (limbs, n // 2))
         q3 = q[:, :, None]
-        sh = np.uint64(32)
         t, h = 1, n // 2
         while h >= 1:
             v = a.reshape(*lead, limbs, h, 2, t)
@@ -158,25 +150,13 @@ class RingTables:
             xp.add(lo, hi, out=lo)
             xp.subtract(lo, q3, out=b1)
             xp.minimum(lo, b1, out=lo)
-            xp.multiply(b3, ws, out=b1)
-            xp.right_shift(b1, sh, out=b1)
-            xp.multiply(b1, q3, out=b1)
-            xp.multiply(b3, w, out=b2)
-            xp.subtract(b2, b1, out=b2)
-            xp.subtract(b2, q3, out=b1)
-            xp.minimum(b2, b1, out=hi)
+            _shoup_mul(xp, b3, w, ws, q3, out=hi, tmp=b1)
             t *= 2
             h //= 2
         flat = a.reshape(*lead, limbs, n)
-        b1, b2 = s1.reshape(lead + (limbs, n // 2)), s2.reshape(lead + (limbs, n // 2))
+        b1 = s1.reshape(lead + (limbs, n // 2))
         for half in (flat[..., : n // 2], flat[..., n // 2:]):
-            xp.multiply(half, ninv_sh, out=b1)
-            xp.right_shift(b1, sh, out=b1)
-            xp.multiply(b1, q, out=b1)
-            xp.multiply(half, ninv, out=b2)
-            xp.subtract(b2, b1, out=b2)
-            xp.subtract(b2, q, out=b1)
-            xp.minimum(b2, b1, out=half)
+            _shoup_mul(xp, half, ninv, ninv_sh, q, out=half, tmp=b1)  # elementwise: aliasing is safe
         return a
 
     def automorphism_permutation(self, galois_element: int):
@@ -190,6 +170,24 @@ class RingTables:
             perm = self.xp.asarray(pos[(e * galois_element) % two_n])
             self._perm[galois_element] = perm
         return perm
+
+
+_SHIFT32 = np.uint64(32)
+
+
+def _shoup_mul(xp, x, w, w_shoup, q, out, tmp):
+    """out = x*w mod q for x < 2^32, with w_shoup = floor(w * 2^32 / q) precomputed.
+
+    r = x*w - floor(x*w_shoup / 2^32)*q lies in [0, 2q); the unsigned minimum of
+    r and r - q (which wraps around when r < q) is then r mod q.
+    """
+    xp.multiply(x, w_shoup, out=tmp)
+    xp.right_shift(tmp, _SHIFT32, out=tmp)
+    xp.multiply(tmp, q, out=tmp)
+    xp.multiply(x, w, out=out)
+    xp.subtract(out, tmp, out=out)
+    xp.subtract(out, q, out=tmp)
+    xp.minimum(out, tmp, out=out)
 
 
 def _powers(x: int, n: int, q: int) -> np.ndarray:

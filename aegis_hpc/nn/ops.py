@@ -134,7 +134,7 @@ class KeyHolder:
     SEES THOSE INTERMEDIATE VALUES. In the demo it lives in the server
     process; every output names the mode and counts the round trips.
 
-    Re-encryption randomness comes from SHAKE-256 of a secret run seed and the
+    Re-encryption randomness is derived from a secret run seed and the
     refresh's tag, so a refresh gives the same ciphertext whichever rank asks
     (bit-for-bit equal outputs across rank counts)."""
 
@@ -146,20 +146,10 @@ class KeyHolder:
         self.count = 0
 
     def refresh(self, ct, tag: str):
-        from ..ckks.sampling import Stream
-
         self.count += 1
         values = self.ctx.decrypt(ct, self.sk)
-        ctx, level = self.ctx, self.ctx.params.max_level
-        pt = ctx.encode(values, level=level, slots=ct.slots)
-        kg, xp = ctx.keygenerator, ctx.xp
-        idx = list(range(ctx.params.limbs_at(level)))
-        qc = ctx.ring.q_col(idx)
-        h = hashlib.sha256(self.seed + tag.encode()).digest()
-        a = kg.uniform(h, idx)
-        e = kg.error_ntt(Stream(hashlib.sha256(b"err" + h).digest(), "enc-error"), idx)
-        c0 = (qc - a * self.sk.ntt[: len(idx)] % qc + e + pt.data) % qc
-        return ct.with_data(xp.stack([c0, a]), level=level, scale=pt.scale, slots=ct.slots)
+        seed = hashlib.sha256(self.seed + tag.encode()).digest()
+        return self.ctx.encrypt(values, self.sk, level=self.ctx.params.max_level, slots=ct.slots, seed=seed)
 
 
 class CipherOps:

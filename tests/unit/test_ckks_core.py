@@ -283,3 +283,14 @@ def test_bad_inputs_raise_clear_errors(ctx, keys, ev, rng):
         ctx.decrypt(foreign, sk)
     with pytest.raises(EvaluationError, match="evaluation keys are for parameters"):
         other.evaluator(keys[1])
+
+
+def test_seeded_secret_key_encryption_is_reproducible(ctx, keys, rng):
+    sk, ek = keys
+    x = rand(rng, 32)
+    a = ctx.encrypt(x, sk, seed=b"s" * 32)
+    assert np.array_equal(a.data, ctx.encrypt(x, sk, seed=b"s" * 32).data)
+    assert not np.array_equal(a.data, ctx.encrypt(x, sk, seed=b"t" * 32).data)
+    assert np.abs(ctx.decrypt(a, sk) - x).max() < FRESH
+    with pytest.raises(EvaluationError, match="only for secret-key"):
+        ctx.encrypt(x, ek, seed=b"s" * 32)
