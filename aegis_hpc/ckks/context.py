@@ -115,7 +115,7 @@ class Context:
             a_seed, e_seed = (fresh_seed(), fresh_seed()) if seed is None else _split_seed(seed)
             a = kg.uniform(a_seed, idx)
             e = kg.error_ntt(Stream(e_seed, "enc-error"), idx)
-            c0 = (qc - a * key.ntt[:limbs] % qc + e + pt.data) % qc
+            c0 = (kg.rlwe_b(a, key.ntt[:limbs], e, qc) + pt.data) % qc
             data = xp.stack([c0, a])
         elif isinstance(key, PublicKey):
             stream = Stream(fresh_seed(), "enc-pk")

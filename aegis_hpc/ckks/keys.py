@@ -80,6 +80,11 @@ class KeyGenerator:
         res = (np.asarray(coeffs, dtype=np.int64)[None, :] % q).astype(np.uint64)
         return self.ring.ntt(self.xp.asarray(res), idx)
 
+    @staticmethod
+    def rlwe_b(a, s_ntt, e, qc):
+        """-a*s + e mod q (NTT form): the `b` half of an RLWE sample."""
+        return (qc - a * s_ntt % qc + e) % qc
+
     def error_ntt(self, stream, idx):
         return self.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
 
@@ -100,7 +105,7 @@ class KeyGenerator:
         a = self.uniform(seed, q_idx)
         e = self.error_ntt(Stream(fresh_seed(), "pk-error"), q_idx)
         qc = self.ring.q_col(q_idx)
-        b = (qc - a * sk.ntt[: len(q_idx)] % qc + e) % qc
+        b = self.rlwe_b(a, sk.ntt[: len(q_idx)], e, qc)
         return PublicKey(b=b, a=a, seed=seed, fingerprint=self.params.fingerprint)
 
     def switching_key(self, sk: SecretKey, s_from_ntt) -> SwitchingKey:
@@ -122,7 +127,7 @@ class KeyGenerator:
             seed = fresh_seed()
             a = self.uniform(seed, rows)
             e = self.error_ntt(Stream(fresh_seed(), f"swk-error-{j}"), rows)
-            b = (qc - a * s_rows % qc + e) % qc
+            b = self.rlwe_b(a, s_rows, e, qc)
             sel = [n_p + i for i in digit]
             b[sel] = (b[sel] + gadget_term[sel]) % qc[sel]
             bs.append(b.astype(np.uint32))

@@ -121,17 +121,14 @@ class RingTables:
             xp.subtract(lo, b2, out=b3)
             xp.add(b3, q3, out=b3)
             xp.add(lo, b2, out=lo)
-            xp.subtract(lo, q3, out=b1)
-            xp.minimum(lo, b1, out=lo)
-            xp.subtract(b3, q3, out=b1)
-            xp.minimum(b3, b1, out=hi)
+            _reduce_once(xp, lo, q3, out=lo, tmp=b1)
+            _reduce_once(xp, b3, q3, out=hi, tmp=b1)
             m *= 2
         return a
 
     def _intt_ref(self, a, idx):
         xp = self.xp
-        q, _, ipsi, _, _, ipsi_sh, ninv_sh = self._tables(idx)
-        ninv = self._tables(idx)[3]
+        q, _, ipsi, ninv, _, ipsi_sh, ninv_sh = self._tables(idx)
         n = self.n
         a = xp.array(a, dtype=np.uint64, copy=True)
         lead = a.shape[:-2]
@@ -148,8 +145,7 @@ class RingTables:
             xp.subtract(lo, hi, out=b3)
             xp.add(b3, q3, out=b3)               # lo - hi + q in [1, 2q): < 2^32, fine for Shoup
             xp.add(lo, hi, out=lo)
-            xp.subtract(lo, q3, out=b1)
-            xp.minimum(lo, b1, out=lo)
+            _reduce_once(xp, lo, q3, out=lo, tmp=b1)
             _shoup_mul(xp, b3, w, ws, q3, out=hi, tmp=b1)
             t *= 2
             h //= 2
@@ -178,16 +174,21 @@ _SHIFT32 = np.uint64(32)
 def _shoup_mul(xp, x, w, w_shoup, q, out, tmp):
     """out = x*w mod q for x < 2^32, with w_shoup = floor(w * 2^32 / q) precomputed.
 
-    r = x*w - floor(x*w_shoup / 2^32)*q lies in [0, 2q); the unsigned minimum of
-    r and r - q (which wraps around when r < q) is then r mod q.
+    r = x*w - floor(x*w_shoup / 2^32)*q lies in [0, 2q), so one conditional
+    subtraction finishes the reduction.
     """
     xp.multiply(x, w_shoup, out=tmp)
     xp.right_shift(tmp, _SHIFT32, out=tmp)
     xp.multiply(tmp, q, out=tmp)
     xp.multiply(x, w, out=out)
     xp.subtract(out, tmp, out=out)
-    xp.subtract(out, q, out=tmp)
-    xp.minimum(out, tmp, out=out)
+    _reduce_once(xp, out, q, out=out, tmp=tmp)
+
+
+def _reduce_once(xp, x, q, out, tmp):
+    """out = x mod q for x < 2q: the unsigned minimum of x and x - q (which wraps when x < q)."""
+    xp.subtract(x, q, out=tmp)
+    xp.minimum(x, tmp, out=out)
 
 
 def _powers(x: int, n: int, q: int) -> np.ndarray:
