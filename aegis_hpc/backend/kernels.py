@@ -37,32 +37,65 @@ __device__ __forceinline__ u64 barrett(u64 x, u64 q, u64 mu) {
     return r >= q ? r - q : r;
 }
 
+/* One butterfly lane of one limb row: 2^lane_log lanes per row, the row's prime
+   and twiddle tables. Returns false for the padding threads of the last block. */
+struct Lane { int j; int p; u32 q; u64* row; const u32* w; const u32* ws; };
+__device__ __forceinline__ bool lane_of(Lane& L, u64* x, const int* prow, const u32* tw,
+                                        const u32* twsh, const u32* qs, int logn, int lane_log,
+                                        long long rows) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (rows << lane_log)) return false;
+    long long r = tid >> lane_log;
+    size_t N = (size_t)1 << logn;
+    L.j = (int)(tid & ((1 << lane_log) - 1));
+    L.p = prow[r];
+    L.q = qs[L.p];
+    L.row = x + (size_t)r * N;
+    L.w = tw + (size_t)L.p * N;
+    L.ws = twsh + (size_t)L.p * N;
+    return true;
+}
+
+/* One C-element chunk of one limb row, one block each, copied into shared memory
+   (the stages whose butterflies stay inside a chunk run there). */
+struct Chunk { int c; int p; u32 q; u64* base; const u32* w; const u32* ws; };
+__device__ __forceinline__ Chunk chunk_load(u32* s, u64* x, const int* prow, const u32* tw,
+                                            const u32* twsh, const u32* qs, int logn, int logc) {
+    int N = 1 << logn, C = 1 << logc;
+    int chunks = N >> logc;
+    long long r = blockIdx.x / chunks;
+    Chunk k;
+    k.c = blockIdx.x - (int)(r * chunks);
+    k.p = prow[r];
+    k.q = qs[k.p];
+    k.base = x + (size_t)r * N + (size_t)k.c * C;
+    k.w = tw + (size_t)k.p * N;
+    k.ws = twsh + (size_t)k.p * N;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)k.base[i];
+    __syncthreads();
+    return k;
+}
+
 /* ---- forward NTT (Cooley-Tukey, bit-reversed output) ------------------------ */
 /* two stages (m, 2m) per pass while the butterfly span exceeds a shared-memory chunk */
 extern "C" __global__ void ntt_fwd_r4(u64* x, const int* prow, const u32* psi, const u32* psish,
                                       const u32* qs, int logn, int m, long long rows) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int quarter_log = logn - 2;
-    if (tid >= (rows << quarter_log)) return;
-    long long r = tid >> quarter_log;
-    int j = (int)(tid & ((1 << quarter_log) - 1));
+    Lane L;
+    if (!lane_of(L, x, prow, psi, psish, qs, logn, logn - 2, rows)) return;
     int N = 1 << logn;
     int t = N / (2 * m);                 /* half-span of stage m */
     int h = t >> 1;
-    int g = j / h, k = j - g * h;
-    int p = prow[r];
-    u32 q = qs[p];
-    const u32* w_ = psi + (size_t)p * N;
-    const u32* ws_ = psish + (size_t)p * N;
-    u64* row = x + (size_t)r * N;
+    int g = L.j / h, k = L.j - g * h;
+    u32 q = L.q;
+    u64* row = L.row;
     size_t a = (size_t)g * 2 * t + k;
     u32 va = (u32)row[a], vb = (u32)row[a + h], vc = (u32)row[a + t], vd = (u32)row[a + t + h];
-    u32 w = w_[m + g], ws = ws_[m + g];
+    u32 w = L.w[m + g], ws = L.ws[m + g];
     u32 tc = shoup_mul(vc, w, ws, q), td = shoup_mul(vd, w, ws, q);
     u32 a1 = add_q(va, tc, q), c1 = sub_q(va, tc, q);
     u32 b1 = add_q(vb, td, q), d1 = sub_q(vb, td, q);
-    u32 w2 = w_[2 * m + 2 * g], ws2 = ws_[2 * m + 2 * g];
-    u32 w3 = w_[2 * m + 2 * g + 1], ws3 = ws_[2 * m + 2 * g + 1];
+    u32 w2 = L.w[2 * m + 2 * g], ws2 = L.ws[2 * m + 2 * g];
+    u32 w3 = L.w[2 * m + 2 * g + 1], ws3 = L.ws[2 * m + 2 * g + 1];
     u32 tb = shoup_mul(b1, w2, ws2, q), tdd = shoup_mul(d1, w3, ws3, q);
     row[a] = add_q(a1, tb, q);
     row[a + h] = sub_q(a1, tb, q);
@@ -72,54 +105,37 @@ extern "C" __global__ void ntt_fwd_r4(u64* x, const int* prow, const u32* psi, c
 
 extern "C" __global__ void ntt_fwd_r2(u64* x, const int* prow, const u32* psi, const u32* psish,
                                       const u32* qs, int logn, int m, long long rows) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int half_log = logn - 1;
-    if (tid >= (rows << half_log)) return;
-    long long r = tid >> half_log;
-    int j = (int)(tid & ((1 << half_log) - 1));
-    int N = 1 << logn;
-    int t = N / (2 * m);
-    int g = j / t, k = j - g * t;
-    int p = prow[r];
-    u32 q = qs[p];
-    u64* row = x + (size_t)r * N;
+    Lane L;
+    if (!lane_of(L, x, prow, psi, psish, qs, logn, logn - 1, rows)) return;
+    int t = (1 << logn) / (2 * m);
+    int g = L.j / t, k = L.j - g * t;
     size_t i0 = (size_t)g * 2 * t + k;
-    u32 w = psi[(size_t)p * N + m + g], ws = psish[(size_t)p * N + m + g];
-    u32 lo = (u32)row[i0], v = shoup_mul((u32)row[i0 + t], w, ws, q);
-    row[i0] = add_q(lo, v, q);
-    row[i0 + t] = sub_q(lo, v, q);
+    u32 lo = (u32)L.row[i0], v = shoup_mul((u32)L.row[i0 + t], L.w[m + g], L.ws[m + g], L.q);
+    L.row[i0] = add_q(lo, v, L.q);
+    L.row[i0 + t] = sub_q(lo, v, L.q);
 }
 
 /* the remaining stages (half-span <= C/2) of one C-element chunk, in shared memory */
 extern "C" __global__ void ntt_fwd_smem(u64* x, const int* prow, const u32* psi, const u32* psish,
                                         const u32* qs, int logn, int logc) {
     extern __shared__ u32 s[];
+    Chunk ck = chunk_load(s, x, prow, psi, psish, qs, logn, logc);
     int N = 1 << logn, C = 1 << logc;
-    int chunks = N >> logc;
-    long long r = blockIdx.x / chunks;
-    int c = blockIdx.x - (int)(r * chunks);
-    int p = prow[r];
-    u32 q = qs[p];
-    u64* base = x + (size_t)r * N + (size_t)c * C;
-    const u32* w_ = psi + (size_t)p * N;
-    const u32* ws_ = psish + (size_t)p * N;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)base[i];
-    __syncthreads();
-    for (int m = chunks; m < N; m <<= 1) {
+    for (int m = N >> logc; m < N; m <<= 1) {
         int t = N / (2 * m);
         int groups_per_chunk = C / (2 * t);
         for (int j = threadIdx.x; j < C / 2; j += blockDim.x) {
             int g = j / t, k = j - g * t;
-            int gg = c * groups_per_chunk + g;
+            int gg = ck.c * groups_per_chunk + g;
             int i0 = g * 2 * t + k;
             u32 lo = s[i0];
-            u32 v = shoup_mul(s[i0 + t], w_[m + gg], ws_[m + gg], q);
-            s[i0] = add_q(lo, v, q);
-            s[i0 + t] = sub_q(lo, v, q);
+            u32 v = shoup_mul(s[i0 + t], ck.w[m + gg], ck.ws[m + gg], ck.q);
+            s[i0] = add_q(lo, v, ck.q);
+            s[i0 + t] = sub_q(lo, v, ck.q);
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < C; i += blockDim.x) base[i] = s[i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ck.base[i] = s[i];
 }
 
 /* ---- inverse NTT (Gentleman-Sande), N^-1 folded into the last stage -------- */
@@ -127,35 +143,26 @@ extern "C" __global__ void intt_smem(u64* x, const int* prow, const u32* ipsi, c
                                      const u32* qs, const u32* ninv, const u32* ninvsh,
                                      int logn, int logc, int scale) {
     extern __shared__ u32 s[];
+    Chunk ck = chunk_load(s, x, prow, ipsi, ipsish, qs, logn, logc);
     int N = 1 << logn, C = 1 << logc;
-    int chunks = N >> logc;
-    long long r = blockIdx.x / chunks;
-    int c = blockIdx.x - (int)(r * chunks);
-    int p = prow[r];
-    u32 q = qs[p];
-    u64* base = x + (size_t)r * N + (size_t)c * C;
-    const u32* w_ = ipsi + (size_t)p * N;
-    const u32* ws_ = ipsish + (size_t)p * N;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)base[i];
-    __syncthreads();
     for (int t = 1; t < C; t <<= 1) {
         int h = N / (2 * t);
         int groups_per_chunk = C / (2 * t);
         for (int j = threadIdx.x; j < C / 2; j += blockDim.x) {
             int g = j / t, k = j - g * t;
-            int gg = c * groups_per_chunk + g;
+            int gg = ck.c * groups_per_chunk + g;
             int i0 = g * 2 * t + k;
             u32 lo = s[i0], hi = s[i0 + t];
-            s[i0] = add_q(lo, hi, q);
-            s[i0 + t] = shoup_mul(sub_q(lo, hi, q), w_[h + gg], ws_[h + gg], q);
+            s[i0] = add_q(lo, hi, ck.q);
+            s[i0 + t] = shoup_mul(sub_q(lo, hi, ck.q), ck.w[h + gg], ck.ws[h + gg], ck.q);
         }
         __syncthreads();
     }
     if (scale) {
-        u32 ni = ninv[p], nis = ninvsh[p];
-        for (int i = threadIdx.x; i < C; i += blockDim.x) base[i] = shoup_mul(s[i], ni, nis, q);
+        u32 ni = ninv[ck.p], nis = ninvsh[ck.p];
+        for (int i = threadIdx.x; i < C; i += blockDim.x) ck.base[i] = shoup_mul(s[i], ni, nis, ck.q);
     } else {
-        for (int i = threadIdx.x; i < C; i += blockDim.x) base[i] = s[i];
+        for (int i = threadIdx.x; i < C; i += blockDim.x) ck.base[i] = s[i];
     }
 }
 
@@ -163,30 +170,23 @@ extern "C" __global__ void intt_smem(u64* x, const int* prow, const u32* ipsi, c
 extern "C" __global__ void intt_r4(u64* x, const int* prow, const u32* ipsi, const u32* ipsish,
                                    const u32* qs, const u32* ninv, const u32* ninvsh,
                                    int logn, int t, long long rows, int scale) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int quarter_log = logn - 2;
-    if (tid >= (rows << quarter_log)) return;
-    long long r = tid >> quarter_log;
-    int j = (int)(tid & ((1 << quarter_log) - 1));
-    int N = 1 << logn;
-    int h = N / (2 * t);
-    int g2 = j / t, k = j - g2 * t;      /* group of stage h/2, span 4t */
-    int p = prow[r];
-    u32 q = qs[p];
-    const u32* w_ = ipsi + (size_t)p * N;
-    const u32* ws_ = ipsish + (size_t)p * N;
-    u64* row = x + (size_t)r * N;
+    Lane L;
+    if (!lane_of(L, x, prow, ipsi, ipsish, qs, logn, logn - 2, rows)) return;
+    int h = (1 << logn) / (2 * t);
+    int g2 = L.j / t, k = L.j - g2 * t;      /* group of stage h/2, span 4t */
+    u32 q = L.q;
+    u64* row = L.row;
     size_t a = (size_t)g2 * 4 * t + k;
     u32 va = (u32)row[a], vb = (u32)row[a + t], vc = (u32)row[a + 2 * t], vd = (u32)row[a + 3 * t];
     u32 a1 = add_q(va, vb, q);
-    u32 b1 = shoup_mul(sub_q(va, vb, q), w_[h + 2 * g2], ws_[h + 2 * g2], q);
+    u32 b1 = shoup_mul(sub_q(va, vb, q), L.w[h + 2 * g2], L.ws[h + 2 * g2], q);
     u32 c1 = add_q(vc, vd, q);
-    u32 d1 = shoup_mul(sub_q(vc, vd, q), w_[h + 2 * g2 + 1], ws_[h + 2 * g2 + 1], q);
-    u32 w = w_[h / 2 + g2], ws = ws_[h / 2 + g2];
+    u32 d1 = shoup_mul(sub_q(vc, vd, q), L.w[h + 2 * g2 + 1], L.ws[h + 2 * g2 + 1], q);
+    u32 w = L.w[h / 2 + g2], ws = L.ws[h / 2 + g2];
     u32 oa = add_q(a1, c1, q), oc = shoup_mul(sub_q(a1, c1, q), w, ws, q);
     u32 ob = add_q(b1, d1, q), od = shoup_mul(sub_q(b1, d1, q), w, ws, q);
     if (scale) {
-        u32 ni = ninv[p], nis = ninvsh[p];
+        u32 ni = ninv[L.p], nis = ninvsh[L.p];
         oa = shoup_mul(oa, ni, nis, q); ob = shoup_mul(ob, ni, nis, q);
         oc = shoup_mul(oc, ni, nis, q); od = shoup_mul(od, ni, nis, q);
     }
@@ -196,26 +196,20 @@ extern "C" __global__ void intt_r4(u64* x, const int* prow, const u32* ipsi, con
 extern "C" __global__ void intt_r2(u64* x, const int* prow, const u32* ipsi, const u32* ipsish,
                                    const u32* qs, const u32* ninv, const u32* ninvsh,
                                    int logn, int t, long long rows, int scale) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int half_log = logn - 1;
-    if (tid >= (rows << half_log)) return;
-    long long r = tid >> half_log;
-    int j = (int)(tid & ((1 << half_log) - 1));
-    int N = 1 << logn;
-    int h = N / (2 * t);
-    int g = j / t, k = j - g * t;
-    int p = prow[r];
-    u32 q = qs[p];
-    u64* row = x + (size_t)r * N;
+    Lane L;
+    if (!lane_of(L, x, prow, ipsi, ipsish, qs, logn, logn - 1, rows)) return;
+    int h = (1 << logn) / (2 * t);
+    int g = L.j / t, k = L.j - g * t;
+    u32 q = L.q;
     size_t i0 = (size_t)g * 2 * t + k;
-    u32 lo = (u32)row[i0], hi = (u32)row[i0 + t];
+    u32 lo = (u32)L.row[i0], hi = (u32)L.row[i0 + t];
     u32 o0 = add_q(lo, hi, q);
-    u32 o1 = shoup_mul(sub_q(lo, hi, q), ipsi[(size_t)p * N + h + g], ipsish[(size_t)p * N + h + g], q);
+    u32 o1 = shoup_mul(sub_q(lo, hi, q), L.w[h + g], L.ws[h + g], q);
     if (scale) {
-        o0 = shoup_mul(o0, ninv[p], ninvsh[p], q);
-        o1 = shoup_mul(o1, ninv[p], ninvsh[p], q);
+        o0 = shoup_mul(o0, ninv[L.p], ninvsh[L.p], q);
+        o1 = shoup_mul(o1, ninv[L.p], ninvsh[L.p], q);
     }
-    row[i0] = o0; row[i0 + t] = o1;
+    L.row[i0] = o0; L.row[i0 + t] = o1;
 }
 
 /* ---- key switching: sum_j ext_j[perm] * key_j, automorphism fused as a gather */
