@@ -142,12 +142,18 @@ def check_security(log_n: int, log_qp: float) -> None:
             f"log2(QP)={log_qp:.1f} exceeds the 128-bit HE-standard bound {bound} for N=2^{log_n}")
 
 
-def _level_chain(two_n, levels, scale_bits, ppl, used):
-    """Prime groups for levels max..1 (top-down), and the scale table."""
+def _level_chain(two_n, levels, scale_bits, ppl, used, level_scale_bits=None):
+    """Prime groups for levels max..1 (top-down), and the scale table.
+
+    level_scale_bits {level: bits} raises the scale of some levels above
+    2^scale_bits (the rest keep it); the table below is still recomputed from
+    the primes alone, so files carry no extra field.
+    """
+    bits_at = dict(level_scale_bits or {})
     groups, scales = [], [2.0 ** scale_bits]
-    for _ in range(levels):
+    for lvl in range(levels, 0, -1):
         delta = scales[-1]
-        target = delta * delta / 2.0 ** scale_bits  # makes Delta_{l-1} ~ 2^scale_bits
+        target = delta * delta / 2.0 ** bits_at.get(lvl - 1, scale_bits)  # makes Delta_{l-1} ~ that
         if ppl == 1:
             group = [nearest_ntt_prime(target, two_n, exclude=used)]
         else:
@@ -169,7 +175,8 @@ def _level_chain(two_n, levels, scale_bits, ppl, used):
 
 def build(log_n: int, levels: int, scale_bits: int, primes_per_level: int = 1,
           base_primes: int = 2, dnum: int | None = None, secret_hamming_weight: int | None = None,
-          name: str = "custom", unsafe_allow_insecure: bool = False, _chain=None) -> Parameters:
+          name: str = "custom", unsafe_allow_insecure: bool = False, level_scale_bits=None,
+          _chain=None) -> Parameters:
     """Build (deterministically) and check a parameter set.
 
     `unsafe_allow_insecure=True` is the one opt-out of the 128-bit check; it is
@@ -196,7 +203,7 @@ def build(log_n: int, levels: int, scale_bits: int, primes_per_level: int = 1,
         used: set[int] = set()
         base = largest_ntt_primes(base_primes, two_n, below=(1 << WORD_BITS))
         used.update(base)
-        groups, _ = _level_chain(two_n, levels, scale_bits, primes_per_level, used)
+        groups, _ = _level_chain(two_n, levels, scale_bits, primes_per_level, used, level_scale_bits)
         q = tuple(base) + tuple(x for g in reversed(groups) for x in g)
         alpha = -(-n_q // dnum)
         max_digit_bits = max(sum(math.log2(x) for x in q[s:s + alpha]) for s in range(0, n_q, alpha))
@@ -248,6 +255,10 @@ PRESETS = {
     # tiny ring for unit tests: fast, NOT secure (explicit opt-out)
     "test": dict(log_n=11, levels=10, scale_bits=40, primes_per_level=2, base_primes=2, dnum=4,
                  unsafe_allow_insecure=True),
+    # the "demo" level budget and scale on the tiny ring, NOT secure: unit tests of
+    # the circuit (GELU degree, refresh points) the demo preset runs
+    "test-demo": dict(log_n=11, levels=6, scale_bits=46, primes_per_level=2, base_primes=2, dnum=3,
+                      unsafe_allow_insecure=True),
     # secure (128-bit), runs in seconds on two CPU cores
     "demo": dict(log_n=14, levels=6, scale_bits=46, primes_per_level=2, base_primes=2, dnum=7),
     # N = 2^16 at the 128-bit bound
@@ -255,7 +266,16 @@ PRESETS = {
     # bootstrapping (ckks/bootstrap): Q0 ~ 2^62 over Delta = 2^54 is EvalMod's message ratio
     "test-boot": dict(log_n=11, levels=18, scale_bits=54, primes_per_level=2, base_primes=2, dnum=4,
                       unsafe_allow_insecure=True),
-    "n16-boot": dict(log_n=16, levels=27, scale_bits=54, primes_per_level=2, base_primes=2, dnum=10),
+    # test-boot with 8 levels left after bootstrapping: enough for the encoder's
+    # polynomials (nn/refresh.py), for `infer --refresh bootstrap` tests
+    "test-deep-boot": dict(log_n=11, levels=22, scale_bits=54, primes_per_level=2, base_primes=2, dnum=4,
+                           unsafe_allow_insecure=True),
+    # Levels 23..18 (CoeffToSlot's output, EvalMod's square and sine series) at 2^59:
+    # EvalMod amplifies the rescale noise of these levels ~2^10 (mod1.py), and at
+    # N=2^16 that noise set the precision. Level 17 steps down (a group holds < 2^62).
+    # Costs 33 bits of log2(QP), within the bound.
+    "n16-boot": dict(log_n=16, levels=27, scale_bits=54, primes_per_level=2, base_primes=2, dnum=10,
+                     level_scale_bits={**{lvl: 59 for lvl in range(18, 24)}, 17: 57}),
 }
 
 

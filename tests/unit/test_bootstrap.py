@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from aegis_hpc import backend
 from aegis_hpc.ckks import Context, preset
 from aegis_hpc.ckks.bootstrap import (Bootstrapper, BootstrapError, EvalMod, bootstrap_rotations,
                                       default_config, dft)
@@ -130,12 +131,18 @@ def test_message_boost(bctx, bkeys, bev):
     assert np.abs(bctx.decrypt(out, sk) - x).max() < BOOT_BOUND
 
 
-def test_n16_boot_preset_is_secure_and_leaves_nine_levels():
+def test_n16_boot_preset_is_secure_and_leaves_ten_levels():
     p = preset("n16-boot")
     assert p.log_n == 16 and not p.insecure and p.log_qp <= HE_STANDARD_128[p.n]
     assert p.secret_hamming_weight is None  # dense secret: the table's assumption holds
     config = default_config(p)
-    assert p.max_level - config.depth() >= 9
+    assert p.max_level - config.depth() >= 10
+    # EvalMod amplifies the rescale noise of CoeffToSlot's output, of its square and of
+    # the sine series ~2^10 (mod1.py): those levels carry the raised scale of params.py
+    cts_out = p.max_level - config.cts_levels
+    series_out = cts_out - 1 - config.evalmod().series.depth(min_depth=True)
+    assert all(p.scale_at(lvl) > 2.0 ** 58.5 for lvl in range(series_out, cts_out + 1))
+    assert p.scale_at(p.max_level) == 2.0 ** 54 and p.scale_at(cts_out - config.evalmod().depth) < 2.0 ** 54.1
     assert len(bootstrap_rotations(p, config)) < 60  # keys of ~310 MB each at this size
 
 
@@ -157,3 +164,26 @@ def test_mul_bootstrap_mul_chain(bctx, bkeys, bev):
     assert out.level == fresh.level - 1
     err = np.abs(bctx.decrypt(out, sk) - a * b * c).max()
     assert err < BOOT_BOUND
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_moddown_is_the_rounded_division(bctx, bev, level):
+    """ModDown returns round(x / P) exactly (centred), not a floor off by up to |P|.
+
+    The approximate basis conversion alone gives (x - [x]_P - v*P)/P with
+    0 <= v <= |P|; that error, times the dense secret, made a rotation ~2^4.7
+    noisier than a rescale and biased every key switch the same way.
+    """
+    p, ks, ring = bctx.params, bev.ks, bev.ring
+    rows = ks.rows(level)
+    moduli = [p.qp[i] for i in rows]
+    rng = np.random.default_rng(level)
+    coeff = np.stack([rng.integers(0, q, p.n, dtype=np.uint64) for q in moduli])
+    got = ks.moddown(ring.ntt(backend.asarray(coeff), rows), level)
+    got = backend.to_numpy(ring.intt(got, list(range(p.limbs_at(level)))))
+    big_p, big_q = math.prod(p.p), math.prod(moduli)
+    # exact CRT of the extended residues, then the rounded quotient
+    x = sum(coeff[i].astype(object) * (big_q // q) * pow(big_q // q, -1, q) for i, q in enumerate(moduli)) % big_q
+    want = (2 * x + big_p) // (2 * big_p)
+    for j, q in enumerate(p.q[: p.limbs_at(level)]):
+        np.testing.assert_array_equal(got[j], (want % q).astype(np.uint64))

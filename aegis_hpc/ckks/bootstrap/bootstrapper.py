@@ -28,6 +28,15 @@ secret s' (weight 32), and switched back right after at the top level. The
 key s -> s' is published only on the primes of level 0 and P, a small
 modulus at which a sparse secret is still hard; the key s' -> s encrypts s'
 under the dense s over the whole chain like any other switching key.
+Security of s -> s' (an RLWE sample under s', h = 32): Lattigo's
+bootstrapping (EphemeralSecretWeight 32 by default, the setting of the paper)
+generates it on one Q prime and one P prime only (GenEncapsulationSwitchingKeys:
+Q()[:1], P()[:1], ~2^121). Ours lives on Q0*P, 2^248 at n16-boot. Dropping
+dimensions by guessing zeros of s' must guess 3/4 of them (probability
+4^-32 = 2^-64) to reach N=2^14, where 248 bits is far below the dense bound
+(438), or 7/8 (2^-96) to reach N=2^13, just above its bound (218): a margin,
+but no lattice-estimator run backs it. Moving the key to Q0 and two P primes
+(~2^124, like Lattigo's) needs a per-key special basis in keyswitch.py (open).
 
 Precision is set by the message ratio R = Q0/Delta_in: an error e in v
 becomes R*e in the output, while sin(2*pi*v)/(2*pi) differs from m/Q0 by a
@@ -36,6 +45,20 @@ relative (2*pi*|m|/Q0)^2/6 <= (2*pi/R)^2/6. The presets use Q0 ~ 2^62 (two
 table), so R = 2^8: a small R keeps the amplified DFT/EvalMod noise low, and
 the arcsine step (mod1.py) removes the sine error that a small R brings for
 messages whose coefficients approach Delta.
+
+Error budget (decrypting each stage with the secret key, n16-boot's chain at
+N=2^12..2^14; every noise term grows ~N^1.5: rescale noise ~N with a dense
+secret, times sqrt(n) through SlotToCoeff). With the whole chain at 2^54 the
+output error was EvalMod's own noise, ~2^10 times a fresh rescale noise:
+the square u = 2y^2 - 1 near y = 0 and the sine series amplify their rescale
+noise by up to 2*pi*K'^2 in v (mod1.py), and R*sqrt(n) carries that to the
+output. CoeffToSlot's noise (its rotations run boosted to 2^60, _boost) was
+~2^3.5 smaller, and key switching after the centred ModDown (keyswitch.py) is
+as small as a rescale. So n16-boot raises the scale of
+CoeffToSlot's output level and of the levels of EvalMod's square and series
+to 2^59 (params.py): measured 2^-22.4 -> 2^-26.0 at N=2^12, 2^-23.4 at N=2^14
+with the raised levels; the polynomial's approximation error, 2^-26.6 at
+N=2^16 in the float model, comes next.
 """
 
 from __future__ import annotations

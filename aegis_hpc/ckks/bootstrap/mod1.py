@@ -15,6 +15,13 @@ of the same depth (T_2k(y) = T_k(T_2(y))).
 Each double-angle step can multiply an error by up to 4, so the series is
 asked for ~2^-44, which leaves headroom at a 2^54 scale.
 
+Noise, not that error, sets the precision. For v near an integer the phase
+2*pi*(v - 1/4)/2^r lies pi/2^(r+1) from a multiple of pi, where the cosine is
+flat: an error in the series' output reaches sin(2*pi*v) multiplied by
+~2^(2r+1)/pi, and a rescale error in u = 2y^2 - 1 multiplied by ~2*pi*K'^2 in
+all (independent of r; a generic odd+even series in y measured the same).
+Only a larger scale on those levels lowers it (params.py, n16-boot).
+
 With the presets' message ratio q0/Delta = 2^8, sin(2*pi*m/q0) is off from
 2*pi*m/q0 by a relative (2*pi*m/q0)^2/6, up to 2^-12.7 for a message whose
 coefficients reach Delta (e.g. a constant vector of ones): random slots have
