@@ -1,6 +1,7 @@
 """``python -m aegis_hpc.bench``: operation benchmarks, placement plans, paper reproduction.
 
   ops        per-op times beside a peer library (desilofhe) at matched N and log2 Q
+  comm       collectives on ciphertext tensors vs the raw collective (under mpirun)
   plan       placement planner (aegis_hpc.dist.planner)
   reproduce  the paper's figures (issue 9)
 """
@@ -30,15 +31,47 @@ def _ops_parser(sub):
     return p
 
 
+def _comm_parser(sub):
+    p = sub.add_parser("comm", help="ciphertext collectives vs raw NCCL/MPI on the same bytes (run under mpirun)")
+    p.add_argument("--comm", choices=("auto", "nccl", "mpi-cuda", "mpi-host"), default="auto")
+    p.add_argument("--preset", default="demo", help="parameter preset of the ciphertexts")
+    p.add_argument("--sizes", default="1,4,16", help="ciphertexts per rank, comma list")
+    p.add_argument("--budget", type=float, default=0.5, help="seconds of repetitions per point")
+    p.add_argument("--out", default=None, help="directory for JSON + markdown (default bench/results)")
+    p.add_argument("--no-save", action="store_true")
+    return p
+
+
+def _reproduce_parser(sub):
+    p = sub.add_parser("reproduce", help="the paper's claims beside ours: table, plots, JSON (issue 9)")
+    p.add_argument("--gpus", default="1,2,4", help="GPU (rank) counts, comma list")
+    p.add_argument("--model", default="bert-base", help="planner model (full-size bytes and memory)")
+    p.add_argument("--tokens", type=int, default=2048, help="planner tokens")
+    p.add_argument("--layers", type=int, default=None, help="planner layers (default: all)")
+    p.add_argument("--preset", default="n16", help="planner parameter preset")
+    p.add_argument("--run-model", default="minilm", help="model infer runs for the measured rows")
+    p.add_argument("--run-tokens", type=int, default=16)
+    p.add_argument("--run-layers", type=int, default=1)
+    p.add_argument("--run-preset", default="demo")
+    p.add_argument("--max-cpu-ranks", type=int, default=4, help="largest rank count run on the numpy backend")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per infer run")
+    p.add_argument("--no-run", action="store_true", help="planner only, no infer runs")
+    p.add_argument("--work", default="out/reproduce", help="keys, inputs and outputs of the infer runs")
+    p.add_argument("--out", default=None, help="directory (default bench/results/reproduce-MACHINE-BACKEND)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m aegis_hpc.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     _ops_parser(sub)
+    _comm_parser(sub)
     sub.add_parser("plan", help="placement planner; arguments go to aegis_hpc.dist.planner",
                    add_help=False)
-    sub.add_parser("reproduce", help="reproduce the paper's tables (issue 9)")
+    _reproduce_parser(sub)
     if argv and argv[0] == "plan":
         return _plan(argv[1:])
     args = parser.parse_args(argv)
@@ -47,9 +80,15 @@ def main(argv=None) -> int:
 
         args.argv = argv
         return ops.main(args)
+    if args.cmd == "comm":
+        from .benchmarks import comm
+
+        return comm.main(args)
     if args.cmd == "reproduce":
-        print("not implemented yet (issue 9)")
-        return 2
+        from .benchmarks import reproduce
+
+        args.argv = argv[1:]
+        return reproduce.main(args)
     parser.error(f"unknown command {args.cmd}")
     return 2
 

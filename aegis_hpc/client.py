@@ -1,6 +1,7 @@
 """Client command line: make keys, encrypt inputs, decrypt results, inspect files.
 
-    python -m aegis_hpc.client keygen --preset NAME [--rotations LIST | --for-model NAME] --out DIR
+    python -m aegis_hpc.client keygen --preset NAME [--rotations LIST | --for-model NAME] [--bootstrap]
+                                      --out DIR
     python -m aegis_hpc.client encrypt (--key secret.h5 | --public-key eval.h5)
                                        (--input X.npy | --text "..." --model NAME) --out ct.h5
     python -m aegis_hpc.client decrypt --key secret.h5 --input ct.h5|index.h5 --out result.npy
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import io
 from .ckks import Context, EncodingError, EvaluationError, ParameterError
+from .ckks.bootstrap import BootstrapError, bootstrap_rotations
 
 EXIT_USAGE = 2
 SECRET_NAME, EVAL_NAME = "secret.h5", "eval.h5"
@@ -33,7 +35,8 @@ class UsageError(Exception):
 
 
 # Exceptions that mean "the user gave us something wrong", as opposed to a bug.
-USER_ERRORS = (UsageError, io.FormatError, ParameterError, EncodingError, EvaluationError, OSError)
+USER_ERRORS = (UsageError, io.FormatError, ParameterError, EncodingError, EvaluationError, BootstrapError,
+               OSError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,13 +46,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _model_hook(name: str):
     """A function of the optional model package (aegis_hpc.nn.models), or a clear refusal."""
+    return _model_hook_in("aegis_hpc.nn.models", name)
+
+
+def _model_hook_in(module_name: str, name: str):
     try:
-        module = importlib.import_module("aegis_hpc.nn.models")
+        module = importlib.import_module(module_name)
     except ImportError as e:
         raise UsageError(f"model support not installed ({io.container.one_line(e)})") from None
     fn = getattr(module, name, None)
     if fn is None:
-        raise UsageError(f"model support not installed (aegis_hpc.nn.models has no {name})")
+        raise UsageError(f"model support not installed ({module_name} has no {name})")
     return fn
 
 
@@ -81,14 +88,20 @@ def cmd_keygen(args) -> int:
     # Refuse before the (possibly minutes long) key generation, not after it.
     for path in (secret_path, eval_path):
         io.check_output(path, args.force)
+    if args.bootstrap:
+        bootstrap_rotations(params)   # refuses chains too short for bootstrapping, before keygen
     ctx = Context(params)
     rotations = (_parse_rotations(args.rotations) if args.rotations
                  else _call_model("required_rotations", args.for_model, params) if args.for_model else [])
+    if args.bootstrap and args.for_model:
+        # bootstrapping runs at S and S*G_max slots (nn/refresh.py); each count has its own rotations
+        rotations = list(rotations) + _model_hook_in("aegis_hpc.nn.refresh", "required_rotations")(
+            args.for_model, params)
     if params.insecure:
         warnings.warn(io.InsecureParametersWarning(
             f"preset {args.preset!r} is INSECURE (below 128-bit security): for tests only"))
     t0 = time.perf_counter()
-    sk, keys = ctx.keygen(rotations=rotations)
+    sk, keys = ctx.keygen(rotations=rotations, bootstrap=args.bootstrap)
     elapsed = time.perf_counter() - t0
     # eval.h5 first: it is the large one, so a full disk fails before the
     # secret exists; if the secret then fails, its orphan eval.h5 goes too.
@@ -99,7 +112,8 @@ def cmd_keygen(args) -> int:
         os.unlink(eval_path)
         raise
     _say(f"{params.describe()}\nkeys in {elapsed:.1f} s: {secret_path} (keep private), "
-         f"{eval_path} ({os.path.getsize(eval_path):,} bytes, {len(keys.galois)} rotation keys)")
+         f"{eval_path} ({os.path.getsize(eval_path):,} bytes, {len(keys.galois)} rotation keys"
+         f"{', bootstrapping keys' if io.has_bootstrap_keys(keys) else ''})")
     return 0
 
 
@@ -171,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     k = sub.add_parser("keygen", help="make secret.h5 (keep it) and eval.h5 (give it to the server)")
-    k.add_argument("--preset", required=True, help="parameter preset (test, demo, n16)")
+    k.add_argument("--preset", required=True, help="parameter preset (test, demo, n16, test-boot, n16-boot, ...)")
     which = k.add_mutually_exclusive_group()
     which.add_argument("--rotations", help="comma-separated rotation steps, e.g. 1,2,-1")
     which.add_argument("--for-model", help="make the rotation keys a model needs")
+    k.add_argument("--bootstrap", action="store_true",
+                   help="add bootstrapping keys (presets ending in -boot), for infer --refresh bootstrap")
     k.add_argument("--out", required=True, help="directory for secret.h5 and eval.h5")
     k.set_defaults(func=cmd_keygen)
 

@@ -3,7 +3,7 @@
     mpirun -n 2 python -m aegis_hpc.infer --model tiny --keys eval.h5 \
         --input s1.h5 [s2.h5 ...] --output o1.h5 [o2.h5 ...] \
         [--strategy aegis|replicate] [--layers K] [--refresh client|bootstrap|none] \
-        [--key-holder secret.h5] [--seed HEX]
+        [--key-holder secret.h5] [--seed HEX] [--summary run.json]
 
 Each input file is one encrypted sequence (tokens x features, one ciphertext
 per token, as `python -m aegis_hpc.client encrypt --text ... --model NAME`
@@ -11,23 +11,38 @@ writes it); each output is the encrypted final hidden state of that
 sequence, written as one shard per rank plus an index file.
 
 Strategy `aegis` shards tokens across ranks: linear layers, GELU, LayerNorm
-and residuals are token-local (no traffic); attention all-gathers k and v.
-`replicate` runs every token on every rank (no traffic, no speed-up), as a
-baseline. `limb` needs a limb-sharded evaluator from aegis_hpc.dist and is
-refused until one exists.
+and residuals are token-local (no traffic); attention all-gathers k and v
+(one nonblocking all-gather per layer, in flight while the q projections run).
+`replicate` is tensor parallelism: every rank holds every token; each linear
+layer's giant-step groups are split across ranks and the partial products
+all-reduced (exact, mod each prime); everything else is replicated.
+`limb` is the prior multi-GPU design: every rank holds every token but only
+some RNS limbs of each ciphertext (aegis_hpc.dist.limb); key switches and
+rescales exchange limbs. All collectives go through aegis_hpc.dist (NCCL on GPUs,
+else MPI), which counts the bytes per call site. The output is the same bit
+for bit whatever the rank count.
+
+--summary PATH writes the run's summary as JSON: {"strategy", "world",
+"model", "layers", "tokens", "blocks": {name: {"seconds", "bytes"}},
+"hidden_seconds", "comm_wait_seconds", "peak_memory_bytes": [per rank],
+"device", "refresh", "refreshes"}; bytes are summed over ranks, the two
+times are the largest over ranks.
 
 --refresh client: where levels run out, ciphertexts go to the KEY HOLDER
 (the owner of the secret key, --key-holder) to be decrypted and re-encrypted.
 THE KEY HOLDER SEES THOSE INTERMEDIATE VALUES; this is not a server-only
 computation. The count of these round trips is printed and stored.
---refresh bootstrap uses Evaluator.bootstrap (refused while it does not exist).
+--refresh bootstrap: the server refreshes by bootstrapping (Evaluator.bootstrap)
+with the bootstrapping keys of eval.h5 (client keygen --bootstrap on a -boot
+preset): server-only, no key holder. Each refresh divides by the site's bound
+B and multiplies back (nn/refresh.py). It is the default when eval.h5 holds
+bootstrapping keys, else client.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import resource
 import sys
 import time
@@ -59,56 +74,54 @@ def _parse(argv):
     ap.add_argument("--output", required=True, nargs="+", help="one output file per input")
     ap.add_argument("--strategy", default="aegis", choices=["aegis", "limb", "replicate"])
     ap.add_argument("--layers", type=int, default=None)
-    ap.add_argument("--refresh", default="client", choices=["client", "bootstrap", "none"])
+    ap.add_argument("--refresh", default=None, choices=["client", "bootstrap", "none"],
+                    help="default: bootstrap if the evaluation keys hold bootstrapping keys, else client")
     ap.add_argument("--key-holder", help="secret key of the key holder (--refresh client only)")
     ap.add_argument("--seed", default=None, help="hex seed of the key holder's re-encryption stream "
                     "(reproducible runs); default random")
     ap.add_argument("--force", action="store_true", help="replace existing outputs")
+    ap.add_argument("--summary", help="write the run summary as JSON (rank 0)")
     return ap.parse_args(argv)
 
 
 class Comm:
-    """The k/v all-gather of attention, over mpi4py. One function to swap for
-    aegis_hpc.dist's nonblocking iallgather once token payloads go through it."""
+    """MPI (control plane: validation, barriers, summary) and, once `run`
+    has made it, the aegis_hpc.dist data plane (`dist`) for ciphertexts."""
 
     def __init__(self, mpi_comm):
         self.c = mpi_comm
         self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
-        self.bytes = 0
+        self.dist = None
 
-    def gather_tokens(self, items):
-        if self.size == 1:
-            return items
-        payload = pickle.dumps([(g, _pack(k), _pack(v)) for g, k, v in items], protocol=5)
-        self.bytes += len(payload) * (self.size - 1)
-        parts = self.c.allgather(payload)
-        out = []
-        for r, p in enumerate(parts):
-            if r == self.rank:
-                out.extend(items)
-            else:
-                out.extend((g, _unpack(k), _unpack(v)) for g, k, v in pickle.loads(p))
-        return sorted(out, key=lambda t: t[0])
+    @property
+    def bytes(self):
+        """Inter-GPU bytes of the strategy (this rank's, so far)."""
+        return self.dist.stats.total_bytes() - self.off_design_bytes if self.dist is not None else 0
+
+    @property
+    def off_design_bytes(self):
+        from .dist.limb import OFF_DESIGN_SITES
+
+        return sum(self.dist.stats.total_bytes(p) for p in OFF_DESIGN_SITES) if self.dist is not None else 0
 
 
-def _pack(ct):
-    return (np.asarray(ct.data), ct.level, ct.scale, ct.slots, ct.fingerprint, ct.is_complex)
+def _peak_bytes():
+    """GPU: bytes the memory pool holds (it keeps freed blocks, so this is its
+    high-water mark); CPU: peak resident set size."""
+    from . import backend
 
+    if backend.is_gpu():
+        import cupy
 
-def _unpack(t):
-    from .ckks import Ciphertext
-
-    return Ciphertext(data=t[0], level=t[1], scale=t[2], slots=t[3], fingerprint=t[4], is_complex=t[5])
-
-
-def _peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return int(cupy.get_default_memory_pool().total_bytes())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run(args, comm) -> int:
-    from . import io
+    from mpi4py import MPI
+
+    from . import backend, io
     from .ckks import Context
-    from .nn import approx as approx_mod
     from .nn import encrypted, models
     from .nn.mirror import prepared
     from .nn.ops import KeyHolder
@@ -124,12 +137,17 @@ def run(args, comm) -> int:
             raise UsageError(f"--layers {layers}: model {cfg.name} has {cfg.layers}")
         if len(args.input) != len(args.output):
             raise UsageError(f"{len(args.input)} inputs but {len(args.output)} outputs")
-        if args.strategy == "limb":
-            raise UsageError("strategy limb needs a limb-sharded evaluator from aegis_hpc.dist (not available yet)")
+        from .dist.comm import make_comm
+
+        comm.dist = make_comm("auto", comm.c)
         for o in args.output:
             io.check_output(o, args.force)
         ctx, keys = io.read_eval_keys(args.keys)
         params = ctx.params
+        if args.refresh is None:
+            args.refresh = "bootstrap" if io.has_bootstrap_keys(keys) else "client"
+        if args.strategy == "limb" and args.refresh == "bootstrap":
+            raise UsageError("--strategy limb: bootstrapping is not limb-parallel yet (use --refresh client)")
         layout = prepared(args.model, params.slots, layers).layout
         missing = [r for r in models.required_rotations(args.model, params) if r not in _rotations_of(keys, params)]
         if missing:
@@ -154,12 +172,7 @@ def run(args, comm) -> int:
             seed = bytes.fromhex(args.seed) if args.seed else run_seed
             key_holder = KeyHolder(ctx, sk, seed=seed)
         elif args.refresh == "bootstrap":
-            try:
-                ctx.evaluator(keys).bootstrap(None)
-            except NotImplementedError as e:
-                raise UsageError(f"--refresh bootstrap: {e}") from None
-            except Exception:
-                pass
+            _check_bootstrap_keys(args, keys, params, cfg)
 
         tensors = []
         for path in args.input:
@@ -177,7 +190,7 @@ def run(args, comm) -> int:
                 raise UsageError(f"{path}: ciphertexts at level {ct0.level}, model {cfg.name} needs at least {need} "
                                  f"(encrypt at the top level, {params.max_level})")
             tensors.append(t)
-        approx_mod.build(models.load_calibration(args.model), layers, params.max_level)
+        _check_approx(args, params, layers)
     except Exception as e:
         err = _one_line(e)
     # all ranks learn whether any rank failed to validate, so none waits in a collective
@@ -203,22 +216,53 @@ def run(args, comm) -> int:
         say("  REFRESH MODE: client -- ciphertexts that run out of levels are decrypted and re-encrypted "
             "by the key holder, WHICH SEES THOSE INTERMEDIATE VALUES")
     blocks = []
+    # aegis ranks refresh disjoint tokens (sum); replicate/limb ranks all refresh every token (count once)
+    count_op = MPI.SUM if args.strategy == "aegis" else MPI.MAX
     t_start = time.time()
     state = {"t": time.time(), "b": 0}
 
-    def on_block(i, name):
+    def close_block(name):
         comm.c.Barrier()
         now = time.time()
-        bytes_blk = comm.bytes - state["b"]
-        tot = comm.c.reduce(bytes_blk, root=0)
-        blocks.append((f"layer {i} {name}", now - state["t"], tot or 0))
-        say(f"  layer {i} {name:9s} {now - state['t']:8.1f} s  {(tot or 0) / 2**20:9.2f} MiB sent  "
-            f"refreshes through the key holder so far: {comm.c.reduce(key_holder.count if key_holder else 0, root=0)}")
+        sec, tot = now - state["t"], comm.c.reduce(comm.bytes - state["b"], root=0) or 0
+        blocks.append((name, sec, tot))
         state["t"], state["b"] = now, comm.bytes
+        return sec, tot
 
-    gather = comm.gather_tokens if args.strategy == "aegis" else (lambda items: items)
+    def on_block(i, name):
+        sec, tot = close_block(f"layer {i} {name}")
+        say(f"  layer {i} {name:9s} {sec:8.1f} s  {tot / 2**20:9.2f} MiB sent  "
+            f"{_REFRESH_COUNT[args.refresh]} so far: "
+            f"{comm.c.reduce(key_holder.count if key_holder else ops_box[0].stats.refreshes if ops_box else 0, op=count_op, root=0)}")
+
+    from .dist import encoder as dist_encoder
+    from .nn.ops import CipherOps
+
+    gather, ops_class = None, CipherOps
+    if args.strategy == "aegis":
+        gather = dist_encoder.TokenGather(comm.dist, total)
+    elif args.strategy == "replicate":
+        def ops_class(*a):
+            return dist_encoder.TensorParallelOps(comm.dist, *a)
+    elif args.strategy == "limb":
+        from .dist.limb import LimbCipherOps, LimbEvaluator
+
+        limb_ev = LimbEvaluator(ctx, keys, comm.dist)
+        cts = [[limb_ev.scatter(c) for c in row] for row in cts]
+
+        def ops_class(ctx_, _ev, *a):
+            return LimbCipherOps(limb_ev, ctx_, *a)
+    ops_box = []   # the ops encrypted.run makes: on_block reports its bootstrap count
+
+    def counted_ops(*a, _cls=ops_class):
+        ops_box.append(_cls(*a))
+        return ops_box[-1]
+
     toks, ops = encrypted.run(ctx, keys, cts, args.model, layers, args.refresh, key_holder,
-                              gather=gather, tokens=mine, on_block=on_block)
+                              gather=gather, tokens=mine, on_block=on_block, ops_class=counted_ops)
+    if args.strategy == "limb":   # whole ciphertexts for the output files
+        for t in toks:
+            t.x = limb_ev.gather(t.x, "output")
     wall = time.time() - t_start
     # outputs: one shard per rank holding tokens of the sequence, then an index
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
@@ -242,25 +286,79 @@ def run(args, comm) -> int:
     if rank == 0:
         for s, out in enumerate(args.output):
             io.write_index(out, [io.shard_path(out, r) for r in write_rank[s]], force=args.force)
-    refreshes = comm.c.reduce(key_holder.count if key_holder else ops.stats.refreshes, root=0)
-    peaks = comm.c.gather(_peak_mib(), root=0)
+    refreshes = comm.c.reduce(key_holder.count if key_holder else ops.stats.refreshes, op=count_op, root=0)
+    peaks = comm.c.gather(_peak_bytes(), root=0)
+    off_design = comm.c.reduce(comm.off_design_bytes, root=0)
+    hidden = comm.c.reduce(gather.overlap.hidden_s if gather is not None else 0.0, op=MPI.MAX, root=0)
+    waited = comm.c.reduce(sum(w for *_, w in comm.dist.stats.rows()), op=MPI.MAX, root=0)
     if rank == 0:
         print("summary", flush=True)
         print(f"  {'block':20s} {'wall s':>8s} {'MiB sent':>10s}")
         for name, sec, b in blocks:
             print(f"  {name:20s} {sec:8.1f} {b / 2**20:10.2f}")
-        print(f"  total wall time {wall:.1f} s, {comm.bytes and sum(b for _, _, b in blocks) / 2**20:.2f} MiB "
-              f"communicated, time hidden by overlap 0.0 s (collectives are blocking in this version)")
-        print("  peak memory per rank (MiB): " + ", ".join(f"r{r} {m:.0f}" for r, m in enumerate(peaks)))
-        mode = {"client": "client (key holder sees intermediate values)", "bootstrap": "bootstrap",
-                "none": "none"}[args.refresh]
-        print(f"  refresh mode: {mode}; refreshes through the key holder: "
-              f"{refreshes if args.refresh == 'client' else 0}")
+        print(f"  total wall time {wall:.1f} s, {sum(b for _, _, b in blocks) / 2**20:.2f} MiB communicated "
+              f"({comm.dist.kind}), time hidden by overlap {hidden:.2f} s, blocked in waits {waited:.2f} s "
+              "(largest over ranks)")
+        if comm.dist.stats.sites:
+            print("  rank 0 by call site:\n    " + comm.dist.stats.table().replace("\n", "\n    "))
+        if off_design:
+            print(f"  not counted above: {off_design / 2**20:.2f} MiB of limbs gathered for the key holder and "
+                  "the output files (a deployment sends each rank's limbs there directly)")
+        print(f"  peak memory per rank (MiB, {'GPU pool' if backend.is_gpu() else 'RSS'}): "
+              + ", ".join(f"r{r} {m / 2**20:.0f}" for r, m in enumerate(peaks)))
+        mode = {"client": "client (key holder sees intermediate values)",
+                "bootstrap": "bootstrap (server-only, no key holder)", "none": "none"}[args.refresh]
+        print(f"  refresh: {mode}; {_REFRESH_COUNT[args.refresh]}: "
+              f"{refreshes if args.refresh != 'none' else 0}")
         print(f"  outputs: {', '.join(args.output)}", flush=True)
+        if args.summary:
+            import json
+
+            doc = {"strategy": args.strategy, "world": size, "model": cfg.name, "layers": layers,
+                   "tokens": total, "blocks": {n: {"seconds": sec, "bytes": int(b)} for n, sec, b in blocks},
+                   "hidden_seconds": hidden, "comm_wait_seconds": waited, "peak_memory_bytes": peaks,
+                   "device": backend.name(), "data_plane": comm.dist.kind, "refresh": args.refresh,
+                   "refreshes": int(refreshes if args.refresh != "none" else 0),
+                   "bootstraps": int(refreshes if args.refresh == "bootstrap" else 0)}
+            with open(args.summary, "w") as f:
+                json.dump(doc, f, indent=1)
     return 0
 
 
+
 MIN_INPUT_LEVEL = 4   # q/k/v, key mask, q.k product, head mask before the first possible refresh
+_REFRESH_COUNT = {"client": "refreshes through the key holder", "bootstrap": "bootstraps",
+                  "none": "refreshes"}
+
+
+def _check_bootstrap_keys(args, keys, params, cfg):
+    from . import io
+    from .nn import refresh
+
+    if args.key_holder:
+        raise UsageError("--key-holder is only for --refresh client (--refresh bootstrap needs no key holder; "
+                         "it is the default when the evaluation keys hold bootstrapping keys)")
+    if not io.has_bootstrap_keys(keys):
+        raise UsageError(f"--refresh bootstrap: {args.keys} holds no bootstrapping keys (make them with "
+                         f"client keygen --preset ...-boot --for-model {cfg.name} --bootstrap)")
+    missing = [r for r in refresh.required_rotations(args.model, params) if r not in _rotations_of(keys, params)]
+    if missing:
+        raise UsageError(f"--refresh bootstrap: {args.keys} lacks bootstrapping rotation keys for steps "
+                         f"{missing[:6]}{'...' if len(missing) > 6 else ''} (make keys with keygen "
+                         f"--for-model {cfg.name} --bootstrap)")
+
+
+def _check_approx(args, params, layers):
+    """The approximations fit the refresh period (with bootstrapping: the levels it leaves);
+    run here so a short chain is refused on every rank before any work."""
+    from .nn import refresh
+    from .nn.ops import DepthError, PlainOps, bootstrap_level
+
+    level = bootstrap_level(params) if args.refresh == "bootstrap" else None
+    try:
+        refresh.prepare(PlainOps(params.max_level, args.refresh, level), args.model, layers, params.slots)
+    except DepthError as e:
+        raise UsageError(f"--refresh {args.refresh} with {params.name}: {e}") from None
 
 
 def _rotations_of(keys, params):

@@ -31,7 +31,23 @@ class MissingKeyError(EvaluationError, KeyError):
         return self.args[0]
 
 
-class Evaluator:
+class LevelMatch:
+    """`match` over any evaluator with `adjust` (the real ones and the planner's counter)."""
+
+    def match(self, a, b):
+        """Bring two ciphertexts to the lower of their levels (exact table scale)."""
+        if a.level > b.level:
+            return self.adjust(a, b.level), b
+        if b.level > a.level:
+            return a, self.adjust(b, a.level)
+        return a, b
+
+
+class Evaluator(LevelMatch):
+    """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
+    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_moddown`) are what
+    dist.limb.LimbEvaluator overrides to run the same code on its share of the limbs."""
+
     def __init__(self, ctx, keys: EvaluationKeys | None):
         self.ctx = ctx
         self.params = ctx.params
@@ -52,8 +68,35 @@ class Evaluator:
                     f"{type(it).__name__} belongs to another parameter set "
                     f"({it.fingerprint[:16]}… vs {self.params.fingerprint[:16]}…)")
 
+    # ---- rows held (all of them here) ----------------------------------
+    def _rows(self, limbs):
+        """Global limb indices, of the first `limbs`, that ct.data holds."""
+        return range(limbs)
+
+    def _limbs(self, ct):
+        """Limb count of ct's level (ct.data may hold only some of them)."""
+        return ct.limbs
+
     def _qc(self, limbs):
         return self.ring.q_col(range(limbs))
+
+    def _const_col(self, value, limbs):
+        """An integer reduced modulo each held prime, as a column."""
+        return self.xp.asarray(np.array([value % self.params.q[i] for i in self._rows(limbs)],
+                                        dtype=np.uint64))[:, None]
+
+    def _pt_rows(self, pt, limbs):
+        return pt.data[:limbs]
+
+    # ---- key-switch steps ---------------------------------------------
+    def _modup(self, d, level):
+        return self.ks.modup(d, level)
+
+    def _inner(self, ext, key, level, perm=None):
+        return self.ks.inner(ext, key, level, perm=perm)
+
+    def _moddown(self, acc, level):
+        return self.ks.moddown(acc, level)
 
     def _same_scale(self, a, b, what):
         if abs(a.scale / b.scale - 1.0) > SCALE_RTOL:
@@ -83,7 +126,7 @@ class Evaluator:
         new = ct.level - levels
         if new < 0:
             raise EvaluationError(f"cannot drop {levels} levels from level {ct.level}")
-        return ct.with_data(ct.data[:, : self.params.limbs_at(new)].copy(), level=new)
+        return ct.with_data(ct.data[:, : len(self._rows(self.params.limbs_at(new)))].copy(), level=new)
 
     def adjust(self, ct, level: int):
         """Same value at `level` with exactly the table scale Delta_level."""
@@ -99,14 +142,6 @@ class Evaluator:
         out.scale = target
         return self.drop_level(out, out.level - level) if out.level > level else out
 
-    def match(self, a, b):
-        """Bring two ciphertexts to the lower of their levels (exact table scale)."""
-        if a.level > b.level:
-            return self.adjust(a, b.level), b
-        if b.level > a.level:
-            return a, self.adjust(b, a.level)
-        return a, b
-
     # ---- additive -----------------------------------------------------
     def add(self, a, b):
         return self._addsub(a, b, subtract=False)
@@ -119,27 +154,26 @@ class Evaluator:
         if isinstance(b, (int, float, complex, np.number)):
             return self.add_const(a, -b if subtract else b)
         if isinstance(b, Plaintext):
-            b_data, b_level = b.data[None], b.level
             if b.level < a.level:
                 a = self.drop_level(a, a.level - b.level)
             self._same_scale(a, b, "add plaintext")
             self._slots_match(a, b, "add plaintext")
-            limbs = a.limbs
-            qc = self._qc(limbs)
+            limbs = self._limbs(a)
+            qc, pb = self._qc(limbs), self._pt_rows(b, limbs)
             data = a.data.copy()
-            data[0] = (data[0] + (qc - b.data[:limbs] if subtract else b.data[:limbs])) % qc
+            data[0] = (data[0] + (qc - pb if subtract else pb)) % qc
             return a.with_data(data, is_complex=a.is_complex or b.is_complex)
         a, b = self.match(a, b)
         self._same_scale(a, b, "add")
         self._slots_match(a, b, "add")
-        qc = self._qc(a.limbs)
+        qc = self._qc(self._limbs(a))
         data = a.data + (qc - b.data if subtract else b.data)
         data %= qc
         return a.with_data(data, is_complex=a.is_complex or b.is_complex)
 
     def neg(self, ct):
         self._check(ct)
-        qc = self._qc(ct.limbs)
+        qc = self._qc(self._limbs(ct))
         return ct.with_data((qc - ct.data) % qc)
 
     def add_const(self, ct, c):
@@ -148,21 +182,17 @@ class Evaluator:
         if complex(c).imag != 0:
             pt = self.ctx.encode(np.full(ct.slots, c), level=ct.level, scale=ct.scale, slots=ct.slots)
             return self.add(ct, pt)
-        value = int(round(float(np.real(c)) * ct.scale))
-        qs = self.params.q[: ct.limbs]
-        const = self.xp.asarray(np.array([value % q for q in qs], dtype=np.uint64))[:, None]
+        limbs = self._limbs(ct)
         data = ct.data.copy()
-        data[0] = (data[0] + const) % self._qc(ct.limbs)
+        data[0] = (data[0] + self._const_col(int(round(float(np.real(c)) * ct.scale)), limbs)) % self._qc(limbs)
         return ct.with_data(data)
 
     # ---- multiplicative by plaintext/constant -------------------------
     def _mul_integer_scaled(self, ct, c, scale):
         """ct * round(c*scale) (an integer), result scale ct.scale*scale; no rescale."""
-        value = int(round(float(c) * scale))
-        qs = self.params.q[: ct.limbs]
-        const = self.xp.asarray(np.array([value % q for q in qs], dtype=np.uint64))[:, None]
-        data = ct.data * const
-        data %= self._qc(ct.limbs)
+        limbs = self._limbs(ct)
+        data = ct.data * self._const_col(int(round(float(c) * scale)), limbs)
+        data %= self._qc(limbs)
         return ct.with_data(data, scale=ct.scale * scale)
 
     def mul_int(self, ct, k: int):
@@ -189,8 +219,9 @@ class Evaluator:
         if pt.level < ct.level:
             ct = self.drop_level(ct, ct.level - pt.level)
         self._slots_match(ct, pt, "mul_plain")
-        data = ct.data * pt.data[: ct.limbs]
-        data %= self._qc(ct.limbs)
+        limbs = self._limbs(ct)
+        data = ct.data * self._pt_rows(pt, limbs)
+        data %= self._qc(limbs)
         out = ct.with_data(data, scale=ct.scale * pt.scale, is_complex=ct.is_complex or pt.is_complex)
         return self.rescale(out) if rescale else out
 
@@ -207,12 +238,12 @@ class Evaluator:
         self._check(a, b)
         a, b = self.match(a, b)
         self._slots_match(a, b, "mul")
-        qc = self._qc(a.limbs)
+        qc = self._qc(self._limbs(a))
         if self.ring._gpu:
             from ..backend import kernels
 
             d0, d1, d2 = kernels.tensor(a.data, b.data, qc)
-            u = self.ks.switch(d2, self._relin_key(), a.level)
+            u = self._switch(d2, self._relin_key(), a.level)
             data = kernels.add_mod(self.xp.stack([d0, d1]), u, qc)
         else:
             a0, a1 = a.data[0], a.data[1]
@@ -220,10 +251,14 @@ class Evaluator:
             d0 = a0 * b0 % qc
             d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
             d2 = a1 * b1 % qc
-            u = self.ks.switch(d2, self._relin_key(), a.level)
+            u = self._switch(d2, self._relin_key(), a.level)
             data = self.xp.stack([(d0 + u[0]) % qc, (d1 + u[1]) % qc])
         out = a.with_data(data, scale=a.scale * b.scale, is_complex=a.is_complex or b.is_complex)
         return self.rescale(out) if rescale else out
+
+    def _switch(self, d, key, level):
+        """(u0, u1) with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step."""
+        return self._moddown(self._inner(self._modup(d, level), key, level), level)
 
     def square(self, a, rescale: bool = False):
         return self.mul(a, a, rescale)
@@ -267,12 +302,12 @@ class Evaluator:
     def _galois_hoisted(self, ct, elements_and_names):
         self._check(ct)
         keys = [self._galois_key(g, name) for g, name in elements_and_names]
-        ext = self.ks.modup(ct.data[1], ct.level)
-        qc = self._qc(ct.limbs)
+        ext = self._modup(ct.data[1], ct.level)
+        qc = self._qc(self._limbs(ct))
         out = []
         for (g, _), key in zip(elements_and_names, keys):
             perm = self.ring.automorphism_permutation(g)
-            u = self.ks.moddown(self.ks.inner(ext, key, ct.level, perm=perm), ct.level)
+            u = self._moddown(self._inner(ext, key, ct.level, perm=perm), ct.level)
             c0 = (ct.data[0][:, perm] + u[0]) % qc
             out.append(ct.with_data(self.xp.stack([c0, u[1]])))
         return out

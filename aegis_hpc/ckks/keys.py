@@ -65,6 +65,13 @@ def galois_element_conjugate(n: int) -> int:
     return 2 * n - 1
 
 
+def switching_key_rows(params, level: int, special: int) -> list:
+    """Rows (params.qp indices) of a switching key for ciphertexts at `level` or below over
+    the first `special` special primes: P_0..P_{special-1}, then Q_0..Q_{limbs-1}."""
+    nq = len(params.q)
+    return list(range(nq, nq + special)) + list(range(params.limbs_at(level)))
+
+
 class KeyGenerator:
     def __init__(self, params, ring):
         self.params = params
@@ -108,22 +115,31 @@ class KeyGenerator:
         b = self.rlwe_b(a, sk.ntt[: len(q_idx)], e, qc)
         return PublicKey(b=b, a=a, seed=seed, fingerprint=self.params.fingerprint)
 
-    def switching_key(self, sk: SecretKey, s_from_ntt) -> SwitchingKey:
-        """s_from_ntt: (|Q|+|P|, N) in params.qp row order."""
+    def switching_key(self, sk: SecretKey, s_from_ntt, level: int | None = None,
+                      special: int | None = None) -> SwitchingKey:
+        """s_from_ntt: (|Q|+|P|, N) in params.qp row order.
+
+        level, special: a key only for ciphertexts at `level` or below, over the first
+        `special` special primes (gadget P' = their product) and digits_at(level): the
+        rows switching_key_rows(params, level, special), nothing at a larger modulus.
+        Default: all.
+        """
         xp, p = self.xp, self.params
-        rows = self.key_rows
+        level = p.max_level if level is None else level
+        special = special or len(p.p)
+        rows = switching_key_rows(p, level, special)
         qc = self.ring.q_col(rows)
         s_rows = sk.ntt[xp.asarray(np.array(rows))]
         from_rows = s_from_ntt[xp.asarray(np.array(rows))]
-        n_p = len(p.p)
+        n_p = special
         big_p = 1
-        for x in p.p:
+        for x in p.p[:special]:
             big_p *= x
         p_mod = np.array([big_p % p.qp[i] for i in rows], dtype=np.uint64)[:, None]
         p_mod = xp.asarray(p_mod)
         gadget_term = from_rows * p_mod % qc
         bs, as_, seeds = [], [], []
-        for j, digit in enumerate(p.digits_at(p.max_level)):
+        for j, digit in enumerate(p.digits_at(level)):
             seed = fresh_seed()
             a = self.uniform(seed, rows)
             e = self.error_ntt(Stream(fresh_seed(), f"swk-error-{j}"), rows)

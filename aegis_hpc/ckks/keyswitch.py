@@ -17,13 +17,18 @@ from .rns import BasisConverter
 
 
 class KeySwitcher:
-    def __init__(self, params, ring):
+    def __init__(self, params, ring, special: int | None = None):
+        """special: key switch over the first `special` special primes only, for a key made
+        on them (the bootstrapping encapsulation key; default all of P)."""
         self.params = params
         self.ring = ring
         self.xp = get_xp()
-        self.n_p = len(params.p)
-        self.p_idx = list(params.p_indices())
-        big_p = math.prod(params.p)
+        self.n_p = special or len(params.p)
+        if not 1 <= self.n_p <= len(params.p):
+            raise ValueError(f"special={special}: the chain has {len(params.p)} special primes")
+        self.p_idx = list(params.p_indices())[: self.n_p]
+        self.p = params.p[: self.n_p]
+        big_p = math.prod(self.p)
         self._p_inv = {}
         self._neg_p_multiples = {}
         self._conv = {}
@@ -132,7 +137,7 @@ class KeySwitcher:
         t = p_coeff * converter.hat_inv
         t %= converter.src_q
         frac = None
-        for i, p in enumerate(self.params.p):
+        for i, p in enumerate(self.p):
             term = t[..., i, :].astype(np.float64) / float(p)
             frac = term if frac is None else frac + term
         v = xp.floor(frac + 0.5).astype(np.int64)  # in 0..|P|: x/P in [0, |P|) rounded

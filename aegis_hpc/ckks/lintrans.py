@@ -69,11 +69,20 @@ class LinearTransform:
             self._plaintexts = {key: pts}  # keep one level's encoding: weights are large
         return pts
 
-    def evaluate(self, ev, ct, rescale: bool = True):
+    def evaluate(self, ev, ct, rescale: bool = True, share: tuple | None = None):
+        """share=(i, n): only giant groups i, i+n, ... and no rescale -- the
+        partial sum of tensor parallelism. Partials of i = 0..n-1 add up (mod
+        each prime) to exactly the unrescaled full result, because every
+        group's rotation is computed whole on one rank."""
         if ct.slots != self.slots:
             raise ValueError(f"transform for {self.slots} slots applied to a {ct.slots}-slot ciphertext")
         groups = self._split()
         scale = ev.rescale_target_scale(ct.scale, ct.level)
+        if share is not None:
+            groups = {g: ks for j, (g, ks) in enumerate(groups.items()) if j % share[1] == share[0]}
+            if not groups:
+                return ct.with_data(ev.xp.zeros_like(ct.data), scale=ct.scale * scale)
+            rescale = False
         pts = self._encoded(ev, ct.level, scale)
         babies = ev.rotate_hoisted(ct, sorted({k % self.n1 for ks in groups.values() for k in ks}))
         total = None

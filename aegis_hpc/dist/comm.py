@@ -352,7 +352,11 @@ class _MpiRaw:
 
 class NcclComm(Communicator):
     """NCCL through cupy.cuda.nccl; the unique id travels over MPI. Work is
-    queued on the current stream and a recorded event marks completion."""
+    queued on a communication stream of its own, after what the current
+    stream has queued so far (an event), so kernels queued while a
+    collective is in flight run beside it instead of behind it; a recorded
+    event marks completion, and the buffers stay referenced until then (the
+    memory pool orders reuse by stream, and would not see the other one)."""
 
     kind = "nccl"
 
@@ -360,49 +364,57 @@ class NcclComm(Communicator):
         super().__init__(mpi_comm, stats)
         # NVLink SHARP multicast buffers have failed to register on shared nodes.
         os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+        import cupy
         from cupy.cuda import nccl
 
         self._nccl = nccl
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = mpi_comm.bcast(uid, root=0)
         self.nc = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self._stream = cupy.cuda.Stream(non_blocking=True)
 
-    def _event(self):
+    def _launch(self, enqueue, *buffers):
         import cupy
 
-        ev = cupy.cuda.Event(disable_timing=True)
-        ev.record()
-        return _EventRaw(ev)
+        ready = cupy.cuda.Event(disable_timing=True)
+        ready.record(cupy.cuda.get_current_stream())
+        self._stream.wait_event(ready)
+        enqueue(self._stream.ptr)
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record(self._stream)
+        return _EventRaw(done, buffers)
 
     def _raw_alltoall(self, send, recv):
-        import cupy
-
-        nccl, stream = self._nccl, cupy.cuda.get_current_stream().ptr
+        nccl = self._nccl
         b = send.size // self.size
-        nccl.groupStart()
-        for peer in range(self.size):
-            self.nc.send(send[peer * b:].data.ptr, b, nccl.NCCL_UINT32, peer, stream)
-            self.nc.recv(recv[peer * b:].data.ptr, b, nccl.NCCL_UINT32, peer, stream)
-        nccl.groupEnd()
-        return self._event()
+
+        def enqueue(stream):
+            nccl.groupStart()
+            for peer in range(self.size):
+                self.nc.send(send[peer * b:].data.ptr, b, nccl.NCCL_UINT32, peer, stream)
+                self.nc.recv(recv[peer * b:].data.ptr, b, nccl.NCCL_UINT32, peer, stream)
+            nccl.groupEnd()
+
+        return self._launch(enqueue, send, recv)
 
     def _raw_allgather(self, send, recv):
-        import cupy
-
-        self.nc.allGather(send.data.ptr, recv.data.ptr, send.size, self._nccl.NCCL_UINT32,
-                          cupy.cuda.get_current_stream().ptr)
-        return self._event()
+        return self._launch(lambda stream: self.nc.allGather(send.data.ptr, recv.data.ptr, send.size,
+                                                             self._nccl.NCCL_UINT32, stream), send, recv)
 
 
 class _EventRaw:
-    def __init__(self, ev):
-        self.ev = ev
+    def __init__(self, ev, buffers=()):
+        self.ev, self._buffers = ev, buffers
 
     def test(self):
-        return self.ev.done
+        if self.ev.done:
+            self._buffers = ()
+            return True
+        return False
 
     def wait(self):
         self.ev.synchronize()
+        self._buffers = ()
 
 
 def mpi_reports_cuda() -> bool:

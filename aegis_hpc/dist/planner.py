@@ -1,115 +1,69 @@
 """Placement planner: predicted inter-GPU bytes, an alpha-beta time and memory
-per GPU for an encrypted Transformer encoder under each strategy.
+per GPU for the encrypted encoder *as `aegis_hpc.infer` runs it*, under each
+strategy.
 
     python -m aegis_hpc.dist.planner --model bert-base --tokens 2048 --gpus 4 [--preset n16]
 
-Nothing here runs FHE; every number follows from the model below, and the
-same transfers, run through the real collectives on dummy ciphertext-shaped
+Nothing here runs FHE. The primitives are not modelled by hand: `trace` runs
+the encoder's own code (nn.block.EncoderRunner over nn.ops.CipherOps, the
+real LinearTransform.evaluate and evaluate_chebyshev) on a counting
+evaluator whose ciphertexts carry only a level, and records every key switch
+(ModUp, ModDown) and rescale with the level it runs at, by block. So the
+packing (nn.packing "token-rows": one ciphertext of S = 2^ceil(log2 hidden)
+slots per token, attention over groups of G keys per ciphertext), the
+polynomial degrees and the refresh points are those of infer. Two traces (one
+and two query tokens) separate per-token work from per-sentence work (each
+rank builds the packed key/value groups of the whole sentence). The same
+transfers, run through the real collectives on dummy ciphertext-shaped
 arrays (`aegis_hpc.dist.skeleton`), count exactly the predicted bytes.
 
-Packing (one layout for every activation, chosen so attention heads are whole
-ciphertexts): f = hidden / heads features (one head) by tb = slots / f tokens
-per ciphertext, slot = token * f + feature. A T x d activation is a grid of
-nt = ceil(T / tb) token blocks x d / f feature blocks; for Q, K, V and the
-attention output the feature blocks are the heads. Attention scores of one
-head (T x T) use the same layout with key positions as features: nt x T / f
-ciphertexts per head, kept in diagonal order (column r of a row block holds
-the pairs (i, i + r mod tb)), which softmax (row sums) does not care about and
-the AV product consumes as is.
-
-Algorithms (identical for every strategy; only placement differs):
-- Linear d_in -> d_out on each token block: f x f blocks by BSGS diagonals,
-  bs = gs = ceil(sqrt f). A rotation inside f-slot segments is two slot
-  rotations (k and k - f, masked). Baby steps are hoisted: one ModUp per input
-  ciphertext, 2 (bs - 1) rotations that each end in a ModDown; giant steps are
-  2 (gs - 1) full key switches per output ciphertext; one rescale each.
-- Q K^T: for r = 0..tb-1, rotate K by one token (chained), multiply with Q
-  (relinearize, rescale), sum the f features (2 log2 f rotations), mask the
-  result into column r (rescale).
-- softmax: exp(x) ~ (1 + x / 2^s)^(2^s) (s squarings), row sums by adding the
-  column ciphertexts and 2 log2 f rotations, 1 / sum by `inv_iters` Newton
-  steps (2 products each) from a linear start, one product to normalize. No
-  max subtraction: scores of LayerNormed inputs are bounded (as in NEXUS/THOR).
-- A V: per r, rotate V by one token (chained), take column r of the
-  probabilities (mask + 2 log2 f rotations to fill the segment), multiply.
-- LayerNorm: sums by 2 log2 f rotations, square, variance, 1/sqrt by
-  `inv_iters` Newton steps (3 products each), normalize, gamma/beta.
-- GELU: Chebyshev degree `gelu_degree` by Paterson-Stockmeyer:
-  2 sqrt(deg) + log2(deg) products.
-Every op's work uses the limb count of its input level. Levels are walked
-through the layer; when an op needs more levels than are left, a refresh
-(client round trip; bootstrapping once it exists) restores max_level. It is
-not inter-GPU traffic and is counted, not priced.
+Weights are dense, so every transform uses all S diagonals (BSGS, hoisted
+baby steps). Models without a calibration (bert-base) borrow the polynomial
+ranges of one that has one with the same head count (named in the report):
+only the degrees, squaring and Newton step counts matter here.
 
 What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
-- limb (prior multi-GPU designs; grid 1 x P, limbs split): every key switch
-  gathers c1 over Q_l for ModUp and the 2 x |P| special-prime limbs for
-  ModDown (a hoisted rotation only the latter), every rescale gathers the
-  dropped prime group of both polynomials.
-- aegis (grid tg x lg, tg token groups): token shard for token-wise ops, head
-  shard inside attention, Ulysses all-to-all of Q, K, V in and of the output
-  back; with lg > 1 the limb exchanges above within each limb group. The
-  planner takes the grid with the least traffic whose memory fits the GPU.
-- replicate (Megatron tensor parallel): activations replicated, QKV and FFN-up
-  column-parallel, attention by head, output projection and FFN-down
-  row-parallel, each followed by an all-reduce of its (unrescaled) output.
+- aegis (what infer does; tokens split over ranks): every linear layer,
+  GELU, LayerNorm and residual is token-local; attention all-gathers the k
+  and v ciphertexts of every token once per layer.
+- limb (prior multi-GPU CKKS designs, same packing and attention algorithm;
+  every rank holds every token, limbs split over ranks): each key switch
+  all-gathers c1 over Q_l for ModUp (a hoisted group of rotations shares one)
+  and the 2 x |P| special-prime limbs for ModDown; each rescale all-gathers
+  the dropped prime group of both polynomials.
+- replicate (tensor parallelism, infer's baseline): every rank holds every
+  token; each linear layer's giant-step groups are split over the ranks and
+  the unrescaled partial outputs all-reduced (one ciphertext per transform
+  per token); everything else is replicated, as is memory.
 
-Memory per GPU: the peak over ops of live ciphertexts (uint64 words, as the
-core stores them; all ciphertexts of a block live at once, the batch that
-keeps a GPU busy) + Galois and relinearization keys (uint32, dnum digits over
-P and Q) + weights (fp32 raw, all layers; encoded on the fly, one BSGS group
-of 2 bs diagonal plaintexts at a time - the full diagonal set of one layer at
-N = 2^16 would be ~10^2 GB).
+Memory per GPU (uint64 words in memory, as the core stores ciphertexts):
+the attention peak - x, q and the output of local tokens at the top level,
+k and v of every token (the all-gather's result) and the 2 ceil(T / G)
+packed groups at the k/v level - + Galois and relinearization keys (uint32,
+dnum digits over P and Q) + weights: the float64 diagonals of every transform
+(what PreparedModel holds) and one transform's encoded diagonals at the top
+level (the BSGS working set; LinearTransform caches each transform's, which
+a GPU run at N = 2^16 cannot afford - see `cached_encodings_bytes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass, field, replace
 
-from .comm import WIRE_ITEMSIZE, wire_bytes
-from .sharding import ShardSpec, limb_block, limb_range
+from ..ckks.evaluator import LevelMatch
+from .comm import wire_bytes
+from .sharding import ShardSpec, limb_block
 
 CT_WORD = 8    # in-memory bytes per residue of ciphertexts and plaintexts (core: uint64)
 KEY_WORD = 4   # switching keys are stored as uint32 (core: keys.SwitchingKey)
 BLOCKS = ("QKV", "attention", "out_proj", "layernorm", "FFN")
 STRATEGIES = ("aegis", "limb", "replicate")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    layers: int
-    hidden: int
-    heads: int
-    ffn: int
-    tokens: int
-
-    @property
-    def head_dim(self):
-        return self.hidden // self.heads
-
-
-MODELS = {
-    "bert-base": dict(layers=12, hidden=768, heads=12, ffn=3072),
-    "bert-large": dict(layers=24, hidden=1024, heads=16, ffn=4096),
-    "tiny": dict(layers=1, hidden=512, heads=4, ffn=1024),   # the skeleton test's model
-}
-
-
-def model(name: str, tokens: int) -> ModelConfig:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return ModelConfig(name=name, tokens=tokens, **MODELS[name])
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    exp_squarings: int = 6
-    inv_iters: int = 3
-    gelu_degree: int = 63
+# borrowed polynomial ranges for models without a calibration (same head count)
+CALIBRATION_STANDIN = {"bert-base": "minilm"}
 
 
 @dataclass(frozen=True)
@@ -118,155 +72,243 @@ class LinkModel:
     bandwidth: float = 100e9      # bytes/s per GPU, one direction (NVLink-class)
 
 
-# ---- packing and the dataflow graph --------------------------------------------
+# ---- trace: the encoder's primitives, counted ----------------------------------
 
-@dataclass(frozen=True)
-class Packing:
-    slots: int
-    f: int
-    tokens: int
+class _Ct:
+    """A ciphertext reduced to what costs depend on."""
+    __slots__ = ("level", "slots", "scale", "data")
 
-    @property
-    def tb(self):
-        return self.slots // self.f
+    def __init__(self, level, slots, scale=1.0):
+        self.level, self.slots, self.scale, self.data = level, slots, scale, None
 
-    @property
-    def nt(self):
-        return math.ceil(self.tokens / self.tb)
-
-    @property
-    def score_cols(self):  # ciphertexts per head per token block of the T x T scores
-        return self.nt * self.tb // self.f
-
-    @property
-    def bsgs(self):
-        bs = math.isqrt(self.f - 1) + 1 if self.f > 1 else 1
-        return bs, math.ceil(self.f / bs)
-
-    @property
-    def sum_rots(self):  # segment-cyclic rotate-and-sum over f slots
-        return 2 * int(math.log2(self.f))
+    def with_data(self, data, **kw):
+        return _Ct(kw.get("level", self.level), kw.get("slots", self.slots))
 
 
-@dataclass(frozen=True)
-class Phase:
-    """`count` sequential steps of one FHE primitive, each on a batch of
-    rows x cols ciphertexts. kind: ks (full key switch or relinearization),
-    modup (shared ModUp of hoisted rotations), moddown (one hoisted rotation),
-    rescale."""
-    kind: str
-    rows: int
-    cols: int
-    count: int
+_PLAINTEXT = object()   # not None, so CipherOps caches it and skips re-encoding
 
 
-@dataclass(frozen=True)
-class Op:
-    block: str
-    name: str
-    axis: str          # token | head: how the aegis plan shards its batches
-    depth: int
-    phases: tuple
-    live: tuple        # (ciphertexts, kind) alive during the op; kind act | head | ffn
+class _Ctx:
+    def __init__(self, params):
+        self.params = params
+
+    def encode(self, *a, **kw):
+        return _PLAINTEXT
 
 
-def _linear(block, name, pk: Packing, d_in, d_out, live):
-    bs, gs = pk.bsgs
-    nin, nout, nt = d_in // pk.f, d_out // pk.f, pk.nt
-    phases = (Phase("modup", nt, nin, 1), Phase("moddown", nt, nin, 2 * (bs - 1)),
-              Phase("ks", nt, nout, 2 * (gs - 1)), Phase("rescale", nt, nout, 1))
-    return Op(block, name, "token", 1, phases, live)
+class TraceEvaluator(LevelMatch):
+    """The Evaluator interface the encoder uses, counting primitives per
+    (block, kind, level); kind is modup, moddown, rescale or lintrans (a
+    whole transform, counted beside its own primitives). Levels follow
+    ckks.Evaluator: products and sums first match levels (adjust = one rescale
+    of the higher operand)."""
+
+    def __init__(self, params):
+        self.params, self.ctx = params, _Ctx(params)
+        self.block = "QKV"
+        self.counts: dict = {}
+        self.refreshes = 0
+
+    def _rec(self, kind, level, n=1):
+        key = (self.block, kind, level)
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def rescale(self, ct):
+        self._rec("rescale", ct.level)
+        return _Ct(ct.level - 1, ct.slots)
+
+    def adjust(self, ct, level):
+        if ct.level == level:
+            return ct
+        self._rec("rescale", ct.level)
+        return _Ct(level, ct.slots)
+
+    def rescale_target_scale(self, scale, level):
+        return 1.0
+
+    def add(self, a, b):
+        if not isinstance(b, _Ct):      # plaintext or scalar: no cost, a's level
+            return _Ct(a.level, a.slots)
+        a, b = self.match(a, b)
+        return _Ct(a.level, a.slots)
+
+    sub = add
+
+    def add_const(self, a, c):
+        return _Ct(a.level, a.slots)
+
+    def mul_int(self, a, k):
+        return _Ct(a.level, a.slots)
+
+    def mul_const(self, a, c, rescale=False):
+        out = _Ct(a.level, a.slots)
+        return self.rescale(out) if rescale else out
+
+    mul_plain = mul_const
+
+    def mul(self, a, b, rescale=False):
+        a, b = self.match(a, b)
+        self._rec("modup", a.level)       # relinearization: one key switch
+        self._rec("moddown", a.level)
+        out = _Ct(a.level, a.slots)
+        return self.rescale(out) if rescale else out
+
+    def square(self, a, rescale=False):
+        return self.mul(a, a, rescale)
+
+    def rotate_hoisted(self, ct, steps):
+        todo = [s for s in steps if s % ct.slots]
+        if todo:
+            self._rec("modup", ct.level)
+            self._rec("moddown", ct.level, len(todo))
+        return {s: _Ct(ct.level, ct.slots) for s in steps}
+
+    def rotate(self, ct, k):
+        return self.rotate_hoisted(ct, [k])[k]
+
+    def evaluate_chebyshev(self, ct, series):
+        from ..ckks.polynomial import evaluate_chebyshev
+
+        return evaluate_chebyshev(self, ct, series)
 
 
-def _products(rows, cols, n):
-    return (Phase("ks", rows, cols, n), Phase("rescale", rows, cols, n))
+class _KeyHolder:
+    def __init__(self, ev, top):
+        self.ev, self.top, self.count = ev, top, 0
+
+    def refresh(self, ct, tag):
+        self.count += 1
+        return _Ct(self.top, ct.slots)
 
 
-def _layernorm(name, m: ModelConfig, pk: Packing, alg: Algorithm):
-    nt, nd = pk.nt, m.hidden // pk.f
-    phases = (Phase("ks", nt, 1, pk.sum_rots),                 # mean
-              *_products(nt, nd, 1),                           # (x - mean)^2
-              Phase("ks", nt, 1, pk.sum_rots),                 # variance
-              Phase("rescale", nt, 1, 1),                      # linear start of 1/sqrt
-              *_products(nt, 1, 3 * alg.inv_iters),            # Newton for 1/sqrt
-              *_products(nt, nd, 1),                           # normalize
-              Phase("rescale", nt, nd, 1))                     # gamma, beta
-    depth = 1 + 1 + 2 * alg.inv_iters + 1 + 1
-    return Op("layernorm", name, "token", depth, phases, ((3 * nt * nd, "act"),))
+class _RoleTransform:
+    """A dense S x S transform that tells the evaluator which block it is."""
+
+    def __init__(self, lt, block):
+        self.lt, self.block, self.slots = lt, block, lt.slots
+
+    def rotations(self):
+        return self.lt.rotations()
+
+    def evaluate(self, ev, ct, rescale=True):
+        ev.block = self.block
+        ev._rec("lintrans", ct.level)     # replicate all-reduces each transform's output
+        return self.lt.evaluate(ev, ct, rescale)
 
 
-def encoder_layer(m: ModelConfig, pk: Packing, alg: Algorithm) -> list[Op]:
-    nt, h, tb, nd, nf = pk.nt, m.heads, pk.tb, m.hidden // pk.f, m.ffn // pk.f
-    act, heads_ct, scores = nt * nd, nt * h, nt * pk.score_cols * h
-    pairs = nt * nt
-    ps_powers = math.isqrt(alg.gelu_degree) + 1
-    gelu_mults = 2 * math.isqrt(alg.gelu_degree) + math.ceil(math.log2(alg.gelu_degree + 1))
-    ops = [
-        _linear("QKV", "qkv", pk, m.hidden, 3 * m.hidden, ((act, "act"), (3 * heads_ct, "head"))),
-        Op("attention", "scores", "head", 2,
-           (Phase("ks", nt, h, tb - 1),                        # K rotated one token, chained
-            *_products(pairs, h, tb),                          # Q * rot(K)
-            Phase("ks", pairs, h, tb * pk.sum_rots),           # sum over features
-            Phase("rescale", pairs, h, tb)),                   # mask into column r
-           ((act, "act"), (3 * heads_ct, "head"), (scores, "head"))),
-        Op("attention", "softmax", "head", alg.exp_squarings + 1 + 1 + 2 * alg.inv_iters + 1,
-           (Phase("rescale", nt * pk.score_cols, h, 1),       # x / 2^s + 1
-            *_products(nt * pk.score_cols, h, alg.exp_squarings),
-            Phase("ks", nt, h, pk.sum_rots),                   # row sums
-            Phase("rescale", nt, h, 1),
-            *_products(nt, h, 2 * alg.inv_iters),
-            *_products(nt * pk.score_cols, h, 1)),
-           ((act, "act"), (heads_ct, "head"), (2 * scores, "head"))),
-        Op("attention", "av", "head", 2,
-           (Phase("ks", nt, h, tb - 1),                        # V rotated one token, chained
-            Phase("rescale", pairs, h, tb),                    # take column r
-            Phase("ks", pairs, h, tb * pk.sum_rots),           # fill the segment
-            *_products(pairs, h, tb)),
-           ((act, "act"), (2 * heads_ct, "head"), (scores, "head"))),
-        _linear("out_proj", "out_proj", pk, m.hidden, m.hidden,
-                ((2 * act, "act"), (heads_ct, "head"))),
-        _layernorm("ln1", m, pk, alg),
-        _linear("FFN", "ffn_up", pk, m.hidden, m.ffn, ((act, "act"), (nt * nf, "ffn"))),
-        Op("FFN", "gelu", "token", math.ceil(math.log2(alg.gelu_degree + 1)) + 1,
-           _products(nt, nf, gelu_mults), ((act, "act"), (nt * nf * (1 + ps_powers), "ffn"))),
-        _linear("FFN", "ffn_down", pk, m.ffn, m.hidden, ((2 * act, "act"), (nt * nf, "ffn"))),
-        _layernorm("ln2", m, pk, alg),
-    ]
-    return ops
+class _Model:
+    """PreparedModel's shape with dense all-ones transforms (no weights loaded)."""
+
+    def __init__(self, cfg, layout, layers):
+        import numpy as np
+
+        from ..ckks import LinearTransform
+
+        S = layout.S
+        dense = LinearTransform(diagonals={k: np.ones(S) for k in range(S)}, slots=S)
+        vec = np.zeros(S)
+        self.cfg, self.layout = cfg, layout
+        self.layers = []
+        for _ in range(layers):
+            d = {n: _RoleTransform(dense, b) for n, b in
+                 (("q", "QKV"), ("k", "QKV"), ("v", "QKV"), ("o", "out_proj"))}
+            d.update({n: vec for n in ("bq", "bk", "bv", "bo", "g1", "b1", "g2", "b2", "bd")})
+            d["up"] = [_RoleTransform(dense, "FFN") for _ in range(layout.chunks)]
+            d["down"] = [_RoleTransform(dense, "FFN") for _ in range(layout.chunks)]
+            d["bup"] = [vec] * layout.chunks
+            self.layers.append(d)
 
 
 @dataclass
-class Walk:
-    ops: list          # (Op, input level)
-    refreshes: int
-    token_blocks: int
-    heads: int
+class Trace:
+    per_token: dict          # (block, kind, level) -> count for one token, all layers
+    shared: dict             # the same, once per sentence per replica
+    kv_levels: list          # level of the gathered k and v, per layer
+    refreshes_per_token: int
+    refreshes_shared: int
+    S: int
+    G: int
+    keys: int                # Galois keys + relinearization
+    calibration: str
 
 
-def walk(m: ModelConfig, params, alg: Algorithm, pk: Packing, refresh_level: int | None = None) -> Walk:
-    """Ops with their input levels. The walk starts at, and a refresh returns
-    to, `refresh_level` (default max_level; bootstrapping lands lower)."""
-    top = params.max_level if refresh_level is None else refresh_level
-    level, out, refreshes = top, [], 0
-    for _ in range(m.layers):
-        for op in encoder_layer(m, pk, alg):
-            if op.depth > top:
-                raise ValueError(f"{op.name} needs depth {op.depth} > refresh level {top}")
-            if op.depth > level:
-                level, refreshes = top, refreshes + 1
-            out.append((op, level))
-            level -= op.depth
-    return Walk(out, refreshes, pk.nt, m.heads)
+def _approx(name, layers, max_level):
+    from ..nn import approx as approx_mod
+    from ..nn import models
+
+    src = name if os.path.exists(models.calibration_path(name)) else CALIBRATION_STANDIN.get(name)
+    if src is None:
+        raise ValueError(f"model {name!r} has no calibration and no stand-in")
+    cal = models.load_calibration(src)
+    n = len(cal["layers"])
+    cal = {"layers": {str(i): cal["layers"][str(i % n)] for i in range(layers)}}
+    return approx_mod.build(cal, layers, max_level), src
+
+
+def _trace_once(name, params, tokens, layers, queries):
+    from ..nn import models
+    from ..nn.block import EncoderRunner, Tok
+    from ..nn.ops import CipherOps
+    from ..nn.packing import Layout
+
+    cfg = models.config(name)
+    layout = Layout(cfg, params.slots, max(tokens, cfg.max_positions))
+    model = _Model(cfg, layout, layers)
+    approx, src = _approx(cfg.name, layers, params.max_level)
+    ev = TraceEvaluator(params)
+    holder = _KeyHolder(ev, params.max_level)
+    ops = CipherOps(ev.ctx, ev, "client", holder)
+    kv_levels = []
+
+    class Runner(EncoderRunner):
+        def _layernorm(self, *a, **kw):
+            before, ev.block = ev.block, "layernorm"
+            try:
+                return super()._layernorm(*a, **kw)
+            finally:
+                ev.block = before
+
+    def gather(local):
+        ev.block = "attention"
+        _, k, v = local[0]
+        kv_levels.append(k.level)
+        return [(g, _Ct(k.level, k.slots), _Ct(v.level, v.slots)) for g in range(tokens)]
+
+    runner = Runner(ops, model, approx, [tokens])
+    toks = [Tok(i, 0, i, _Ct(params.max_level, layout.S)) for i in range(queries)]
+    for i in range(layers):
+        runner.attention(i, toks, gather)
+        runner.ffn(i, toks)
+    return ev.counts, holder.count, kv_levels, layout, src
+
+
+def trace(name, params, tokens, layers=None) -> Trace:
+    from ..nn import models
+    from ..nn.packing import Layout
+
+    cfg = models.config(name)
+    layers = cfg.layers if layers is None else layers
+    one, r1, kv, layout, src = _trace_once(name, params, tokens, layers, 1)
+    two, r2, _, _, _ = _trace_once(name, params, tokens, layers, 2)
+    per = {k: two.get(k, 0) - one.get(k, 0) for k in set(one) | set(two)}
+    shared = {k: one.get(k, 0) - per.get(k, 0) for k in one}
+    per = {k: v for k, v in per.items() if v}
+    shared = {k: v for k, v in shared.items() if v}
+    rot_keys = len(Layout(cfg, params.slots, max(tokens, cfg.max_positions)).rotations())
+    return Trace(per, shared, kv, r2 - r1, r1 - (r2 - r1), layout.S, layout.group_size(tokens),
+                 rot_keys + 1, src)
 
 
 # ---- transfers -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Transfer:
-    """`count` identical collectives on a ciphertext-shaped tensor.
-    kind "redistribute": src -> dst spec on `grid`; kind "allreduce": over all
-    ranks. basis q: the first `limbs` primes of Q; p: the special primes; qtop:
-    the top `limbs` primes of Q at `level`."""
+    """`count` identical collectives on a ciphertext-shaped tensor of
+    rows x cols ciphertexts. kind "redistribute": src -> dst spec on `grid`
+    (limb split -> full: an all-gather within each limb group); "allgather":
+    token rows split evenly over all ranks, gathered on every rank;
+    "allreduce": over all ranks. basis q: the first `limbs` primes of Q; p:
+    the special primes; qtop: the top `limbs` primes of Q at `level`."""
     block: str
     site: str
     kind: str
@@ -294,40 +336,22 @@ def predicted_bytes(t: Transfer, n: int) -> int:
     """Bytes put on the wire by all ranks together, for all `count` calls."""
     tg, lg = t.grid
     world = tg * lg
+    per_ct = t.polys * t.limbs * n
     if t.kind == "allreduce":
-        return t.count * world * wire_bytes("allreduce", t.rows * t.cols * t.polys * t.limbs * n, world)
-    rows = t.rows // tg if t.src.items == "token" else t.rows
-    cols = t.cols // tg if t.src.items == "head" else t.cols
-    per_ct = t.polys * n
-    total = 0
-    if t.src.items != t.dst.items:  # token <-> head all-to-all within each limb group
-        if {t.src.items, t.dst.items} != {"token", "head"}:
-            raise ValueError("the planner only moves items between token and head shards")
-        for li in range(lg):
-            local_limbs = len(limb_range(t.limbs, lg, li)) if t.src.limbs == "split" else t.limbs
-            block = (rows * cols // tg) * per_ct * local_limbs
-            total += tg * wire_bytes("alltoall", block, tg)
-    if t.src.limbs == "split" and t.dst.limbs == "full":
-        total += world * wire_bytes("allgather", rows * cols * per_ct * limb_block(t.limbs, lg), lg)
-    return t.count * total
+        return t.count * world * wire_bytes("allreduce", t.rows * t.cols * per_ct, world)
+    if t.kind == "allgather":
+        if t.rows % world:
+            raise ValueError(f"{t.rows} token rows do not split evenly over {world} ranks")
+        return t.count * world * wire_bytes("allgather", t.rows // world * t.cols * per_ct, world)
+    if t.src.items != t.dst.items or not (t.src.limbs == "split" and t.dst.limbs == "full"):
+        raise ValueError("the planner only gathers split limbs")
+    return t.count * world * wire_bytes("allgather", t.rows * t.cols * t.polys * n * limb_block(t.limbs, lg), lg)
 
 
 def _gathers(kind, params, level):
-    """(polys, limbs, basis) of the limb gathers one primitive needs."""
-    modup, moddown = (1, params.limbs_at(level), "q"), (2, len(params.p), "p")
-    return {"ks": (modup, moddown), "modup": (modup,), "moddown": (moddown,),
-            "rescale": ((2, params.primes_per_level, "qtop"),)}[kind]
-
-
-def _limb_transfers(op, level, params, items, grid):
-    out = []
-    split = ShardSpec(items, "split")
-    for ph in op.phases:
-        for polys, limbs, basis in _gathers(ph.kind, params, level):
-            out.append(Transfer(op.block, f"{op.name}.{ph.kind}.{basis}", "redistribute", ph.rows,
-                                ph.cols, polys, limbs, basis, level, split,
-                                ShardSpec(items, "full"), grid, ph.count))
-    return out
+    """(polys, limbs, basis) of the limb gather one primitive needs."""
+    return {"modup": (1, params.limbs_at(level), "q"), "moddown": (2, len(params.p), "p"),
+            "rescale": (2, params.primes_per_level, "qtop")}[kind]
 
 
 def _merge(transfers):
@@ -336,91 +360,78 @@ def _merge(transfers):
     for t in transfers:
         key = replace(t, count=0)
         merged[key] = merged.get(key, 0) + t.count
-    return [replace(k, count=c) for k, c in merged.items()]
+    return [replace(k, count=c) for k, c in merged.items() if c]
 
 
-def aegis_transfers(w: Walk, params, grid) -> list[Transfer]:
-    tg, lg = grid
-    limbs_kind = "split" if lg > 1 else "full"
-    out, prev = [], None
-    for op, level in w.ops:
-        items = "token" if op.axis == "token" else "head"
-        if op.axis != prev and prev is not None and tg > 1:
-            # Ulysses: Q, K, V in (3 tensors), the attention output back (1)
-            n_in = 3 if items == "head" else 1
-            out.append(Transfer("attention", f"attn.{prev}->{items}", "redistribute", w.token_blocks, w.heads,
-                                2, params.limbs_at(level), "q", level, ShardSpec(prev, limbs_kind),
-                                ShardSpec(items, limbs_kind), grid, n_in))
-        prev = items
-        if lg > 1:
-            out += _limb_transfers(op, level, params, items, grid)
+def limb_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
+    out = []
+    split, full = ShardSpec("replicated", "split"), ShardSpec("replicated", "full")
+    for rows, counts in ((tokens, tr.per_token), (1, tr.shared)):
+        for (block, kind, level), c in sorted(counts.items()):
+            if kind == "lintrans":
+                continue
+            polys, limbs, basis = _gathers(kind, params, level)
+            out.append(Transfer(block, f"{kind}.{basis}", "redistribute", rows, 1, polys, limbs, basis,
+                                level, split, full, (1, world), c))
     return _merge(out)
 
 
-def limb_transfers(w: Walk, params, world) -> list[Transfer]:
-    out = []
-    for op, level in w.ops:
-        out += _limb_transfers(op, level, params, "replicated", (1, world))
+def aegis_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
+    out = [Transfer("attention", "kv.allgather", "allgather", tokens, 2, 2, params.limbs_at(lv), "q", lv,
+                    ShardSpec("token", "full"), ShardSpec("replicated", "full"), (world, 1), 1)
+           for lv in tr.kv_levels]
     return _merge(out)
 
 
-def replicate_transfers(w: Walk, params, world) -> list[Transfer]:
-    out = []
-    for op, level in w.ops:
-        if op.name in ("out_proj", "ffn_down"):
-            rows, cols = op.phases[-1].rows, op.phases[-1].cols
-            out.append(Transfer(op.block, f"{op.name}.allreduce", "allreduce", rows, cols, 2,
-                                params.limbs_at(level), "q", level, ShardSpec("replicated"),
-                                ShardSpec("replicated"), (world, 1), 1))
+def replicate_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
+    """One all-reduce of the unrescaled output per transform per token (each
+    rank computes a share of the giant-step groups)."""
+    rep = ShardSpec("replicated", "full")
+    out = [Transfer(block, "lintrans.allreduce", "allreduce", 1, 1, 2, params.limbs_at(level), "q", level,
+                    rep, rep, (world, 1), rows * c)
+           for rows, counts in ((tokens, tr.per_token), (1, tr.shared))
+           for (block, kind, level), c in sorted(counts.items()) if kind == "lintrans"]
     return _merge(out)
 
 
 # ---- memory ------------------------------------------------------------------------
-
-def rotation_keys(pk: Packing) -> int:
-    """Distinct Galois keys of the algorithms above, plus relinearization."""
-    bs, gs = pk.bsgs
-    f, slots = pk.f, pk.slots
-    amounts = list(range(1, bs)) + [g * bs for g in range(1, gs)] + [1 << i for i in range(int(math.log2(f)))]
-    steps = {a % slots for k in amounts for a in (k, k - f)} | {f % slots}
-    steps.discard(0)
-    return len(steps) + 1
-
 
 @dataclass
 class Memory:
     ciphertexts: int
     keys: int
     weights: int
-    peak_op: str
 
     @property
     def total(self):
         return self.ciphertexts + self.keys + self.weights
 
 
-def memory(w: Walk, m: ModelConfig, params, pk: Packing, strategy: str, grid) -> Memory:
-    tg, lg = grid
-    world = tg * lg
-    n, lmax = params.n, params.limbs_at(params.max_level)
-    ext = lmax + len(params.p)
-    limb_groups = {"aegis": lg, "limb": world, "replicate": 1, "single": 1}[strategy]
-    item_div = {"aegis": {"act": tg, "head": tg, "ffn": tg},
-                "limb": {"act": 1, "head": 1, "ffn": 1},
-                "replicate": {"act": 1, "head": world, "ffn": world},
-                "single": {"act": 1, "head": 1, "ffn": 1}}[strategy]
-    peak, peak_op = 0, ""
-    for op, level in w.ops:
-        per_ct = 2 * limb_block(params.limbs_at(level), limb_groups) * n * CT_WORD
-        live = sum(math.ceil(cnt / item_div[kind]) * per_ct for cnt, kind in op.live)
-        if live > peak:
-            peak, peak_op = live, op.name
-    digits = len(params.digits_at(params.max_level))
-    keys = rotation_keys(pk) * 2 * digits * limb_block(ext, limb_groups) * n * KEY_WORD
-    raw = 4 * m.layers * (4 * m.hidden ** 2 + 2 * m.hidden * m.ffn)
-    raw = math.ceil(raw / world) if strategy == "replicate" else raw
-    workspace = 2 * pk.bsgs[0] * limb_block(lmax, limb_groups) * n * CT_WORD
-    return Memory(peak, keys, raw + workspace, peak_op)
+def _ct_bytes(params, level, limb_groups=1):
+    return 2 * limb_block(params.limbs_at(level), limb_groups) * params.n * CT_WORD
+
+
+def memory(tr: Trace, cfg, params, tokens, strategy, world, layers) -> Memory:
+    lg = world if strategy == "limb" else 1
+    local = tokens // world if strategy == "aegis" else tokens
+    kv = min(tr.kv_levels)
+    top = params.max_level
+    groups = math.ceil(tokens / tr.G)
+    cts = 3 * local * _ct_bytes(params, top, lg) + (2 * tokens + 2 * groups) * _ct_bytes(params, kv, lg)
+    ext = params.limbs_at(top) + len(params.p)
+    digits = len(params.digits_at(top))
+    keys = tr.keys * 2 * digits * limb_block(ext, lg) * params.n * KEY_WORD
+    chunks = math.ceil(cfg.intermediate / tr.S)
+    raw = layers * (4 + 2 * chunks) * tr.S * tr.S * 8
+    encoded = tr.S * limb_block(params.limbs_at(top), lg) * params.n * CT_WORD
+    return Memory(cts, keys, raw + encoded)
+
+
+def cached_encodings_bytes(tr: Trace, cfg, params, layers) -> int:
+    """What LinearTransform's per-transform encoding cache holds once every
+    transform has run (one level each, top level as a bound)."""
+    chunks = math.ceil(cfg.intermediate / tr.S)
+    return layers * (4 + 2 * chunks) * tr.S * params.limbs_at(params.max_level) * params.n * CT_WORD
 
 
 # ---- plans ---------------------------------------------------------------------------
@@ -452,8 +463,7 @@ class Plan:
         """Alpha-beta estimate of communication time per GPU (no overlap)."""
         total = 0.0
         for t in self.transfers:
-            group = self.world if t.kind == "allreduce" else (
-                t.grid[1] if t.src.items == t.dst.items else t.grid[0])
+            group = self.world if t.kind in ("allreduce", "allgather") else t.grid[1]
             steps = 2 * (group - 1) if t.kind == "allreduce" else group - 1
             total += t.count * steps * self.link.alpha_s
             total += predicted_bytes(t, self.n) / self.world / self.link.bandwidth
@@ -462,59 +472,56 @@ class Plan:
 
 @dataclass
 class Planner:
-    model: ModelConfig
+    model_name: str
     params: object
     world: int
-    algorithm: Algorithm = field(default_factory=Algorithm)
-    gpu_memory: int = 80 * 2 ** 30
-    refresh_level: int | None = None
+    tokens: int
+    layers: int | None = None
     link: LinkModel = field(default_factory=LinkModel)
+    trace: Trace | None = None     # the trace does not depend on the GPU count: share it
 
     def __post_init__(self):
-        if self.model.hidden % self.model.heads:
-            raise ValueError("hidden size must be a multiple of the heads")
-        self.packing = Packing(self.params.slots, self.model.head_dim, self.model.tokens)
-        if self.params.slots % self.packing.f:
-            raise ValueError(f"head dim {self.packing.f} does not divide {self.params.slots} slots")
-        self.walk = walk(self.model, self.params, self.algorithm, self.packing, self.refresh_level)
+        from ..nn import models
+
+        self.cfg = models.config(self.model_name)
+        self.layers = self.cfg.layers if self.layers is None else self.layers
+        if self.tokens % self.world:
+            raise ValueError(f"{self.tokens} tokens do not split evenly over {self.world} GPUs")
+        if self.trace is None:
+            self.trace = trace(self.model_name, self.params, self.tokens, self.layers)
 
     def _plan(self, strategy, grid, transfers):
-        mem = memory(self.walk, self.model, self.params, self.packing, strategy, grid)
+        mem = memory(self.trace, self.cfg, self.params, self.tokens, strategy, self.world, self.layers)
         return Plan(strategy, grid, transfers, mem, self.params.n, self.link)
 
     def single_gpu_memory(self) -> Memory:
-        return memory(self.walk, self.model, self.params, self.packing, "single", (1, 1))
-
-    def aegis_grids(self):
-        pk, m = self.packing, self.model
-        return [(tg, self.world // tg) for tg in range(self.world, 0, -1)
-                if self.world % tg == 0 and pk.nt % tg == 0 and m.heads % tg == 0]
-
-    def aegis_at(self, grid) -> Plan:
-        return self._plan("aegis", grid, aegis_transfers(self.walk, self.params, grid))
+        return memory(self.trace, self.cfg, self.params, self.tokens, "replicate", 1, self.layers)
 
     def aegis(self) -> Plan:
-        """Least traffic among grids that fit the GPU; if none fits, least memory."""
-        plans = [self.aegis_at(g) for g in self.aegis_grids()]
-        if not plans:
-            raise ValueError("no token grid divides the token blocks and heads")
-        fits = [p for p in plans if p.memory.total <= self.gpu_memory]
-        if fits:
-            return min(fits, key=lambda p: (p.total_bytes(), p.memory.total))
-        return min(plans, key=lambda p: p.memory.total)
+        return self._plan("aegis", (self.world, 1),
+                          aegis_transfers(self.trace, self.params, self.tokens, self.world))
 
     def limb(self) -> Plan:
-        return self._plan("limb", (1, self.world), limb_transfers(self.walk, self.params, self.world))
+        return self._plan("limb", (1, self.world),
+                          limb_transfers(self.trace, self.params, self.tokens, self.world))
 
     def replicate(self) -> Plan:
-        m = self.model
-        if m.heads % self.world or m.ffn % (self.packing.f * self.world):
-            raise ValueError("replicate needs heads and FFN blocks divisible by the GPUs")
         return self._plan("replicate", (self.world, 1),
-                          replicate_transfers(self.walk, self.params, self.world))
+                          replicate_transfers(self.trace, self.params, self.tokens, self.world))
 
     def plans(self) -> dict:
         return {"aegis": self.aegis(), "limb": self.limb(), "replicate": self.replicate()}
+
+    def primitive_counts(self) -> dict:
+        """Whole-encoder key switches (ModDowns) and rescales per block, all tokens."""
+        out = {b: {"keyswitch": 0, "rescale": 0} for b in BLOCKS}
+        for rows, counts in ((self.tokens, self.trace.per_token), (1, self.trace.shared)):
+            for (block, kind, _), c in counts.items():
+                if kind == "moddown":
+                    out[block]["keyswitch"] += rows * c
+                elif kind == "rescale":
+                    out[block]["rescale"] += rows * c
+        return out
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -527,71 +534,109 @@ def reduction(ours: int, base: int) -> float:
     return 100.0 * (1 - ours / base) if base else 0.0
 
 
-def report(pl: Planner) -> str:
-    m, p, pk = pl.model, pl.params, pl.packing
+def summary(pl: Planner) -> dict:
+    """The numbers of the report, as JSON-able data."""
     plans = pl.plans()
     single = pl.single_gpu_memory()
-    w = pl.world
+    tr = pl.trace
+    out = {"model": pl.cfg.name, "layers": pl.layers, "tokens": pl.tokens, "gpus": pl.world,
+           "params": pl.params.describe(), "slots_per_token": tr.S, "keys_per_attention_ct": tr.G,
+           "switching_keys": tr.keys, "refreshes": pl.tokens * tr.refreshes_per_token + tr.refreshes_shared,
+           "calibration": tr.calibration, "primitives": pl.primitive_counts(),
+           "single_gpu_memory": single.total,
+           "cached_encodings_bytes": cached_encodings_bytes(tr, pl.cfg, pl.params, pl.layers),
+           "strategies": {}}
+    for name, p in plans.items():
+        out["strategies"][name] = {
+            "grid": list(p.grid), "bytes_by_block": p.bytes_by_block(), "total_bytes": p.total_bytes(),
+            "comm_seconds": p.time_s(),
+            "memory": {"ciphertexts": p.memory.ciphertexts, "keys": p.memory.keys,
+                       "weights": p.memory.weights, "total": p.memory.total},
+            "memory_fraction_of_one_gpu": p.memory.total / single.total}
+    a, lb = plans["aegis"].bytes_by_block(), plans["limb"].bytes_by_block()
+    out["aegis_vs_limb"] = {b: reduction(a[b], lb[b]) for b in BLOCKS}
+    out["aegis_vs_limb"]["total"] = reduction(plans["aegis"].total_bytes(), plans["limb"].total_bytes())
+    return out
+
+
+def report(pl: Planner) -> str:
+    s = summary(pl)
+    w, p = pl.world, pl.params
     lines = [
-        f"model {m.name}: {m.layers} layers, hidden {m.hidden}, {m.heads} heads, FFN {m.ffn}; "
-        f"{m.tokens} tokens; {w} GPUs",
+        f"model {s['model']}: {pl.layers} layer(s), hidden {pl.cfg.hidden}, {pl.cfg.heads} heads, "
+        f"FFN {pl.cfg.intermediate}; {pl.tokens} tokens; {w} GPUs",
         f"CKKS {p.describe()}",
-        f"packing: {pk.tb} tokens x {pk.f} features per ciphertext; {pk.nt} token blocks; "
-        f"{rotation_keys(pk)} switching keys; {pl.walk.refreshes} refreshes (client round trips, not priced)",
+        f"packing (infer's token-rows): one ciphertext of {s['slots_per_token']} slots per token, "
+        f"{s['keys_per_attention_ct']} keys per attention ciphertext; {s['switching_keys']} switching keys; "
+        f"{s['refreshes']} refreshes (client round trips, not priced); polynomial ranges of "
+        f"'{s['calibration']}'",
+        "key switches / rescales per block, whole encoder: " + ", ".join(
+            f"{b} {c['keyswitch']:,}/{c['rescale']:,}" for b, c in s["primitives"].items()),
         "",
         "predicted bytes sent per GPU, whole encoder (GiB; uint32 residues on the wire)",
         f"{'strategy':<10} {'grid':>5} " + " ".join(f"{b:>11}" for b in BLOCKS)
         + f" {'total':>11} {'comm s':>9} {'mem GiB':>8} {'% 1-GPU':>8}",
     ]
-    for name, plan in plans.items():
-        by = plan.bytes_by_block()
+    for name, st in s["strategies"].items():
+        by = st["bytes_by_block"]
         lines.append(
-            f"{name:<10} {plan.grid[0]}x{plan.grid[1]:<3} " + " ".join(f"{_gib(by[b] / w):>11.3f}" for b in BLOCKS)
-            + f" {_gib(plan.total_bytes() / w):>11.3f} {plan.time_s():>9.2f} {_gib(plan.memory.total):>8.1f}"
-            + f" {100 * plan.memory.total / single.total:>7.1f}%")
+            f"{name:<10} {st['grid'][0]}x{st['grid'][1]:<3} " + " ".join(f"{_gib(by[b] / w):>11.3f}" for b in BLOCKS)
+            + f" {_gib(st['total_bytes'] / w):>11.3f} {st['comm_seconds']:>9.2f} {_gib(st['memory']['total']):>8.1f}"
+            + f" {100 * st['memory_fraction_of_one_gpu']:>7.1f}%")
     lines.append(f"{'1 GPU':<10} {'':>5} " + " ".join(f"{0:>11.3f}" for _ in BLOCKS)
-                 + f" {0:>11.3f} {0:>9.2f} {_gib(single.total):>8.1f} {100.0:>7.1f}%")
+                 + f" {0:>11.3f} {0:>9.2f} {_gib(s['single_gpu_memory']):>8.1f} {100.0:>7.1f}%")
     lines.append("")
-    lines.append("memory per GPU (GiB): ciphertexts + keys + weights, peak op")
-    for name, mem in [*((k, v.memory) for k, v in plans.items()), ("1 GPU", single)]:
-        lines.append(f"  {name:<10} {_gib(mem.ciphertexts):8.2f} + {_gib(mem.keys):6.2f} + "
-                     f"{_gib(mem.weights):5.2f} = {_gib(mem.total):8.2f}  ({mem.peak_op})")
-    a, lb = plans["aegis"].bytes_by_block(), plans["limb"].bytes_by_block()
+    lines.append("memory per GPU (GiB): ciphertexts + keys + weights")
+    for name, st in s["strategies"].items():
+        m = st["memory"]
+        lines.append(f"  {name:<10} {_gib(m['ciphertexts']):8.2f} + {_gib(m['keys']):6.2f} + "
+                     f"{_gib(m['weights']):6.2f} = {_gib(m['total']):8.2f}")
+    lines.append(f"  (LinearTransform's encoding cache would add {_gib(s['cached_encodings_bytes']):,.0f} GiB "
+                 "per replica if every transform kept its encoded diagonals)")
+    r = s["aegis_vs_limb"]
     lines.append("")
-    lines.append("aegis vs limb: " + ", ".join(f"{b} {reduction(a[b], lb[b]):.3f} % less" for b in BLOCKS)
-                 + f"; total {reduction(plans['aegis'].total_bytes(), plans['limb'].total_bytes()):.2f} % less; "
-                 + f"memory per GPU {100 * plans['aegis'].memory.total / single.total:.1f} % of one GPU")
+    lines.append("aegis vs limb: " + ", ".join(f"{b} {r[b]:.1f} % less" for b in BLOCKS)
+                 + f"; total {r['total']:.1f} % less; memory per GPU "
+                 + f"{100 * s['strategies']['aegis']['memory_fraction_of_one_gpu']:.1f} % of one GPU")
     return "\n".join(lines)
 
 
 def build_planner(args) -> Planner:
     from ..ckks.params import preset
 
-    alg = Algorithm(args.exp_squarings, args.inv_iters, args.gelu_degree)
-    return Planner(model(args.model, args.tokens), preset(args.preset), args.gpus, alg,
-                   gpu_memory=int(args.gpu_mem_gib * 2 ** 30),
+    return Planner(args.model, preset(args.preset), args.gpus, args.tokens, args.layers,
                    link=LinkModel(args.alpha_us * 1e-6, args.link_gbps * 1e9))
 
 
 def parser() -> argparse.ArgumentParser:
+    from ..nn import models
+
     ap = argparse.ArgumentParser(prog="python -m aegis_hpc.dist.planner",
                                  description="Predict inter-GPU bytes and memory per strategy (no FHE run).")
-    ap.add_argument("--model", default="bert-base", choices=sorted(MODELS))
+    ap.add_argument("--model", default="bert-base", choices=sorted(models.CONFIGS))
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--gpus", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=None, help="default: all of the model's layers")
     ap.add_argument("--preset", default="n16")
-    ap.add_argument("--gpu-mem-gib", type=float, default=80.0)
     ap.add_argument("--alpha-us", type=float, default=10.0)
     ap.add_argument("--link-gbps", type=float, default=100.0, help="GB/s per GPU")
-    ap.add_argument("--exp-squarings", type=int, default=Algorithm.exp_squarings)
-    ap.add_argument("--inv-iters", type=int, default=Algorithm.inv_iters)
-    ap.add_argument("--gelu-degree", type=int, default=Algorithm.gelu_degree)
+    ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    print(report(build_planner(args)))
+    try:
+        pl = build_planner(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report(pl))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(summary(pl), f, indent=1)
     return 0
 
 

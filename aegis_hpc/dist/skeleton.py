@@ -34,6 +34,12 @@ class Skeleton:
             for _ in range(t.count):
                 self.comm.iallreduce(x, t.moduli(self.params), site).wait()
             return
+        if t.kind == "allgather":
+            rows = t.rows // self.comm.size
+            x = self.comm.xp.zeros((rows, t.cols, t.polys, t.limbs, self.params.n), dtype="uint64")
+            for _ in range(t.count):
+                self.comm.iallgather(x, site).wait()
+            return
         grid = self.grid(t.grid)
         x = self._dummy(t, grid)
         for _ in range(t.count):

@@ -38,6 +38,9 @@ def describe(path, verify: bool = False) -> list[str]:
         for key in ("seed_compression", "key_id"):
             if key in a:
                 lines.append(f"{key}: {a[key]}")
+        if a["kind"] == "public-keys":
+            lines.append("bootstrapping keys: " + ("yes (/bootstrap: encapsulation keys for "
+                                                   "Evaluator.bootstrap)" if "bootstrap" in f else "no"))
 
         def visit(name, obj):
             shown = [f"{k}={_fmt(k, obj.attrs[k])}" for k in sorted(obj.attrs) if k in _SHOWN]

@@ -1,4 +1,5 @@
-"""Key files: secret-key (client only, mode 0600) and public-keys (public, relin, Galois).
+"""Key files: secret-key (client only, mode 0600) and public-keys (public, relin, Galois,
+and optionally the bootstrapping encapsulation keys).
 
 Uniform `a` halves are stored as their 32-byte seeds and regenerated on read
 with the same generator the key generation used (KeyGenerator.uniform), which
@@ -85,6 +86,10 @@ def _rotation_label(element: int, n: int):
     raise FormatError(f"galois element {element} is not a power of 5 mod 2N")
 
 
+def has_bootstrap_keys(keys: EvaluationKeys) -> bool:
+    return getattr(keys, "bootstrap", None) is not None
+
+
 def _write_switching_key(g, swk: SwitchingKey, store_a: bool) -> None:
     b = to_numpy(swk.b).astype(np.uint32)
     container.new_dataset(g, "b", b.shape, np.uint32, data=b)
@@ -96,10 +101,13 @@ def _write_switching_key(g, swk: SwitchingKey, store_a: bool) -> None:
 
 def write_eval_keys(path, params, keys: EvaluationKeys, force: bool = False,
                     seed_compression: bool = True, key_id: str | None = None) -> None:
-    """Public-keys file (kind public-keys): public key, relinearisation and Galois keys."""
+    """Public-keys file (kind public-keys): public key, relinearisation and Galois keys, and
+    the bootstrapping keys (`keys.bootstrap`, from Context.keygen(bootstrap=True)) if any."""
     if keys.public is None or keys.relin is None:
         raise FormatError("an evaluation-key file needs both the public and the relinearisation key")
-    for k in (keys.public, keys.relin, *keys.galois.values()):
+    boot = getattr(keys, "bootstrap", None)
+    extra = (boot.to_ephemeral, boot.from_ephemeral) if boot is not None else ()
+    for k in (keys.public, keys.relin, *keys.galois.values(), *extra):
         if k.fingerprint != params.fingerprint:
             raise FormatError("evaluation keys belong to another parameter set than the one given")
     with container.create(path, "public-keys", params.fingerprint, force=force) as f:
@@ -122,6 +130,10 @@ def write_eval_keys(path, params, keys: EvaluationKeys, force: bool = False,
             g.attrs["element"] = int(element)
             g.attrs["rotation"] = _rotation_label(int(element), params.n)
             _write_switching_key(g, keys.galois[element], not seed_compression)
+        if boot is not None:
+            g = f.create_group("bootstrap")
+            _write_switching_key(g.create_group("to_ephemeral"), boot.to_ephemeral, not seed_compression)
+            _write_switching_key(g.create_group("from_ephemeral"), boot.from_ephemeral, not seed_compression)
 
 
 def _seeds(g, count):
@@ -129,14 +141,18 @@ def _seeds(g, count):
     return tuple(bytes(row) for row in raw)
 
 
-def _read_switching_key(g, ctx) -> SwitchingKey:
+def _read_switching_key(g, ctx, digits: int | None = None, rows: list | None = None) -> SwitchingKey:
+    """digits, rows: a truncated key (the first digits, these params.qp rows instead of
+    kg.key_rows), as the encapsulation key towards the ephemeral secret is."""
     p, kg = ctx.params, ctx.keygenerator
-    shape = (len(p.digits_at(p.max_level)), len(p.qp), p.n)
+    key_rows = rows if rows is not None else kg.key_rows
+    shape = (digits or len(p.digits_at(p.max_level)), len(key_rows), p.n)
     b = container.dataset(g, "b", np.uint32, shape)[()]
-    moduli = [p.qp[i] for i in kg.key_rows]
+    moduli = [p.qp[i] for i in key_rows]
     container.below_moduli(b, moduli, f"{g.file.filename}: {g.name}/b")
     seeds = _seeds(g, shape[0])
-    a = np.stack([to_numpy(kg.uniform(s, kg.key_rows)).astype(np.uint32) for s in seeds])
+    # the key was drawn as uniform(seed, rows) on exactly these rows (KeyGenerator.switching_key)
+    a = np.stack([to_numpy(kg.uniform(s, key_rows)).astype(np.uint32) for s in seeds])
     if "a" in g:
         _check_stored_a(g, a, shape)
     xp = ctx.xp
@@ -170,4 +186,17 @@ def read_eval_keys(path, ctx: Context | None = None):
             if name != str(element) or element % 2 == 0 or not 0 < element < 2 * p.n:
                 raise FormatError(f"{path}: /galois/{name} is not a valid Galois element")
             galois[element] = _read_switching_key(g, ctx)
-    return ctx, EvaluationKeys(public=public, relin=relin, galois=galois, fingerprint=p.fingerprint)
+        keys = EvaluationKeys(public=public, relin=relin, galois=galois, fingerprint=p.fingerprint)
+        keys.bootstrap = _read_bootstrap_keys(container.group(f, "bootstrap"), ctx) if "bootstrap" in f else None
+    return ctx, keys
+
+
+def _read_bootstrap_keys(g, ctx):
+    from ..ckks.bootstrap import EncapsulationKeys
+    from ..ckks.bootstrap.bootstrapper import encapsulation_rows
+
+    # the key towards the sparse secret is published on P' and the primes of level 0 only
+    down = _read_switching_key(container.group(g, "to_ephemeral"), ctx, digits=1,
+                               rows=encapsulation_rows(ctx.params))
+    return EncapsulationKeys(to_ephemeral=down, from_ephemeral=_read_switching_key(
+        container.group(g, "from_ephemeral"), ctx))

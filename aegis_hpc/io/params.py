@@ -11,11 +11,11 @@ from ..ckks.params import InsecureParametersError, ParameterError, Parameters
 from . import container
 from .container import FormatError
 
-# The one parameter set that may be below 128-bit security: the built-in tiny
-# ring of the unit tests. A file only gets the opt-out if it names this preset
-# AND its chain is exactly that preset's, so relabelling a weak set as "test"
-# does not get it past the security check.
-INSECURE_PRESET = "test"
+# The only parameter sets that may be below 128-bit security: the built-in tiny
+# rings of the unit tests (presets built with unsafe_allow_insecure: test,
+# test-boot, ...). A file only gets the opt-out if it names such a preset AND
+# its chain is exactly that preset's, so relabelling a weak set as "test" does
+# not get it past the security check.
 
 
 class InsecureParametersWarning(UserWarning):
@@ -39,7 +39,8 @@ def write_params(path, params: Parameters, force: bool = False) -> None:
 
 
 def _insecure_allowed(name: str, canonical: dict) -> bool:
-    return name == INSECURE_PRESET and canonical == params_mod.preset(INSECURE_PRESET).canonical()
+    return (params_mod.PRESETS.get(name, {}).get("unsafe_allow_insecure", False)
+            and canonical == params_mod.preset(name).canonical())
 
 
 def read_group(f) -> Parameters:
@@ -61,7 +62,7 @@ def read_group(f) -> Parameters:
         params = Parameters.from_canonical(canonical, name=name, unsafe_allow_insecure=allowed)
     except InsecureParametersError as e:
         raise FormatError(f"{path}: parameter set {name!r} is below 128-bit security, refused "
-                          f"(only the built-in {INSECURE_PRESET!r} preset may be): {e}") from None
+                          f"(only the built-in test presets may be): {e}") from None
     except (ParameterError, KeyError, TypeError) as e:
         raise FormatError(f"{path}: invalid parameter set ({container.one_line(e)})") from None
     if params.fingerprint != recorded:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ckks import LinearTransform
 from . import models
+from .approx import gelu_domain
 from .packing import Layout
 
 
@@ -39,6 +40,7 @@ class PreparedModel:
         w = models.weights(name)
         S, h = L.S, cfg.hidden
         self.layers = []
+        cal = models.load_calibration(name)["layers"]
         scale_q = 1.0 / math.sqrt(cfg.head_dim)
         for i in range(layers):
             p = f"encoder.layer.{i}."
@@ -63,11 +65,22 @@ class PreparedModel:
                 "up": [], "bup": [], "down": [],
             }
             wu, bu, wd = w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], w[p + "output.dense.weight"]
+            # GELU's series runs on [-1, 1]: its change of interval rides on W_up, b_up for free
+            lo, hi = gelu_domain(cal[str(i)])
+            wu, bu = wu * (2.0 / (hi - lo)), (2.0 * bu - lo - hi) / (hi - lo)
             for c in range(L.chunks):
                 d["up"].append(lt(wu[c * S:(c + 1) * S]))
                 d["bup"].append(L.pad(bu[c * S:(c + 1) * S]))
                 d["down"].append(lt(wd[:, c * S:(c + 1) * S]))
             self.layers.append(d)
+
+    def release(self, i: int):
+        """Drop layer i's cached plaintext diagonals. At N=2^14 a 512 x 512
+        transform's encoding is 512 plaintexts, ~0.6-0.9 GB of device memory:
+        all 60 of MiniLM's stay ~40 GB, one layer's ~7 GB (several ranks on one GPU)."""
+        W = self.layers[i]
+        for lt in [W["q"], W["k"], W["v"], W["o"], *W["up"], *W["down"]]:
+            lt._plaintexts = {}
 
 
 def _rotsum(ops, x, steps):
@@ -78,6 +91,16 @@ def _rotsum(ops, x, steps):
 
 def _mul(ops, a, b, tag):
     return ops.mul(ops.need(a, 1, tag + "/a"), ops.need(b, 1, tag + "/b"))
+
+
+def _gather_during(gather, items, work):
+    """k/v are ready before q: a gather that can overlap (`gather.overlaps`)
+    runs the q projections while its exchange is in flight."""
+    if getattr(gather, "overlaps", False):
+        return gather(items, work)
+    for w in work:
+        w()
+    return gather(items)
 
 
 def _cheb(ops, x, series, tag):
@@ -111,14 +134,17 @@ class EncoderRunner:
         c[: self.cfg.hidden] = np.repeat(self.approx[i].shift, self.cfg.head_dim)
         return np.tile(-c, G)
 
-    def _den_correction(self, i, G, nvalid):
+    def _den_correction(self, i, G, nvalid, ngroups):
         """What the invalid (padding) key blocks add to the denominator, so it can
-        be taken off; padded feature slots are steered to x = 1/2 of the bound."""
+        be taken off; padded feature slots are steered to x = 1/2 of the bound
+        summed over the sentence's `ngroups` key groups. (Each group steering to
+        1/2 put x = ngroups/2 there: x = 2 is where Goldschmidt's e = 1 - x sits
+        at -1, and encryption noise made |e| > 1 and e^(2^k) overflow.)"""
         a = self.approx[i]
         S, h, dh = self.L.S, self.cfg.hidden, self.cfg.head_dim
         corr = np.zeros(S)
         corr[:h] = (G - nvalid) * np.repeat(a.exp_value(-a.shift), dh)
-        corr[h:] = G * a.exp_value(0.0) - a.inv_bound / 2.0
+        corr[h:] = G * a.exp_value(0.0) - a.inv_bound / (2.0 * ngroups)
         return corr
 
     def _gs_range(self, i):
@@ -131,11 +157,16 @@ class EncoderRunner:
         for t in toks:
             x = ops.need(t.x, 1, f"L{i}/qkv/t{t.gid}")
             t.x = x
-            qs[t.gid] = ops.add_plain(ops.lintrans(x, W["q"]), W["bq"], ("bq", i))
             k = ops.add_plain(ops.lintrans(x, W["k"]), W["bk"], ("bk", i))
             v = ops.add_plain(ops.lintrans(x, W["v"]), W["bv"], ("bv", i))
             kv_local.append((t.gid, k, v))
-        kv = {g: (k, v) for g, k, v in gather(kv_local)}
+
+        def q_of(t):
+            def work():
+                qs[t.gid] = ops.add_plain(ops.lintrans(t.x, W["q"]), W["bq"], ("bq", i))
+            return work
+
+        kv = {g: (k, v) for g, k, v in _gather_during(gather, kv_local, [q_of(t) for t in toks])}
         out = {}
         for sid in sorted({t.sid for t in toks}):
             T = self.lengths[sid]
@@ -181,7 +212,8 @@ class EncoderRunner:
                 e = ops.need(e, 1, f"{tg}/sq{r}")
                 e = ops.mul(e, e)
             d = _rotsum(ops, e, L.block_sum_steps(G))
-            d = ops.add_plain(d, -np.tile(self._den_correction(i, G, nvalid), G), ("den", i, G, nvalid))
+            d = ops.add_plain(d, -np.tile(self._den_correction(i, G, nvalid, len(groups)), G),
+                              ("den", i, G, nvalid, len(groups)))
             n = _rotsum(ops, _mul(ops, e, V, tg + "/ev"), L.block_sum_steps(G))
             den = d if den is None else ops.add(den, d)
             num = n if num is None else ops.add(num, n)
@@ -192,9 +224,11 @@ class EncoderRunner:
         # sqrt(A), so neither side exceeds ~sqrt(A) (room under 2^62 / scale)
         c = self._gs_range(i) ** (-0.5 / max(1, a.inv_iterations - 1))
         for k in range(1, a.inv_iterations):
-            e = ops.need(e, 1, f"{tag}/gs{k}e")
+            # e keeps a level for the square, one for c(1 + e) and one for the
+            # product with acc: f then never needs a refresh of its own
+            e = ops.need(e, 3, f"{tag}/gs{k}e")
             e = ops.mul(e, e)
-            f = ops.add_const(ops.mul_const(ops.need(e, 1, f"{tag}/gs{k}f"), c), c)
+            f = ops.add_const(ops.mul_const(e, c), c)
             acc = _mul(ops, acc, f, f"{tag}/gs{k}a")
         res = _mul(ops, num, acc, tag + "/out")
         return ops.view(res, L.S)
@@ -221,10 +255,16 @@ class EncoderRunner:
         m = ops.mul_const(s1, 1.0 / n)
         var = ops.sub(ops.mul_const(s2, 1.0 / n), _mul(ops, m, m, tag + "/m2"))
         var = ops.add_const(var, self.cfg.ln_eps)
-        y = _cheb(ops, var, isq, tag + "/isq")
-        vh = ops.mul_const(ops.need(var, 1, tag + "/vh"), -0.5)
+        var = ops.need(var, isq.depth(), tag + "/isq")
+        y = ops.cheb(var, isq)
+        # vh comes from the refreshed var, so it lasts all the steps; y is
+        # refreshed once per step at most (a step is two levels deep), never
+        # per operand: 2-3 refreshes for three steps instead of a dozen
+        vh = ops.mul_const(var, -0.5)
         for k in range(self.approx[0].invsqrt_newton):
-            t = _mul(ops, _mul(ops, vh, y, f"{tag}/n{k}a"), _mul(ops, y, y, f"{tag}/n{k}b"), f"{tag}/n{k}c")
-            y = ops.add(ops.mul_const(ops.need(y, 1, f"{tag}/n{k}d"), 1.5), t)
+            y = ops.need(y, 2, f"{tag}/n{k}")
+            vh = ops.need(vh, 1, f"{tag}/n{k}v")
+            t = ops.mul(ops.mul(vh, y), ops.mul(y, y))
+            y = ops.add(ops.mul_const(y, 1.5), t)
         cg = ops.sub(ops.mul_plain(h, gamma, ("g", id(gamma))), ops.mul_plain(s1, gamma / n, ("gn", id(gamma))))
         return ops.add_plain(_mul(ops, cg, y, tag + "/y"), beta, ("b", id(beta)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import approx as approx_mod
 from . import models
+from . import refresh as refresh_mod
 from .block import EncoderRunner, Tok
 from .mirror import prepared
 from .ops import CipherOps, KeyHolder
@@ -19,13 +19,14 @@ def encrypt_rows(ctx, key, embedded, slots):
 
 
 def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, gather=None,
-        tokens=None, on_block=None):
-    """cts: list (sentences) of lists of token ciphertexts. Returns the same shape."""
+        tokens=None, on_block=None, ops_class=CipherOps):
+    """cts: list (sentences) of lists of token ciphertexts. Returns the same shape.
+    ops_class: CipherOps or a distributed variant (aegis_hpc.dist.encoder)."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
     model = prepared(name, ctx.params.slots, layers)
-    approx = approx_mod.build(models.load_calibration(name), layers, ctx.params.max_level)
-    ops = CipherOps(ctx, ctx.evaluator(keys), refresh, key_holder)
+    ops = ops_class(ctx, ctx.evaluator(keys), refresh, key_holder)
+    approx = refresh_mod.prepare(ops, name, layers, ctx.params.slots)
     lengths = [len(s) for s in cts]
     runner = EncoderRunner(ops, model, approx, lengths)
     toks, gid = [], 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import approx as approx_mod
 from . import models
+from . import refresh as refresh_mod
 from .block import EncoderRunner, PreparedModel, Tok
 from .ops import PlainOps
 from .packing import Layout
@@ -22,13 +22,15 @@ def prepared(name, slots, layers):
 
 
 def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 13,
-        max_level: int = 10, refresh: str = "client"):
-    """Final hidden states (tokens x hidden) per sentence, and the PlainOps stats."""
+        max_level: int = 10, refresh: str = "client", refresh_level: int | None = None,
+        record: dict | None = None):
+    """Final hidden states (tokens x hidden) per sentence, and the PlainOps stats.
+    refresh_level: level after a refresh (bootstrap: ops.bootstrap_level(params))."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
     model = prepared(name, slots, layers)
-    approx = approx_mod.build(models.load_calibration(name), layers, max_level)
-    ops = PlainOps(max_level, refresh)
+    ops = PlainOps(max_level, refresh, refresh_level, record=record)
+    approx = refresh_mod.prepare(ops, name, layers, slots)
     lengths = [len(x) for x in embedded]
     runner = EncoderRunner(ops, model, approx, lengths)
     toks, gid = [], 0

@@ -1,9 +1,18 @@
-"""python -m aegis_hpc.infer under mpirun: bit-for-bit across rank counts, one-line errors."""
+"""python -m aegis_hpc.infer under mpirun: every strategy gives the -n 1 output
+bit for bit at this world size, sends the bytes the planner predicts, and
+bad input gives one-line errors.
 
+Rank 0 of the test job launches the runs (mpirun -n 1 and -n WORLD as
+subprocesses); the other ranks wait without spinning, so the runs get the
+cores.
+"""
+
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -11,28 +20,61 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           PYTHONWARNINGS="ignore")
+           PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
 pytestmark = pytest.mark.mpi
+TEXT, TOKENS = "Birds sing", 4      # [CLS] birds sing [SEP]: splits evenly over 1, 2 and 4 ranks
+SHORT = 2                           # "" -> [CLS] [SEP]: limb and replicate run every token on every rank
 
 
-def sh(*args, n=None, timeout=600):
+def sh(*args, n=None, timeout=900):
     cmd = [sys.executable, "-m", *args]
     if n:
         cmd = ["mpirun", "--oversubscribe", "-n", str(n), *cmd]
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
+def rank0_only(comm, fn):
+    """Run fn on rank 0 while the others sleep in a nonblocking barrier."""
+    try:
+        if comm.rank == 0:
+            return fn()
+    finally:
+        req = comm.mpi.Ibarrier()
+        while not req.Test():
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    if shutil.which("mpirun") is None:
-        pytest.skip("mpirun not available")
-    d = tmp_path_factory.mktemp("infer")
-    assert sh("aegis_hpc.client", "keygen", "--preset", "test", "--for-model", "tiny",
-              "--out", str(d / "keys")).returncode == 0
-    r = sh("aegis_hpc.client", "encrypt", "--public-key", str(d / "keys/eval.h5"), "--model", "tiny",
-           "--text", "Birds sing.", "--out", str(d / "s.h5"))
-    assert r.returncode == 0, r.stderr
-    return d
+def work(comm, tmp_path_factory):
+    """Keys, the input and the -n 1 output, on rank 0. A failure is handed to
+    the tests (raised inside rank0_only) so that no rank waits forever."""
+    def setup():
+        if shutil.which("mpirun") is None:
+            pytest.skip("mpirun not available")
+        d = tmp_path_factory.mktemp("infer")
+        assert sh("aegis_hpc.client", "keygen", "--preset", "test", "--for-model", "tiny",
+                  "--out", str(d / "keys")).returncode == 0
+        for text, name in ((TEXT, "s"), ("", "short")):
+            r = sh("aegis_hpc.client", "encrypt", "--public-key", str(d / "keys/eval.h5"), "--model", "tiny",
+                   "--text", text, "--out", str(d / f"{name}.h5"))
+            assert r.returncode == 0, r.stderr
+            r1 = infer(d, f"{name}1.h5", 1, inp=f"{name}.h5")
+            assert r1.returncode == 0, r1.stderr
+        return d
+
+    def caught():
+        try:
+            return setup()
+        except BaseException as e:  # noqa: B036 -- pytest's skip is a BaseException
+            return e
+
+    return rank0_only(comm, caught)
+
+
+def ready(work):
+    if isinstance(work, BaseException):
+        raise work
+    return work
 
 
 def infer(d, out, n, *extra, inp="s.h5", keys="keys/eval.h5"):
@@ -46,19 +88,68 @@ def data(path):
         return f["ciphertexts/data"][...]
 
 
-def test_same_output_bit_for_bit_on_1_and_2_ranks(work):
-    r1 = infer(work, "o1.h5", 1)
-    assert r1.returncode == 0, r1.stderr
-    r2 = infer(work, "o2.h5", 2)
-    assert r2.returncode == 0, r2.stderr
-    assert "refreshes through the key holder" in r2.stdout and "summary" in r2.stdout
-    assert np.array_equal(data(work / "o1.h5"), data(work / "o2.h5"))
-    dec = sh("aegis_hpc.client", "decrypt", "--key", str(work / "keys/secret.h5"), "--input",
-             str(work / "o2.h5"), "--out", str(work / "o2.npy"))
-    assert dec.returncode == 0, dec.stderr
-    chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", "Birds sing.",
-             "--decrypted", str(work / "o2.npy"))
-    assert chk.returncode == 0, chk.stdout + chk.stderr
+def planned(world, strategy, tokens):
+    """The planner's bytes, summed over ranks, for infer's run (its trace of the encoder)."""
+    from aegis_hpc.ckks.params import preset
+    from aegis_hpc.dist import planner
+
+    params = preset("test")
+    tr = planner.trace("tiny", params, tokens, 1)
+    transfers = getattr(planner, f"{strategy}_transfers")(tr, params, tokens, world)
+    return sum(planner.predicted_bytes(t, params.n) for t in transfers)
+
+
+def run_strategy(d, strategy, world, name="s", tokens=TOKENS):
+    out = f"{name}-{strategy}{world}.h5"
+    r = infer(d, out, world, "--strategy", strategy, "--summary", str(d / f"{out}.json"), inp=f"{name}.h5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "summary" in r.stdout
+    assert np.array_equal(data(d / f"{name}1.h5"), data(d / out)), f"{strategy} at {world} ranks differs from 1"
+    with open(d / f"{out}.json") as f:
+        s = json.load(f)
+    assert (s["strategy"], s["world"], s["tokens"], s["layers"]) == (strategy, world, tokens, 1)
+    assert len(s["peak_memory_bytes"]) == world and min(s["peak_memory_bytes"]) > 2**20
+    assert set(s["blocks"]) == {"layer 0 attention", "layer 0 ffn"}
+    return s, sum(b["bytes"] for b in s["blocks"].values())
+
+
+@pytest.mark.mpi(min_size=2)
+def test_aegis_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
+    def check():
+        d = ready(work)
+        if TOKENS % comm.size:
+            pytest.skip(f"{TOKENS} tokens do not split over {comm.size} ranks")
+        s, total = run_strategy(d, "aegis", comm.size)
+        assert total == planned(comm.size, "aegis", TOKENS) > 0
+        assert s["blocks"]["layer 0 ffn"]["bytes"] == 0          # only attention talks
+        assert 0 <= s["comm_wait_seconds"] and 0 <= s["hidden_seconds"]
+        dec = sh("aegis_hpc.client", "decrypt", "--key", str(d / "keys/secret.h5"), "--input",
+                 str(d / f"s-aegis{comm.size}.h5"), "--out", str(d / "o.npy"))
+        assert dec.returncode == 0, dec.stderr
+        chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", TEXT,
+                 "--decrypted", str(d / "o.npy"))
+        assert chk.returncode == 0, chk.stdout + chk.stderr
+
+    rank0_only(comm, check)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_limb_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
+    def check():
+        _, total = run_strategy(ready(work), "limb", comm.size, "short", SHORT)
+        assert total == planned(comm.size, "limb", SHORT) > 0
+
+    rank0_only(comm, check)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_replicate_same_bits_as_one_rank(comm, work):
+    def check():
+        s, _ = run_strategy(ready(work), "replicate", comm.size, "short", SHORT)
+        # tensor parallel: every linear layer all-reduces its partial products
+        assert all(b["bytes"] > 0 for b in s["blocks"].values())
+
+    rank0_only(comm, check)
 
 
 def _one_line_error(r):
@@ -68,30 +159,31 @@ def _one_line_error(r):
     return lines
 
 
-def test_bad_inputs_fail_with_one_line(work):
-    d = work
-    # keys of another parameter set
-    assert sh("aegis_hpc.client", "keygen", "--preset", "test", "--for-model", "tiny",
-              "--out", str(d / "other")).returncode == 0
-    r = infer(d, "x1.h5", 2, keys="other/eval.h5")
-    assert len(_one_line_error(r)) == 2           # one line from each rank
-    # too-low level: drop levels of the input
-    with h5py.File(d / "s.h5") as f:
-        pass
-    from aegis_hpc import io
-    from aegis_hpc.ckks import Context
+@pytest.mark.mpi(min_size=2)
+def test_bad_inputs_fail_with_one_line(comm, work):
+    def check():
+        from aegis_hpc import io
 
-    ctx, keys = io.read_eval_keys(d / "keys/eval.h5")
-    t = io.read_ciphertexts(d / "s.h5", ctx.params)
-    ev = ctx.evaluator(keys)
-    low = [ev.drop_level(c, c.level - 2) for c in t.ciphertexts]
-    io.write_ciphertexts(d / "low.h5", low, shape=t.shape)
-    assert "level" in _one_line_error(infer(d, "x2.h5", 2, inp="low.h5"))[0]
-    # too-long sequence
-    long = [t.ciphertexts[0]] * 65
-    io.write_ciphertexts(d / "long.h5", long, shape=(65, 32))
-    assert "longer" in _one_line_error(infer(d, "x3.h5", 1, inp="long.h5"))[0]
-    # missing and corrupt files
-    assert _one_line_error(infer(d, "x4.h5", 2, inp="nope.h5"))
-    (d / "bad.h5").write_bytes(b"not hdf5 at all" * 10)
-    assert _one_line_error(infer(d, "x5.h5", 1, inp="bad.h5"))
+        d = ready(work)
+        # keys of another parameter set
+        assert sh("aegis_hpc.client", "keygen", "--preset", "test", "--for-model", "tiny",
+                  "--out", str(d / "other")).returncode == 0
+        r = infer(d, "x1.h5", 2, keys="other/eval.h5")
+        assert len(_one_line_error(r)) == 2           # one line from each rank
+        # too-low level: drop levels of the input
+        ctx, keys = io.read_eval_keys(d / "keys/eval.h5")
+        t = io.read_ciphertexts(d / "s.h5", ctx.params)
+        ev = ctx.evaluator(keys)
+        low = [ev.drop_level(c, c.level - 2) for c in t.ciphertexts]
+        io.write_ciphertexts(d / "low.h5", low, shape=t.shape)
+        assert "level" in _one_line_error(infer(d, "x2.h5", 2, inp="low.h5"))[0]
+        # too-long sequence
+        long = [t.ciphertexts[0]] * 65
+        io.write_ciphertexts(d / "long.h5", long, shape=(65, 32))
+        assert "longer" in _one_line_error(infer(d, "x3.h5", 1, inp="long.h5"))[0]
+        # missing and corrupt files
+        assert _one_line_error(infer(d, "x4.h5", 2, inp="nope.h5"))
+        (d / "bad.h5").write_bytes(b"not hdf5 at all" * 10)
+        assert _one_line_error(infer(d, "x5.h5", 1, inp="bad.h5"))
+
+    rank0_only(comm, check)

@@ -1,64 +1,67 @@
 """Bytes counted on the wire by the real collectives equal the planner's
-prediction exactly, per block and strategy, on small configs."""
+prediction exactly, per block and strategy, on a small config; the
+planner's trace refreshes where the plaintext mirror does."""
 
+import numpy as np
 import pytest
 
-from aegis_hpc.dist.planner import Algorithm, ModelConfig, Planner
+from aegis_hpc.dist.planner import BLOCKS, Planner
 
-F = 256          # head dim: 4 tokens per ciphertext at N = 2^11, keeps the skeleton fast
-ALG = Algorithm(exp_squarings=1, inv_iters=1, gelu_degree=3)
-
-
-def planner(world, token_groups, heads):
-    from aegis_hpc.ckks.params import preset
-
-    m = ModelConfig("skeleton", layers=1, hidden=F * heads, heads=heads, ffn=2 * F * heads,
-                    tokens=(1024 // F) * token_groups)
-    return Planner(m, preset("test"), world, ALG, refresh_level=6)
+TOKENS = 8       # tiny model at the test preset: 8 keys per attention ciphertext
 
 
 @pytest.fixture(scope="module")
-def skeleton(comm):
+def params():
     from aegis_hpc.ckks.params import preset
+
+    return preset("test")
+
+
+@pytest.fixture(scope="module")
+def planner(comm, params):
+    return Planner("tiny", params, comm.size, TOKENS * comm.size // 2, layers=1)
+
+
+@pytest.fixture(scope="module")
+def skeleton(comm, params):
     from aegis_hpc.dist.skeleton import Skeleton
 
-    return Skeleton(comm, preset("test"))
+    return Skeleton(comm, params)
 
 
-def check(skeleton, plan, expect_zero=(), expect_nonzero=()):
+def check(skeleton, plan):
     predicted = plan.bytes_by_block()
-    counted = skeleton.run(plan)
-    assert counted == predicted, (plan.strategy, plan.grid)
-    for b in expect_zero:
-        assert predicted[b] == 0, (plan.strategy, b)
-    for b in expect_nonzero:
-        assert predicted[b] > 0, (plan.strategy, b)
+    assert skeleton.run(plan) == predicted, (plan.strategy, plan.grid)
+    return predicted
 
 
 @pytest.mark.mpi(min_size=2)
-def test_aegis_choice_matches_and_only_attention_talks(comm, skeleton):
-    p = comm.size
-    pl = planner(p, p, heads=p)
-    plan = pl.aegis()
-    assert plan.grid == (p, 1)
-    check(skeleton, plan, expect_zero=("QKV", "out_proj", "layernorm", "FFN"), expect_nonzero=("attention",))
+def test_aegis_matches_and_only_attention_talks(planner, skeleton):
+    by = check(skeleton, planner.aegis())
+    assert by["attention"] > 0
+    assert all(by[b] == 0 for b in BLOCKS if b != "attention")
 
 
 @pytest.mark.mpi(min_size=2)
-def test_limb_matches(comm, skeleton):
-    plan = planner(comm.size, 1, heads=1).limb()
-    check(skeleton, plan, expect_nonzero=("QKV", "attention", "out_proj", "layernorm", "FFN"))
+def test_limb_matches_and_every_block_talks(planner, skeleton):
+    by = check(skeleton, planner.limb())
+    assert all(by[b] > 0 for b in BLOCKS)
+    aegis = planner.aegis().bytes_by_block()
+    assert aegis["attention"] < by["attention"]
 
 
 @pytest.mark.mpi(min_size=2)
-def test_replicate_matches(comm, skeleton):
-    p = comm.size
-    plan = planner(p, p, heads=p).replicate()
-    check(skeleton, plan, expect_zero=("QKV", "attention", "layernorm"), expect_nonzero=("out_proj", "FFN"))
+def test_replicate_matches_and_only_linear_layers_talk(planner, skeleton):
+    by = check(skeleton, planner.replicate())
+    assert all(by[b] > 0 for b in ("QKV", "out_proj", "FFN"))
+    assert by["attention"] == by["layernorm"] == 0
 
 
-@pytest.mark.mpi(min_size=4)
-def test_aegis_on_a_mixed_grid_matches(comm, skeleton):
-    """Token <-> head all-to-all with split limbs, plus limb exchanges inside limb groups."""
-    plan = planner(comm.size, 2, heads=2).aegis_at((2, comm.size // 2))
-    check(skeleton, plan, expect_nonzero=("attention", "FFN"))
+@pytest.mark.mpi(min_size=2)
+def test_trace_refreshes_where_the_mirror_does(comm, planner, params):
+    from aegis_hpc.nn import mirror
+
+    x = np.random.default_rng(0).normal(size=(planner.tokens, 32))
+    _, stats = mirror.run("tiny", [x], layers=1, slots=params.slots, max_level=params.max_level)
+    tr = planner.trace
+    assert planner.tokens * tr.refreshes_per_token + tr.refreshes_shared == stats.refreshes

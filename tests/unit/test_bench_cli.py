@@ -8,9 +8,38 @@ from aegis_hpc import bench
 from aegis_hpc.benchmarks import ops
 
 
-def test_reproduce_is_not_implemented_yet(capsys):
-    assert bench.main(["reproduce"]) == 2
-    assert "issue 9" in capsys.readouterr().out
+TINY = ["--model", "tiny", "--tokens", "8", "--preset", "test", "--layers", "1", "--gpus", "1,2", "--quiet"]
+
+
+def test_reproduce_planner_only_writes_table_plots_and_json(tmp_path, capsys):
+    """--no-run: the planner's reductions reach the table; the measured claims say 'not run'."""
+    import json
+
+    from aegis_hpc.ckks.params import preset
+    from aegis_hpc.dist.planner import Planner, reduction
+
+    assert bench.main(["reproduce", "--no-run", "--out", str(tmp_path), *TINY]) == 0
+    for f in ("reproduce.md", "reproduce.json", "bytes_per_block.png", "memory_per_gpu.png", "scaling.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    plans = Planner("tiny", preset("test"), 2, 8, 1).plans()
+    a, lb = plans["aegis"].bytes_by_block(), plans["limb"].bytes_by_block()
+    ffn, att = reduction(a["FFN"], lb["FFN"]), reduction(a["attention"], lb["attention"])
+    assert 0 < att < 100 and lb["FFN"] > 0
+    md = (tmp_path / "reproduce.md").read_text()
+    assert f"| -57.9 % | -{ffn:.1f} % | planner, 2 GPUs |" in md
+    assert f"| -81.3 % | -{att:.1f} % | planner, 2 GPUs |" in md
+    assert "| scaling efficiency | 96.62 % | not run |" in md
+    res = json.loads((tmp_path / "reproduce.json").read_text())
+    assert res["planner"]["by_gpus"]["2"]["strategies"]["limb"]["bytes_by_block"] == lb
+    assert "measured" not in res
+
+
+@pytest.mark.parametrize("argv", [["reproduce", "--gpus", "0,2"], ["reproduce", "--gpus", "two"],
+                                  ["reproduce", "--run-model", "nope"], ["comm", "--sizes", "0"]])
+def test_bench_usage_errors_are_one_line(argv, capsys):
+    assert bench.main(argv) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("error:")
 
 
 def test_plan_without_planner_says_so(capsys, monkeypatch):

@@ -219,6 +219,7 @@ def test_existing_output_refused_without_force(work, tmp_path):
     (["encrypt", "--input", "x.npy", "--out", "c.h5"], "required"),
     (["keygen", "--preset", "nope", "--out", "k"], "unknown preset"),
     (["keygen", "--preset", "test", "--rotations", "1,x", "--out", "K"], "comma-separated integers"),
+    (["keygen", "--preset", "test", "--bootstrap", "--out", "K"], "use a preset ending in -boot"),
     (["encrypt", "--key", "missing.h5", "--input", "x.npy", "--out", "c.h5"], "no such file"),
 ])
 def test_usage_mistakes(work, tmp_path, monkeypatch, args, match):

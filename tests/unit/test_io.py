@@ -11,6 +11,7 @@ import pytest
 from aegis_hpc import io
 from aegis_hpc.backend import to_numpy
 from aegis_hpc.ckks import Context, Parameters
+from aegis_hpc.ckks.bootstrap.bootstrapper import encapsulation_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore::aegis_hpc.io.InsecureParametersWarning")
 
@@ -106,6 +107,49 @@ def test_eval_keys_round_trip_and_still_work(ctx, keys, matrix, tmp_path, compre
     padded = np.pad(matrix[0], (0, 4))
     want = np.roll(padded, -3) * padded
     assert np.max(np.abs(got - want)) < DECRYPT_TOL
+
+
+@pytest.fixture(scope="module")
+def boot():
+    bctx = Context.from_preset("test-boot")
+    return (bctx, *bctx.keygen(bootstrap=True))
+
+
+def test_bootstrap_keys_round_trip_and_bootstrap_after_load(boot, tmp_path):
+    """Encapsulation keys survive HDF5 bit for bit (seed-compressed or not), and the
+    loaded keys bootstrap (bound: test_bootstrap.BOOT_BOUND)."""
+    bctx, sk, ek = boot
+    for compress in (False, True):
+        path = tmp_path / f"eval{int(compress)}.h5"
+        io.write_eval_keys(path, bctx.params, ek, seed_compression=compress)
+        _, back = io.read_eval_keys(path)   # context from the file: test-boot may be insecure
+        assert io.has_bootstrap_keys(back) and sorted(back.galois) == sorted(ek.galois)
+        for name in ("to_ephemeral", "from_ephemeral"):
+            mine, theirs = getattr(back.bootstrap, name), getattr(ek.bootstrap, name)
+            assert mine.b.shape == theirs.b.shape and mine.a.shape == theirs.a.shape
+            assert same(mine.b, theirs.b) and same(mine.a, theirs.a) and mine.seeds == theirs.seeds
+    # the truncated key towards the sparse secret: P' and the level-0 primes only
+    p = bctx.params
+    assert back.bootstrap.to_ephemeral.b.shape == (1, len(encapsulation_rows(p)), p.n)
+    x = np.random.default_rng(4).uniform(-1, 1, bctx.slots)
+    out = bctx.evaluator(back).bootstrap(bctx.encrypt(x, sk, level=0))
+    assert out.level > 0 and np.abs(bctx.decrypt(out, sk) - x).max() < 2.0 ** -18
+    # keys without them say so
+    io.write_eval_keys(tmp_path / "plain.h5", bctx.params, type(ek)(public=ek.public, relin=ek.relin,
+                                                                   fingerprint=ek.fingerprint))
+    assert not io.has_bootstrap_keys(io.read_eval_keys(tmp_path / "plain.h5")[1])
+    assert "bootstrapping keys: no" in io.describe(tmp_path / "plain.h5")
+    assert any(ln.startswith("bootstrapping keys: yes") for ln in io.describe(path))
+
+
+def test_damaged_bootstrap_key_is_refused(boot, tmp_path):
+    bctx, _, ek = boot
+    path = tmp_path / "eval.h5"
+    io.write_eval_keys(path, bctx.params, ek, seed_compression=False)
+    with h5py.File(path, "r+") as f:
+        f["bootstrap/to_ephemeral/seeds"][0, 0] ^= 1
+    with pytest.raises(io.FormatError, match="to_ephemeral/a does not match its seed"):
+        io.read_eval_keys(path)
 
 
 def test_seed_compression_halves_the_eval_file(ctx, keys, tmp_path):

@@ -25,18 +25,33 @@ sqrt(h) with the secret's Hamming weight h, and EvalMod's degree with |I|.
 The main secret stays dense (the 128-bit table assumes uniform ternary);
 only for ModRaise the level-0 ciphertext is switched to an ephemeral sparse
 secret s' (weight 32), and switched back right after at the top level. The
-key s -> s' is published only on the primes of level 0 and P, a small
-modulus at which a sparse secret is still hard; the key s' -> s encrypts s'
-under the dense s over the whole chain like any other switching key.
-Security of s -> s' (an RLWE sample under s', h = 32): Lattigo's
-bootstrapping (EphemeralSecretWeight 32 by default, the setting of the paper)
-generates it on one Q prime and one P prime only (GenEncapsulationSwitchingKeys:
-Q()[:1], P()[:1], ~2^121). Ours lives on Q0*P, 2^248 at n16-boot. Dropping
-dimensions by guessing zeros of s' must guess 3/4 of them (probability
-4^-32 = 2^-64) to reach N=2^14, where 248 bits is far below the dense bound
-(438), or 7/8 (2^-96) to reach N=2^13, just above its bound (218): a margin,
-but no lattice-estimator run backs it. Moving the key to Q0 and two P primes
-(~2^124, like Lattigo's) needs a per-key special basis in keyswitch.py (open).
+key s -> s' is published only on the primes of level 0 and two special
+primes, a small modulus at which a sparse secret is still hard; the key
+s' -> s encrypts s' under the dense s over the whole chain like any other
+switching key.
+
+Security of s -> s' (an RLWE sample under s', h = 32). No published table
+covers h = 32 at N = 2^16 that we could find: the HE standard's bound (1747
+bits) assumes a dense ternary secret, and of Bossuat et al., "Security
+Guidelines for Implementing Homomorphic Encryption" (ePrint 2024/463) we
+had only the abstract, no sparse-secret table. The reference point is thus
+Lattigo's choice, the implementation of the paper above: its bootstrapping
+(EphemeralSecretWeight 32 by default) generates this key with
+GenEncapsulationSwitchingKeys on the primes Q()[:1] and P()[:1] only
+(tuneinsight/lattigo, ckks/bootstrapping/bootstrapper.go), ~2^60 * ~2^61 =
+2^121 at N = 2^16 in its N16QP1546H192H32 set. Ours: Q0 (the base primes)
+and as few special primes P' as keep the key-switching noise small
+(encapsulation_special: P' >= Q0/2, two 31-bit primes), 2^124 at n16-boot,
+checked against ENCAPSULATION_MAX_LOG_QP (Lattigo's 121 bits plus the 3 that
+31-bit primes cost) at key generation. Smaller rings get the bound scaled by
+N/2^16 (the dense table's rate), so a secure chain below 2^16 is refused
+rather than guessed. The price is the switch's noise, ~Q0/P' ~ 1 times the
+key's error instead of Q0/P ~ 2^-124 times it: at n16-boot (CPU, N=2^16) ModRaise's noise
+goes from 2^6.0 to 2^9.3 (std, coefficients of scale 2^55), and the level-0
+slots switched to s' are off by 2^-30.8 instead of 2^-42.6 (max). Most of
+that is one fixed pattern: ModUp's output x + u*Q0 is not centred, so its
+mean (~Q0) times the key error lands on the all-ones polynomial, whose slot
+image peaks at ~N/pi. Still 2^-9.6 of the bootstrapping error (2^-21.2).
 
 Precision is set by the message ratio R = Q0/Delta_in: an error e in v
 becomes R*e in the output, while sin(2*pi*v)/(2*pi) differs from m/Q0 by a
@@ -69,7 +84,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ciphertext import Ciphertext
-from ..keys import SecretKey, SwitchingKey
+from ..keys import SecretKey, SwitchingKey, switching_key_rows
+from ..keyswitch import KeySwitcher
 from ..rns import crt_centered_small
 from ..sampling import Stream, fresh_seed, ternary
 from . import dft
@@ -99,6 +115,9 @@ class BootstrapConfig:
 
 
 EPHEMERAL_WEIGHT = 32
+# log2 of the modulus the key towards the weight-32 secret may have at N >= 2^16: Lattigo's
+# Q0*P0 (121 bits, module docstring) plus 3 bits for our two-prime Q0 and P' of 31-bit primes
+ENCAPSULATION_MAX_LOG_QP = 124.0
 BOOST_SCALE_BITS = 60  # scale the DFT stages rotate at (Bootstrapper._boost)
 
 
@@ -128,6 +147,41 @@ class EncapsulationKeys:
     from_ephemeral: SwitchingKey
 
 
+def encapsulation_special(params) -> int:
+    """Special primes of the key towards the ephemeral secret: the fewest with P' >= Q0/2.
+
+    Its key-switching noise is ~Q0/P' times a key's error summed over N terms, so
+    P' ~ Q0 keeps it near a fresh encryption's; more primes only enlarge the
+    modulus the sparse secret is exposed at.
+    """
+    q0 = math.prod(params.q[: params.limbs_at(0)])
+    for k in range(1, len(params.p) + 1):
+        if 2 * math.prod(params.p[:k]) >= q0:
+            return k
+    return len(params.p)
+
+
+def encapsulation_rows(params) -> list:
+    """Rows (params.qp indices) of the key towards the ephemeral secret: P', then Q_0."""
+    return switching_key_rows(params, 0, encapsulation_special(params))
+
+
+def encapsulation_log_modulus(params) -> float:
+    return sum(math.log2(params.qp[i]) for i in encapsulation_rows(params))
+
+
+def check_encapsulation_security(params) -> float:
+    """log2 of the key's modulus; BootstrapError past the bound (module docstring) on a
+    secure chain. Insecure test rings are not checked: nothing there is secure."""
+    log_qp = encapsulation_log_modulus(params)
+    bound = ENCAPSULATION_MAX_LOG_QP * min(1.0, params.n / 2 ** 16)
+    if not params.insecure and log_qp > bound:
+        raise BootstrapError(f"the key towards the weight-{EPHEMERAL_WEIGHT} ephemeral secret would have "
+                             f"log2(modulus) {log_qp:.1f} > {bound:.1f} at N=2^{params.log_n} (no security "
+                             f"reference for it); bootstrap at N >= 2^16")
+    return log_qp
+
+
 def add_bootstrap_keys(ctx, sk, keys, config: BootstrapConfig | None = None):
     """Context.keygen(bootstrap=True): the encapsulation keys, as `keys.bootstrap`."""
     config = config or default_config(ctx.params)
@@ -135,16 +189,13 @@ def add_bootstrap_keys(ctx, sk, keys, config: BootstrapConfig | None = None):
     if config.ephemeral_weight is None:
         return keys
     p, kg = ctx.params, ctx.keygenerator
-    s_eph = ternary(Stream(fresh_seed(), "ephemeral-secret"), p.n, config.ephemeral_weight)
-    eph = SecretKey(coeffs=s_eph, ntt=kg.small_to_ntt(s_eph, kg.all_idx), fingerprint=p.fingerprint)
-    full = kg.switching_key(eph, sk.ntt)
-    # keep digit 0 on the rows P, Q_0 only: the rest would expose s' at a large modulus
-    rows = len(p.p) + p.limbs_at(0)
+    check_encapsulation_security(p)
     if p.digits_at(0) != [range(0, p.limbs_at(0))]:
         raise BootstrapError("level 0 must lie in the first key-switching digit")
-    down = SwitchingKey(b=full.b[:1, :rows].copy(), a=full.a[:1, :rows].copy(), seeds=full.seeds[:1],
-                        fingerprint=p.fingerprint)
-    del full
+    s_eph = ternary(Stream(fresh_seed(), "ephemeral-secret"), p.n, config.ephemeral_weight)
+    eph = SecretKey(coeffs=s_eph, ntt=kg.small_to_ntt(s_eph, kg.all_idx), fingerprint=p.fingerprint)
+    # s -> s' only on P', Q_0 (digit 0): more rows would expose s' at a larger modulus
+    down = kg.switching_key(eph, sk.ntt, level=0, special=encapsulation_special(p))
     keys.bootstrap = EncapsulationKeys(to_ephemeral=down, from_ephemeral=kg.switching_key(sk, eph.ntt))
     return keys
 
@@ -204,6 +255,13 @@ class Bootstrapper:
             self.encapsulation = getattr(ev.keys, "bootstrap", None)
             if self.encapsulation is None:
                 raise BootstrapError("no bootstrapping keys: generate them with ctx.keygen(bootstrap=True)")
+            rows = len(encapsulation_rows(p))
+            if self.encapsulation.to_ephemeral.b.shape[:2] != (1, rows):
+                raise BootstrapError(f"the key towards the ephemeral secret has shape "
+                                     f"{tuple(self.encapsulation.to_ephemeral.b.shape[:2])}, expected (1, {rows}): "
+                                     f"keys from an older version; generate them again")
+            # this one key lives on P' (encapsulation_special), not all of P
+            self._encap_ks = KeySwitcher(p, ev.ring, special=encapsulation_special(p))
 
     def describe(self, slots: int | None = None) -> dict:
         """Shape of the circuit: levels it uses and leaves, key switches per call."""
@@ -232,7 +290,7 @@ class Bootstrapper:
         if ct.level != 0:
             ct = ev.drop_level(ct, ct.level)
         if self.encapsulation is not None:
-            ct = self._switch(ct, self.encapsulation.to_ephemeral)
+            ct = self._switch(ct, self.encapsulation.to_ephemeral, self._encap_ks)
         base = list(range(p.base_primes))
         coeff = ring.intt(ct.data, base)
         lifted = xp.stack([crt_centered_small(coeff[c], p.q[: p.base_primes]) for c in range(2)])
@@ -245,10 +303,10 @@ class Bootstrapper:
             raised = self._switch(raised, self.encapsulation.from_ephemeral)
         return raised
 
-    def _switch(self, ct, key):
+    def _switch(self, ct, key, ks=None):
         ev = self.ev
         qc = ev._qc(ct.limbs)
-        u = ev.ks.switch(ct.data[1], key, ct.level)
+        u = (ks or ev.ks).switch(ct.data[1], key, ct.level)
         return ct.with_data(ev.xp.stack([(ct.data[0] + u[0]) % qc, u[1]]))
 
     def sub_sum(self, ct, pipe: _Pipeline):

@@ -1,0 +1,166 @@
+"""Limb-parallel CKKS evaluation (strategy `limb`, the prior multi-GPU design).
+
+Every rank holds every ciphertext, but only some of its RNS limbs. Limbs are
+dealt cyclically: rank r of P holds the primes q_i with i = r mod P (and the
+special primes p_j with j = r mod P while a key switch runs). Why not
+contiguous blocks: a rescale drops the top prime group, and contiguous blocks
+of ceil(L/P) would move their boundaries at every level (a re-shard) and put
+the dropped group on one rank; dealt cyclically, ownership never changes as
+levels drop and every prime group is spread over the ranks, so each exchange
+is an all-gather of at most ceil(limbs/P) limbs per rank -- the volumes
+planner.py predicts for `limb` (ModUp: c1 over Q_l; ModDown: both
+polynomials over P; rescale: both polynomials over the dropped group).
+
+Additions, plaintext and constant products and the tensor of a ciphertext
+product are limb-local. Key switching all-gathers c1 (ModUp needs every limb
+of a digit), multiplies its own extended limbs with the key, then all-gathers
+the P limbs for ModDown; hoisted rotations share one ModUp gather. Rescale
+all-gathers the dropped group. The ModUp, ModDown and rescale arithmetic is
+the single-rank KeySwitcher / Evaluator code run on the gathered limbs (this
+rank's rows are kept), so the result is bit-identical to one rank's; the
+price is that those steps' NTTs and basis conversions are not yet divided
+among ranks (the inner product with the key and all limb-local ops are).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ckks.ciphertext import Ciphertext, Plaintext
+from ..ckks.evaluator import EvaluationError, Evaluator
+from ..nn.ops import CipherOps
+
+SITE = "limb"
+# Gathers that exist only because this process plays the key holder and
+# writes whole-ciphertext files: in a deployment each rank would send its own
+# limbs to the key holder or the file, so they are not the design's
+# inter-GPU traffic (infer reports them apart; the planner does not model them).
+OFF_DESIGN_SITES = (f"{SITE}/refresh", f"{SITE}/output")
+
+
+class LimbEvaluator(Evaluator):
+    """Evaluator over limb-sharded ciphertexts (`data` holds this rank's limbs
+    i = rank, rank + P, ... of the level's Q_l). The arithmetic is Evaluator's,
+    run on this rank's rows through its hooks; only rescale and the key-switch
+    steps exchange limbs."""
+
+    def __init__(self, ctx, keys, comm, site: str = SITE):
+        super().__init__(ctx, keys)
+        # single-rank rescale / ModUp / ModDown on gathered limbs; one KeySwitcher (its tables are cached)
+        self.base = ctx.evaluator(keys)
+        self.ks = self.base.ks
+        self.comm, self.site = comm, site
+        self.r, self.P = comm.rank, comm.size
+        self.n_p = len(self.params.p)
+
+    # ---- ownership --------------------------------------------------------
+    def own(self, limbs: int) -> range:
+        return range(self.r, limbs, self.P)
+
+    _rows = own
+
+    def _limbs(self, ct):
+        return self.params.limbs_at(ct.level)
+
+    def _qc(self, limbs):
+        return self.ring.q_col(list(self.own(limbs)))
+
+    def _pt_rows(self, pt: Plaintext, limbs: int):
+        return pt.data[: limbs][self.r::self.P]
+
+    def scatter(self, ct: Ciphertext) -> Ciphertext:
+        """This rank's limbs of a whole ciphertext (local, no traffic)."""
+        return ct.with_data(self.xp.ascontiguousarray(ct.data[..., self.r::self.P, :]))
+
+    def _gather_rows(self, x, lo: int, hi: int, site: str):
+        """x: (..., k, N), this rank's rows of the global rows lo..hi-1 (those
+        = rank mod P). Returns (..., hi - lo, N), every row. All-gather of
+        blocks padded to ceil((hi - lo) / P) rows."""
+        xp, P = self.xp, self.P
+        c = math.ceil((hi - lo) / P)
+        pad = xp.zeros(x.shape[:-2] + (c, x.shape[-1]), dtype=x.dtype)
+        pad[..., : x.shape[-2], :] = x
+        parts = self.comm.iallgather(pad, f"{self.site}/{site}").wait()
+        out = xp.empty(x.shape[:-2] + (hi - lo, x.shape[-1]), dtype=x.dtype)
+        for q in range(P):
+            rows = list(range(lo, hi))[(q - lo) % P::P]   # global rows owned by rank q
+            out[..., [i - lo for i in rows], :] = parts[q][..., : len(rows), :]
+        return out
+
+    def gather(self, ct: Ciphertext, site: str = "gather") -> Ciphertext:
+        """The whole ciphertext on every rank."""
+        return ct.with_data(self._gather_rows(ct.data, 0, self.params.limbs_at(ct.level), site))
+
+    # ---- exchanges --------------------------------------------------------------
+    def rescale(self, ct):
+        """Gather the dropped prime group, then the single-rank rescale on it
+        and this rank's kept limbs."""
+        self._check(ct)
+        if ct.level == 0:
+            raise EvaluationError("cannot rescale a level-0 ciphertext")
+        limbs = self.params.limbs_at(ct.level)
+        keep = limbs - self.params.primes_per_level
+        mine = list(self.own(limbs))
+        n_keep = len(self.own(keep))
+        top = self._gather_rows(ct.data[:, n_keep:], keep, limbs, "rescale")
+        full = self.xp.zeros((2, limbs, ct.data.shape[-1]), dtype=ct.data.dtype)
+        full[:, mine[:n_keep]] = ct.data[:, :n_keep]
+        full[:, keep:] = top
+        out = self.base.rescale(ct.with_data(full))
+        return out.with_data(self.xp.ascontiguousarray(out.data[:, self.r::self.P]))
+
+    def _ext_rows(self, level):
+        """This rank's rows of the extended basis [P, Q_l] (KeySwitcher order)."""
+        return list(range(self.r, self.n_p, self.P)) + [self.n_p + i for i in self.own(self.params.limbs_at(level))]
+
+    def _modup(self, d, level):
+        """ModUp gather of c1 over Q_l; this rank's extended rows of every digit."""
+        full = self._gather_rows(d, 0, self.params.limbs_at(level), "modup")
+        return self.ks.modup(full, level)[:, self._ext_rows(level)]
+
+    def _inner(self, ext, key, level, perm=None):
+        rows = self._ext_rows(level)
+        qp_idx = [self.ks.rows(level)[i] for i in rows]
+        qc = self.ring.q_col(qp_idx)
+        if perm is not None:
+            ext = ext[..., perm]
+        acc = self.xp.zeros((2,) + ext.shape[1:], dtype=np.uint64)
+        for j in range(ext.shape[0]):
+            for c, k in ((0, key.b), (1, key.a)):
+                acc[c] += ext[j] * k[j][rows].astype(np.uint64) % qc
+                acc[c] %= qc
+        return acc
+
+    def _moddown(self, acc, level):
+        """ModDown gather of both polynomials over P, then the single-rank
+        ModDown; this rank's Q_l limbs of the result."""
+        limbs = self.params.limbs_at(level)
+        n_pown = len(range(self.r, self.n_p, self.P))
+        p_full = self._gather_rows(acc[:, :n_pown], 0, self.n_p, "moddown")
+        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
+        full[:, : self.n_p] = p_full
+        full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, n_pown:]
+        return self.ks.moddown(full, level)[:, self.r::self.P]
+
+    def bootstrap(self, ct):
+        raise NotImplementedError("bootstrapping is not limb-parallel yet (use --refresh client)")
+
+
+class LimbCipherOps(CipherOps):
+    """CipherOps over a LimbEvaluator. The key holder decrypts whole
+    ciphertexts: a refresh gathers the limbs first (site limb/refresh) and
+    keeps this rank's limbs of the answer."""
+
+    def __init__(self, limb_ev: LimbEvaluator, ctx, refresh="client", key_holder=None, *a, **kw):
+        super().__init__(ctx, limb_ev, refresh, _LimbKeyHolder(limb_ev, key_holder) if key_holder else None,
+                         *a, **kw)
+
+
+class _LimbKeyHolder:
+    def __init__(self, limb_ev, holder):
+        self.ev, self.holder = limb_ev, holder
+
+    def refresh(self, ct, tag):
+        return self.ev.scatter(self.holder.refresh(self.ev.gather(ct, "refresh"), tag))

@@ -1,0 +1,69 @@
+"""The encoder's collectives (aegis_hpc.dist.encoder): the k/v all-gather of
+token sharding and the all-reduced partial products of tensor parallelism
+give one rank's ciphertexts bit for bit, and send the bytes their shapes say."""
+
+import math
+
+import numpy as np
+import pytest
+
+ckks = pytest.importorskip("aegis_hpc.ckks")
+
+
+@pytest.fixture(scope="module")
+def keyed(comm):
+    ctx = ckks.Context.from_preset("test")
+    lt = ckks.LinearTransform(matrix=np.random.default_rng(3).uniform(-1, 1, (32, 32)), slots=32)
+    sk, keys = comm.mpi.bcast(ctx.keygen(rotations=lt.rotations()) if comm.rank == 0 else None, root=0)
+    return ctx, sk, keys, lt
+
+
+@pytest.mark.mpi(min_size=2)
+def test_token_gather_returns_every_token_and_runs_the_work(comm, keyed):
+    from aegis_hpc.dist.comm import wire_bytes
+    from aegis_hpc.dist.encoder import TokenGather
+    from aegis_hpc.io import rank_range
+
+    ctx, sk, _, _ = keyed
+    total = 2 * comm.size + 1           # uneven shards: the last ranks hold one token fewer
+    cts = [(g, ctx.encrypt(np.full(8, g), sk, slots=8, level=2, seed=b"k%d" % g),
+            ctx.encrypt(np.full(8, -g), sk, slots=8, level=2, seed=b"v%d" % g)) for g in range(total)]
+    sl = rank_range(total, comm.rank, comm.size)
+    done = []
+    comm.stats.reset()
+    gather = TokenGather(comm, total, site="t-kv")
+    out = gather(cts[sl.start:sl.stop], [lambda: done.append(1), lambda: done.append(2)])
+    assert done == [1, 2]
+    assert [g for g, _, _ in out] == list(range(total))
+    for (g, k, v), (_, k0, v0) in zip(out, cts):
+        assert np.array_equal(k.data, k0.data) and np.array_equal(v.data, v0.data)
+        assert (k.level, k.scale, k.slots) == (k0.level, k0.scale, k0.slots)
+    width = math.ceil(total / comm.size)
+    assert comm.stats.sites["t-kv"].bytes_sent == wire_bytes("allgather", width * 2 * cts[0][1].data.size,
+                                                             comm.size)
+    assert gather.overlap.in_flight_s >= gather.overlap.blocked_s >= 0
+
+
+@pytest.mark.mpi(min_size=2)
+def test_tensor_parallel_linear_is_one_ranks_result(comm, keyed):
+    from aegis_hpc.dist.comm import wire_bytes
+    from aegis_hpc.dist.encoder import TensorParallelOps
+    from aegis_hpc.nn.ops import CipherOps
+
+    ctx, sk, keys, lt = keyed
+    x = ctx.encrypt(np.linspace(-1, 1, 32), sk, slots=32, level=3, seed=b"x")
+    want = CipherOps(ctx, ctx.evaluator(keys), refresh="none").lintrans(x, lt)
+    comm.stats.reset()
+    tp = TensorParallelOps(comm, ctx, ctx.evaluator(keys), refresh="none", site="t-tp")
+    got = tp.lintrans(x, lt)
+    assert np.array_equal(got.data, want.data) and (got.level, got.scale) == (want.level, want.scale)
+    assert np.allclose(ctx.decrypt(got, sk).real, lt_apply(lt, np.linspace(-1, 1, 32)), atol=1e-4)
+    assert comm.stats.sites["t-tp"].bytes_sent == wire_bytes("allreduce", x.data.size, comm.size)
+
+
+def lt_apply(lt, v):
+    rows = np.arange(lt.slots)
+    m = np.zeros((lt.slots, lt.slots))
+    for k, d in lt.diagonals.items():
+        m[rows, (rows + k) % lt.slots] = d
+    return m @ v
