@@ -121,9 +121,10 @@ def cmd_encrypt(args) -> int:
     io.check_output(args.out, args.force)
     if args.key:
         ctx, key = io.read_secret_key(args.key)
+        key_id = io.secret_key_id(key)
     else:
         ctx, key = io.read_eval_keys(args.public_key)
-        key = key.public
+        key, key_id = key.public, io.eval_key_id(args.public_key)
     if args.text is not None:
         if not args.model:
             raise UsageError("--text needs --model NAME (the tokenizer and embedding to use)")
@@ -141,7 +142,7 @@ def cmd_encrypt(args) -> int:
     slots = 1 << max(0, int(values.shape[1] - 1).bit_length())
     cts = [ctx.encrypt(row, key, slots=slots) for row in values]
     io.write_ciphertexts(args.out, cts, shape=values.shape, packing=io.ROW_PER_CIPHERTEXT,
-                         force=args.force)
+                         force=args.force, key_id=key_id)
     _say(f"encrypted {values.shape[0]} x {values.shape[1]} -> {len(cts)} ciphertexts "
          f"({slots} slots, level {cts[0].level}) in {args.out}")
     return 0
@@ -166,6 +167,9 @@ def cmd_decrypt(args) -> int:
     io.check_output(args.out, args.force)
     ctx, sk = io.read_secret_key(args.key)
     tensor = io.read_ciphertexts(args.input, ctx.params)
+    if tensor.key_id and tensor.key_id != io.secret_key_id(sk):
+        raise UsageError(f"{args.input} is encrypted under key {tensor.key_id}, {args.key} is key "
+                         f"{io.secret_key_id(sk)}: wrong secret key")
     result = io.decode_rows(ctx, tensor, sk)
     with io.atomic_output(args.out, args.force) as tmp:
         with open(tmp, "wb") as fh:

@@ -3,7 +3,7 @@
     mpirun -n 2 python -m aegis_hpc.infer --model tiny --keys eval.h5 \
         --input s1.h5 [s2.h5 ...] --output o1.h5 [o2.h5 ...] \
         [--strategy aegis|replicate] [--layers K] [--refresh client|bootstrap|none] \
-        [--key-holder secret.h5] [--seed HEX] [--summary run.json]
+        [--key-holder secret.h5] [--seed HEX] [--summary run.json] [--no-overlap]
 
 Each input file is one encrypted sequence (tokens x features, one ciphertext
 per token, as `python -m aegis_hpc.client encrypt --text ... --model NAME`
@@ -81,6 +81,9 @@ def _parse(argv):
                     "(reproducible runs); default random")
     ap.add_argument("--force", action="store_true", help="replace existing outputs")
     ap.add_argument("--summary", help="write the run summary as JSON (rank 0)")
+    ap.add_argument("--no-overlap", action="store_true",
+                    help="aegis: wait for the k/v all-gather instead of running the q projections "
+                         "while it is in flight (the baseline for the time overlap hides)")
     return ap.parse_args(argv)
 
 
@@ -143,6 +146,7 @@ def run(args, comm) -> int:
         for o in args.output:
             io.check_output(o, args.force)
         ctx, keys = io.read_eval_keys(args.keys)
+        eval_id = io.eval_key_id(args.keys)
         params = ctx.params
         if args.refresh is None:
             args.refresh = "bootstrap" if io.has_bootstrap_keys(keys) else "client"
@@ -161,11 +165,6 @@ def run(args, comm) -> int:
             if hctx.params.fingerprint != params.fingerprint:
                 raise UsageError(f"key holder's key is for parameters {hctx.params.fingerprint[:16]}…, "
                                  f"evaluation keys for {params.fingerprint[:16]}…")
-            import h5py
-
-            with h5py.File(args.keys, "r") as f:
-                eval_id = f.attrs.get("key_id")
-            eval_id = eval_id.decode() if isinstance(eval_id, bytes) else eval_id
             if eval_id and eval_id != io.secret_key_id(sk):
                 raise UsageError(f"{args.keys} belongs to secret key {eval_id}, the key holder's is "
                                  f"{io.secret_key_id(sk)}: keys do not match")
@@ -177,6 +176,9 @@ def run(args, comm) -> int:
         tensors = []
         for path in args.input:
             t = io.read_ciphertexts(path, params)
+            if t.key_id and eval_id and t.key_id != eval_id:
+                raise UsageError(f"{path} is encrypted under key {t.key_id}, {args.keys} belongs to key "
+                                 f"{eval_id}: keys do not match the ciphertexts")
             T, F = int(t.shape[0]), int(t.shape[1])
             if F != cfg.hidden or t.packing != io.ROW_PER_CIPHERTEXT:
                 raise UsageError(f"{path}: {T} x {F} ({t.packing}); model {cfg.name} needs rows of {cfg.hidden} features")
@@ -240,7 +242,7 @@ def run(args, comm) -> int:
 
     gather, ops_class = None, CipherOps
     if args.strategy == "aegis":
-        gather = dist_encoder.TokenGather(comm.dist, total)
+        gather = dist_encoder.TokenGather(comm.dist, total, overlap=not args.no_overlap)
     elif args.strategy == "replicate":
         def ops_class(*a):
             return dist_encoder.TensorParallelOps(comm.dist, *a)
@@ -281,7 +283,8 @@ def run(args, comm) -> int:
             shard = io.Shard(index=write_rank[s].index(rank), count=len(write_rank[s]),
                              start=mine_s[0].pos, total=lengths[s])
             io.write_ciphertexts(io.shard_path(out, rank), [t.x for t in mine_s],
-                                 shape=(lengths[s], cfg.hidden), force=args.force, shard=shard)
+                                 shape=(lengths[s], cfg.hidden), force=args.force, shard=shard,
+                                 key_id=eval_id)
     comm.c.Barrier()
     if rank == 0:
         for s, out in enumerate(args.output):
@@ -317,6 +320,7 @@ def run(args, comm) -> int:
             doc = {"strategy": args.strategy, "world": size, "model": cfg.name, "layers": layers,
                    "tokens": total, "blocks": {n: {"seconds": sec, "bytes": int(b)} for n, sec, b in blocks},
                    "hidden_seconds": hidden, "comm_wait_seconds": waited, "peak_memory_bytes": peaks,
+                   "overlap": not args.no_overlap,
                    "device": backend.name(), "data_plane": comm.dist.kind, "refresh": args.refresh,
                    "refreshes": int(refreshes if args.refresh != "none" else 0),
                    "bootstraps": int(refreshes if args.refresh == "bootstrap" else 0)}

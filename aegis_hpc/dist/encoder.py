@@ -51,10 +51,12 @@ class TokenGather:
     (gid, k, v), gids the contiguous `rank_range` of the token shard; returns
     every token's (gid, k, v) sorted by gid, having run `work` meanwhile."""
 
-    overlaps = True
 
-    def __init__(self, comm, total: int, site: str = SITE_KV):
+    def __init__(self, comm, total: int, site: str = SITE_KV, overlap: bool = True):
         self.comm, self.site = comm, site
+        # overlap=False: the q projections run before the gather, which is then
+        # waited for at once (block._gather_during): the baseline for infer --no-overlap
+        self.overlaps = overlap
         self.ranges = [rank_range(total, r, comm.size) for r in range(comm.size)]
         # iallgather needs equal blocks: pad to the largest shard (padding is sent, so counted)
         self.width = max(s.stop - s.start for s in self.ranges)

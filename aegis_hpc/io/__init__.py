@@ -9,7 +9,7 @@ from .ciphertexts import (ROW_PER_CIPHERTEXT, CiphertextTensor, Shard, decode_ro
 from .container import (FORMAT, FORMAT_VERSION, KINDS, FormatError, OutputExistsError, atomic_output,
                         check_output)
 from .inspect import describe
-from .keys import (LooseSecretKeyWarning, has_bootstrap_keys, read_eval_keys, read_secret_key, secret_key_id,
+from .keys import (LooseSecretKeyWarning, has_bootstrap_keys, eval_key_id, read_eval_keys, read_secret_key, secret_key_id,
                    write_eval_keys, write_secret_key)
 from .params import InsecureParametersWarning, read_params, write_params
 from .weights import read_weights, write_weights
@@ -17,7 +17,7 @@ from .weights import read_weights, write_weights
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "FormatError", "OutputExistsError", "atomic_output",
     "check_output", "read_params", "write_params", "InsecureParametersWarning", "read_secret_key",
-    "write_secret_key", "read_eval_keys", "write_eval_keys", "secret_key_id", "LooseSecretKeyWarning",
+    "write_secret_key", "read_eval_keys", "write_eval_keys", "secret_key_id", "eval_key_id", "LooseSecretKeyWarning",
     "has_bootstrap_keys",
     "write_ciphertexts", "read_ciphertexts", "write_index", "CiphertextTensor", "Shard", "rank_range",
     "shard_path", "decode_rows", "ROW_PER_CIPHERTEXT", "read_weights", "write_weights", "describe",

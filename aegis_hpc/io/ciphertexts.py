@@ -34,6 +34,7 @@ class CiphertextTensor:
     packing: str
     start: int = 0             # index of ciphertexts[0] in the whole tensor
     total: int = 0             # ciphertexts in the whole tensor
+    key_id: str | None = None  # secret key these are encrypted under (files before it: None)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ def _common(cts) -> dict:
 
 
 def write_ciphertexts(path, cts, *, shape, packing: str = ROW_PER_CIPHERTEXT, force: bool = False,
-                      shard: Shard | None = None) -> None:
-    """Write a tensor (or, with `shard`, this rank's part of one)."""
+                      shard: Shard | None = None, key_id: str | None = None) -> None:
+    """Write a tensor (or, with `shard`, this rank's part of one). `key_id`
+    (io.secret_key_id) names the secret key, so a wrong key of the same
+    parameter set is refused instead of decrypting to noise."""
     cts = list(cts)
     meta = _common(cts)
     n = cts[0].data.shape[-1]
@@ -77,6 +80,8 @@ def write_ciphertexts(path, cts, *, shape, packing: str = ROW_PER_CIPHERTEXT, fo
                         "storage": "shard" if shard else "single"})
         if shard:
             g.attrs.update({"shard_index": shard.index, "shard_count": shard.count})
+        if key_id:
+            g.attrs["key_id"] = key_id
         ds = container.new_dataset(g, "data", (len(cts), 2, meta["limbs"], n), np.uint32)
         for i, ct in enumerate(cts):
             ds[i] = to_numpy(ct.data).astype(np.uint32)
@@ -89,7 +94,7 @@ def write_index(path, shard_paths, force: bool = False) -> None:
     metas.sort(key=lambda m: m["start"])
     first = metas[0]
     same = ("level", "scale", "slots", "is_complex", "limbs", "packing", "total", "fingerprint",
-            "n", "shard_count")
+            "n", "shard_count", "key_id")
     expected_start = 0
     for m in metas:
         if m["storage"] != "shard":
@@ -117,6 +122,8 @@ def write_index(path, shard_paths, force: bool = False) -> None:
         g = f.create_group("ciphertexts")
         g.attrs.update({k: first[k] for k in ("level", "scale", "slots", "is_complex", "limbs",
                                               "packing", "total")})
+        if first["key_id"]:
+            g.attrs["key_id"] = first["key_id"]
         g.attrs.update({"shape": np.asarray(first["shape"], np.int64), "count": first["total"],
                         "start": 0, "storage": "index", "shard_files": names,
                         "shard_starts": np.array([m["start"] for m in metas], np.int64),
@@ -133,7 +140,8 @@ def _meta(path, g, n) -> dict:
             "limbs": int(a(g, "limbs", "i")), "packing": a(g, "packing", "U"),
             "count": int(a(g, "count", "i")), "total": int(a(g, "total", "i")),
             "start": int(a(g, "start", "i")), "storage": a(g, "storage", "U"),
-            "shape": tuple(int(x) for x in np.asarray(a(g, "shape", "i")).ravel())}
+            "shape": tuple(int(x) for x in np.asarray(a(g, "shape", "i")).ravel()),
+            "key_id": a(g, "key_id", "U") if "key_id" in g.attrs else None}
     if meta["storage"] not in STORAGE:
         raise FormatError(f"{path}: unknown storage {meta['storage']!r}")
     if meta["storage"] == "shard":
@@ -209,7 +217,7 @@ def read_ciphertexts(path, params, select: slice | None = None) -> CiphertextTen
         if len(files) != len(starts) or len(files) != len(counts):
             raise FormatError(f"{path}: shard tables have different lengths")
         expect = {k: meta[k] for k in ("level", "scale", "slots", "is_complex", "limbs", "packing",
-                                       "total", "shape")}
+                                       "total", "shape", "key_id")}
         cts = []
         base = os.path.dirname(os.path.abspath(path))
         for name, start, count in zip(files, starts, counts):
@@ -225,7 +233,7 @@ def read_ciphertexts(path, params, select: slice | None = None) -> CiphertextTen
         if len(cts) != hi - lo:
             raise FormatError(f"{path}: shards do not cover ciphertexts {lo}..{hi - 1}")
     return CiphertextTensor(ciphertexts=cts, shape=meta["shape"], packing=meta["packing"],
-                            start=lo, total=meta["total"])
+                            start=lo, total=meta["total"], key_id=meta["key_id"])
 
 
 def rank_range(total: int, rank: int, size: int) -> slice:

@@ -31,6 +31,13 @@ def secret_key_id(sk: SecretKey) -> str:
     return hashlib.sha256(b"aegis-hpc key id|" + np.asarray(sk.coeffs, np.int8).tobytes()).hexdigest()[:16]
 
 
+def eval_key_id(path) -> str | None:
+    """The key_id an evaluation-key file records (None for files without one)."""
+    with container.open_checked(path, "public-keys") as f:
+        value = f.attrs.get("key_id")
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _context_for(f, ctx):
     """The caller's context if its fingerprint matches the file's, else one built from the file."""
     if ctx is None:

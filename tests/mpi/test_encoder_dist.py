@@ -67,3 +67,29 @@ def lt_apply(lt, v):
     for k, d in lt.diagonals.items():
         m[rows, (rows + k) % lt.slots] = d
     return m @ v
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("overlap", [True, False])
+def test_q_work_runs_during_the_gather_only_with_overlap(comm, keyed, overlap):
+    """infer --no-overlap: the q projections run before the k/v gather starts, the
+    baseline for the time the overlap hides; the gathered tokens are the same."""
+    from aegis_hpc.dist.encoder import TokenGather
+    from aegis_hpc.io import rank_range
+    from aegis_hpc.nn.block import _gather_during
+
+    ctx, sk, _, _ = keyed
+    total = comm.size
+    cts = [(g, ctx.encrypt(np.full(8, g), sk, slots=8, level=2, seed=b"k%d" % g),
+            ctx.encrypt(np.full(8, -g), sk, slots=8, level=2, seed=b"v%d" % g)) for g in range(total)]
+    sl = rank_range(total, comm.rank, comm.size)
+    gather = TokenGather(comm, total, site="t-kv-order", overlap=overlap)
+    events, start = [], comm.iallgather
+    comm.iallgather = lambda *a, **k: (events.append("gather"), start(*a, **k))[1]
+    try:
+        out = _gather_during(gather, cts[sl.start:sl.stop], [lambda: events.append("q")])
+    finally:
+        del comm.iallgather
+    assert events == (["gather", "q"] if overlap else ["q", "gather"])
+    assert [g for g, _, _ in out] == list(range(total))
+    assert all(np.array_equal(k.data, k0.data) for (_, k, _), (_, k0, _) in zip(out, cts))

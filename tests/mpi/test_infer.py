@@ -77,9 +77,9 @@ def ready(work):
     return work
 
 
-def infer(d, out, n, *extra, inp="s.h5", keys="keys/eval.h5"):
+def infer(d, out, n, *extra, inp="s.h5", keys="keys/eval.h5", holder="keys/secret.h5"):
     return sh("aegis_hpc.infer", "--model", "tiny", "--layers", "1", "--keys", str(d / keys),
-              "--input", str(d / inp), "--output", str(d / out), "--key-holder", str(d / "keys/secret.h5"),
+              "--input", str(d / inp), "--output", str(d / out), "--key-holder", str(d / holder),
               "--seed", "00ff", *extra, n=n)
 
 
@@ -165,11 +165,14 @@ def test_bad_inputs_fail_with_one_line(comm, work):
         from aegis_hpc import io
 
         d = ready(work)
-        # keys of another parameter set
+        # another key pair of the same parameter set: against the key holder's key,
+        # and (key holder matching) against the key the ciphertexts name
         assert sh("aegis_hpc.client", "keygen", "--preset", "test", "--for-model", "tiny",
                   "--out", str(d / "other")).returncode == 0
         r = infer(d, "x1.h5", 2, keys="other/eval.h5")
         assert len(_one_line_error(r)) == 2           # one line from each rank
+        r = infer(d, "x6.h5", 2, keys="other/eval.h5", holder="other/secret.h5")
+        assert all("do not match the ciphertexts" in line for line in _one_line_error(r))
         # too-low level: drop levels of the input
         ctx, keys = io.read_eval_keys(d / "keys/eval.h5")
         t = io.read_ciphertexts(d / "s.h5", ctx.params)

@@ -15,7 +15,7 @@ def setup(comm):
     from aegis_hpc.dist.limb import LimbEvaluator
 
     ctx = ckks.Context.from_preset("test")
-    sk, keys = comm.mpi.bcast(ctx.keygen(rotations=STEPS + [2, 4, 12]) if comm.rank == 0 else None, root=0)
+    sk, keys = comm.mpi.bcast(ctx.keygen(rotations=STEPS + [2, 4, 12], conjugate=True) if comm.rank == 0 else None, root=0)
     rng = np.random.default_rng(5)
     a = ctx.encrypt(rng.uniform(-1, 1, ctx.slots), sk, seed=b"a")
     b = ctx.encrypt(rng.uniform(-1, 1, ctx.slots), sk, seed=b"b")
@@ -43,6 +43,17 @@ def test_limb_ops_are_bit_identical_to_one_rank(comm, setup):
          lev.add_const(lev.mul_const(A, 0.3, rescale=True), 0.5))
     # levels differ: add goes through adjust (a constant product and a rescale)
     same(lev, ev.sub(a, ev.mul(a, b, rescale=True)), lev.sub(A, lev.mul(A, B, rescale=True)))
+    # the limb-local ops on the evaluator's row hooks
+    v = np.random.default_rng(4).uniform(-1, 1, ctx.slots)
+    pt = ctx.encode(v, level=a.level, scale=a.scale)
+    same(lev, ev.neg(a), lev.neg(A))
+    same(lev, ev.mul_int(a, 7), lev.mul_int(A, 7))
+    same(lev, ev.mul_plain(a, v, rescale=True), lev.mul_plain(A, v, rescale=True))
+    same(lev, ev.add(a, pt), lev.add(A, pt))
+    same(lev, ev.sub(a, pt), lev.sub(A, pt))
+    same(lev, ev.add_const(a, 0.25 - 0.5j), lev.add_const(A, 0.25 - 0.5j))
+    same(lev, ev.drop_level(a, 2), lev.drop_level(A, 2))
+    same(lev, ev.conjugate(a), lev.conjugate(A))
     lt = ckks.LinearTransform(matrix=np.random.default_rng(2).uniform(-1, 1, (16, 16)), slots=16)
     x = ctx.encrypt(np.linspace(-1, 1, 16), sk, slots=16, seed=b"x")
     same(lev, lt.evaluate(ev, x), lt.evaluate(lev, lev.scatter(x)))

@@ -79,6 +79,30 @@ def test_public_key_encryption(work, tmp_path):
     assert np.max(np.abs(np.load(tmp_path / "r.npy") - x)) < DECRYPT_TOL
 
 
+def test_another_key_of_the_same_parameters_is_refused(work, tmp_path):
+    """The ciphertext file names its secret key (key_id), through public- and
+    secret-key encryption and through an index of shards, so a second key pair
+    of the same preset is refused instead of decrypting to noise."""
+    d, x = work
+    cli("keygen", "--preset", "test", "--out", tmp_path / "other")
+    own = io.secret_key_id(io.read_secret_key(d / "keys/secret.h5")[1])
+    cli("encrypt", "--public-key", d / "keys/eval.h5", "--input", d / "x.npy", "--out", tmp_path / "p.h5")
+    ctx, _ = io.read_secret_key(d / "keys/secret.h5")
+    tensor = io.read_ciphertexts(tmp_path / "p.h5", ctx.params)
+    assert io.read_ciphertexts(d / "ct.h5", ctx.params).key_id == tensor.key_id == own
+    paths = [io.shard_path(tmp_path / "i.h5", r) for r in range(2)]
+    for r, p in enumerate(paths):
+        part = io.rank_range(6, r, 2)
+        io.write_ciphertexts(p, tensor.ciphertexts[part], shape=x.shape, shard=io.Shard(r, 2, part.start, 6),
+                             key_id=own)
+    io.write_index(tmp_path / "i.h5", paths)
+    assert io.read_ciphertexts(tmp_path / "i.h5", ctx.params).key_id == own
+    for name in ("p.h5", "i.h5"):
+        refused("decrypt", "--key", tmp_path / "other/secret.h5", "--input", tmp_path / name,
+                "--out", tmp_path / "r.npy", match="wrong secret key")
+    assert not (tmp_path / "r.npy").exists()
+
+
 def test_decrypt_accepts_an_index_of_shards(work, tmp_path):
     d, x = work
     ctx_path = d / "keys/secret.h5"
