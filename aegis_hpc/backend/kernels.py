@@ -484,18 +484,23 @@ def _host_in_host_out(fn):
     return wrapper
 
 
+def _transform_setup(ring, x, idx):
+    """(rows, device tables, prime of each row, log2 of the shared-memory chunk) of an
+    (I)NTT launch over the limbs of x (primes `idx`); rows == 0: nothing to do."""
+    rows = x.size // ring.n
+    if rows == 0:
+        return 0, None, None, 0
+    return rows, _ring_dev(ring), _prow(ring, list(idx), rows), min(SMEM_LOG, ring.log_n)
+
+
 @_host_in_host_out
 def ntt(ring, a, idx, inplace=False):
     """Forward negacyclic NTT of (..., L, N), limbs mod primes `idx`; bit-identical to ring._ntt_ref."""
     x = a if inplace else _prep(a)
-    logn, n = ring.log_n, ring.n
-    idx = list(idx)
-    rows = x.size // n
+    rows, d, prow, logc = _transform_setup(ring, x, idx)
     if rows == 0:
         return x
-    d = _ring_dev(ring)
-    prow = _prow(ring, idx, rows)
-    logc = min(SMEM_LOG, logn)
+    logn, n = ring.log_n, ring.n
     chunks = n >> logc
     m = 1
     while m < chunks:  # stages whose half-span exceeds a chunk
@@ -519,14 +524,10 @@ def ntt(ring, a, idx, inplace=False):
 @_host_in_host_out
 def intt(ring, a, idx):
     x = _prep(a)
-    logn, n = ring.log_n, ring.n
-    idx = list(idx)
-    rows = x.size // n
+    rows, d, prow, logc = _transform_setup(ring, x, idx)
     if rows == 0:
         return x
-    d = _ring_dev(ring)
-    prow = _prow(ring, idx, rows)
-    logc = min(SMEM_LOG, logn)
+    logn, n = ring.log_n, ring.n
     c = 1 << logc
     threads = min(512, c // 2)
     tail = c < n
