@@ -25,7 +25,7 @@ for bit whatever the rank count.
 --summary PATH writes the run's summary as JSON: {"strategy", "world",
 "model", "layers", "tokens", "blocks": {name: {"seconds", "bytes"}},
 "hidden_seconds", "comm_wait_seconds", "peak_memory_bytes": [per rank],
-"device", "refresh", "refreshes"}; bytes are summed over ranks, the two
+"overlap", "device", "data_plane", "refresh", "refreshes", "bootstraps"}; bytes are summed over ranks, the two
 times are the largest over ranks.
 
 --refresh client: where levels run out, ciphertexts go to the KEY HOLDER
@@ -231,11 +231,16 @@ def run(args, comm) -> int:
         state["t"], state["b"] = now, comm.bytes
         return sec, tot
 
+    def refreshes_so_far():
+        """Key-holder round trips or bootstraps of all ranks (collective: rank 0 gets the count)."""
+        mine = key_holder.count if key_holder else ops_box[0].stats.refreshes if ops_box else 0
+        return comm.c.reduce(mine, op=count_op, root=0)
+
     def on_block(i, name):
         sec, tot = close_block(f"layer {i} {name}")
         say(f"  layer {i} {name:9s} {sec:8.1f} s  {tot / 2**20:9.2f} MiB sent  "
             f"{_REFRESH_COUNT[args.refresh]} so far: "
-            f"{comm.c.reduce(key_holder.count if key_holder else ops_box[0].stats.refreshes if ops_box else 0, op=count_op, root=0)}")
+            f"{refreshes_so_far()}")
 
     from .dist import encoder as dist_encoder
     from .nn.ops import CipherOps
@@ -289,7 +294,7 @@ def run(args, comm) -> int:
     if rank == 0:
         for s, out in enumerate(args.output):
             io.write_index(out, [io.shard_path(out, r) for r in write_rank[s]], force=args.force)
-    refreshes = comm.c.reduce(key_holder.count if key_holder else ops.stats.refreshes, op=count_op, root=0)
+    refreshes = refreshes_so_far()
     peaks = comm.c.gather(_peak_bytes(), root=0)
     off_design = comm.c.reduce(comm.off_design_bytes, root=0)
     hidden = comm.c.reduce(gather.overlap.hidden_s if gather is not None else 0.0, op=MPI.MAX, root=0)

@@ -91,7 +91,7 @@ def _failure_line(r):
     """The line that says why: infer's `error:` line, else the last line that is
     not part of mpirun's dashed banner."""
     lines = [x.strip() for x in (r.stderr + "\n" + r.stdout).splitlines()]
-    errors = [x for x in lines if "error" in x.lower() and set(x) != {"-"}]
+    errors = [x for x in lines if "error" in x.lower()]
     rest = [x for x in lines if x and set(x) != {"-"}]
     return (errors or rest or ["?"])[-1]
 

@@ -100,23 +100,32 @@ def test_required_rotations():
     assert 0 not in r
 
 
-def test_one_encrypted_layer_matches_mirror(ctx, sentences):
-    """One sentence through one full tiny layer at the "test" preset."""
+def _one_layer(ctx, name, emb):
+    """Layer 0 of `name` on one sentence, encrypted (client refresh), in the mirror
+    and in the float model: (decrypted, mirror, float, key-holder refreshes,
+    encrypted run's refreshes, mirror's refreshes)."""
     from aegis_hpc.nn import encrypted
     from aegis_hpc.nn.ops import KeyHolder
 
-    emb = models.embed_text("tiny", sentences[6:7])   # 7 tokens
-    sk, keys = ctx.keygen(rotations=models.required_rotations("tiny", ctx.params))
-    S = mirror.prepared("tiny", ctx.params.slots, 1).layout.S
+    sk, keys = ctx.keygen(rotations=models.required_rotations(name, ctx.params))
+    S = mirror.prepared(name, ctx.params.slots, 1).layout.S
     cts = encrypted.encrypt_rows(ctx, keys, emb, S)
     kh = KeyHolder(ctx, sk, seed=bytes(32))
-    toks, ops = encrypted.run(ctx, keys, cts, "tiny", layers=1, key_holder=kh)
-    dec = np.stack([ctx.decrypt(t.x, sk)[:32] for t in toks])
-    mir, _ = mirror.run("tiny", emb, 1, ctx.params.slots, ctx.params.max_level)
-    ref = reference.encode("tiny", emb[0], 1)
-    assert kh.count == ops.stats.refreshes > 0
-    assert np.abs(dec - mir[0]).max() < 1e-2          # encryption noise
-    assert np.abs(mir[0] - ref).max() < 1e-6          # approximation error
+    toks, ops = encrypted.run(ctx, keys, cts, name, layers=1, key_holder=kh)
+    hidden = models.config(name).hidden
+    dec = np.stack([ctx.decrypt(t.x, sk)[:hidden] for t in toks])
+    mir, mstats = mirror.run(name, emb, 1, ctx.params.slots, ctx.params.max_level)
+    ref = reference.encode(name, emb[0], 1)
+    return dec, mir[0], ref, kh.count, ops.stats.refreshes, mstats.refreshes
+
+
+def test_one_encrypted_layer_matches_mirror(ctx, sentences):
+    """One sentence through one full tiny layer at the "test" preset."""
+    emb = models.embed_text("tiny", sentences[6:7])   # 7 tokens
+    dec, mir, ref, held, refreshes, _ = _one_layer(ctx, "tiny", emb)
+    assert held == refreshes > 0
+    assert np.abs(dec - mir).max() < 1e-2          # encryption noise
+    assert np.abs(mir - ref).max() < 1e-6          # approximation error
     assert models.cosine(models.mean_pool(dec), models.mean_pool(ref)) > 0.9999
 
 
@@ -126,21 +135,12 @@ def test_one_encrypted_minilm_layer_matches_mirror_and_float(sentences):
     2^46 scale on a tiny ring, so the circuit is the demo's: GELU degree 63,
     same refresh points)."""
     from aegis_hpc.ckks import Context
-    from aegis_hpc.nn import encrypted
-    from aegis_hpc.nn.ops import KeyHolder
 
-    ctx = Context.from_preset("test-demo")
     emb = models.embed_text("minilm", sentences[:1])
-    sk, keys = ctx.keygen(rotations=models.required_rotations("minilm", ctx.params))
-    S = mirror.prepared("minilm", ctx.params.slots, 1).layout.S
-    cts = encrypted.encrypt_rows(ctx, keys, emb, S)
-    kh = KeyHolder(ctx, sk, seed=bytes(32))
-    toks, ops = encrypted.run(ctx, keys, cts, "minilm", layers=1, key_holder=kh)
-    dec = np.stack([ctx.decrypt(t.x, sk)[:384] for t in toks])
-    mir, mstats = mirror.run("minilm", emb, 1, ctx.params.slots, ctx.params.max_level)
-    ref = reference.encode("minilm", emb[0], 1)
-    assert kh.count == ops.stats.refreshes == mstats.refreshes > 0
-    assert np.abs(dec - mir[0]).max() < 1e-3           # encryption noise
-    assert np.abs(mir[0] - ref).max() < 0.05           # approximation error (GELU degree 63)
+    dec, mir, ref, held, refreshes, mirror_refreshes = _one_layer(Context.from_preset("test-demo"),
+                                                                  "minilm", emb)
+    assert held == refreshes == mirror_refreshes > 0
+    assert np.abs(dec - mir).max() < 1e-3           # encryption noise
+    assert np.abs(mir - ref).max() < 0.05           # approximation error (GELU degree 63)
     # 0.99990 measured: layer 0 sees MiniLM's widest GELU range (6 layers: 0.99994)
     assert models.cosine(models.mean_pool(dec), models.mean_pool(ref)) > 0.9995
