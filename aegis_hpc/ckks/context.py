@@ -18,6 +18,8 @@ from .params import ERROR_ETA
 from .rns import crt_centered_small
 from .sampling import Stream, centered_binomial, fresh_seed, ternary
 
+ENCODE_BATCH_BYTES = 256 << 20
+
 
 class Context:
     def __init__(self, params: params_mod.Parameters):
@@ -67,16 +69,33 @@ class Context:
     # ---- encoding -------------------------------------------------------
     def encode(self, values, level: int | None = None, scale: float | None = None,
                slots: int | None = None) -> Plaintext:
+        z = np.asarray(values).ravel()
+        return self.encode_many(z[None, :], level, scale, slots)[0]
+
+    def encode_many(self, rows, level: int | None = None, scale: float | None = None,
+                    slots: int | None = None) -> list:
+        """One Plaintext per row of a 2-D array, encoded as one batch (one FFT
+        on the host, one reduction and one NTT on the device): a linear
+        transform's diagonals cost one call instead of hundreds."""
         level = self.params.max_level if level is None else level
         limbs = self.params.limbs_at(level)
         scale = self.params.scale_at(level) if scale is None else scale
-        coeffs, slots = self.encoder.to_coefficients(values, scale, slots)
-        q = np.array(self.params.q[:limbs], dtype=np.int64)[:, None]
-        res = (coeffs[None, :] % q).astype(np.uint64)
-        data = self.ring.ntt(self.xp.asarray(res), list(range(limbs)))
-        return Plaintext(data=data, level=level, scale=scale, slots=slots,
-                         fingerprint=self.params.fingerprint,
-                         is_complex=bool(np.iscomplexobj(values) and np.any(np.imag(values))))
+        rows = np.asarray(rows)
+        coeffs, slots = self.encoder.to_coefficients_many(rows, scale, slots)
+        xp = self.xp
+        q = xp.asarray(np.array(self.params.q[:limbs], dtype=np.int64))[:, None]
+        # the residues of a batch take limbs x N words per row, three times over
+        # (int64, uint64, NTT): ENCODE_BATCH_BYTES bounds that transient
+        step = max(1, ENCODE_BATCH_BYTES // (limbs * self.params.n * 8))
+        data = []
+        for lo in range(0, len(coeffs), step):
+            res = (xp.asarray(coeffs[lo:lo + step])[:, None, :] % q).astype(np.uint64)
+            data.extend(self.ring.ntt(res, list(range(limbs))))
+        complex_rows = np.iscomplexobj(rows) and bool(np.any(np.imag(rows)))
+        return [Plaintext(data=d, level=level, scale=scale, slots=slots,
+                          fingerprint=self.params.fingerprint,
+                          is_complex=bool(complex_rows and np.any(np.imag(row))))
+                for d, row in zip(data, rows)]
 
     def decode(self, pt: Plaintext):
         coeffs = self._base_coefficients(pt.data[: self.params.base_primes])

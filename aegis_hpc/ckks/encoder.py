@@ -46,17 +46,27 @@ class Encoder:
 
     def to_coefficients(self, values, scale: float, slots: int | None = None):
         """Rounded integer coefficients (int64, length N) of values * scale, and the slot count."""
-        z = np.asarray(values, dtype=np.complex128).ravel()
+        coeffs, slots = self.to_coefficients_many(np.asarray(values).ravel()[None, :], scale, slots)
+        return coeffs[0], slots
+
+    def to_coefficients_many(self, rows, scale: float, slots: int | None = None):
+        """to_coefficients of each row of a 2-D array, with one batched FFT (a
+        linear transform's diagonals: hundreds of vectors, one call). numpy's
+        FFT runs the same 1-D plan on every row, so each row's coefficients
+        are bit-identical to encoding it alone."""
+        z = np.asarray(rows, dtype=np.complex128)
+        if z.ndim != 2:
+            raise EncodingError("expected a 2-D array of value vectors")
         if not np.all(np.isfinite(z)):
             raise EncodingError("values contain NaN or infinity")
-        slots = self.slots_for(z.size, slots)
-        full = np.zeros(slots, dtype=np.complex128)
-        full[: z.size] = z
-        full = np.tile(full, self.max_slots // slots)
-        points = np.empty(self.n, dtype=np.complex128)
-        points[self._slot_pos] = full
-        points[self._conj_pos] = np.conj(full)
-        m = (np.fft.fft(points) / self.n * self._untwist).real * scale
+        slots = self.slots_for(z.shape[1], slots)
+        full = np.zeros((z.shape[0], slots), dtype=np.complex128)
+        full[:, : z.shape[1]] = z
+        full = np.tile(full, (1, self.max_slots // slots))
+        points = np.empty((z.shape[0], self.n), dtype=np.complex128)
+        points[:, self._slot_pos] = full
+        points[:, self._conj_pos] = np.conj(full)
+        m = (np.fft.fft(points, axis=-1) / self.n * self._untwist).real * scale
         if np.max(np.abs(m), initial=0.0) >= 2.0 ** 62:
             raise EncodingError(f"values too large for scale 2^{np.log2(scale):.1f} (coefficients overflow 2^62)")
         return np.rint(m).astype(np.int64), slots

@@ -60,12 +60,11 @@ class LinearTransform:
         key = (level, scale)
         pts = self._plaintexts.get(key)
         if pts is None:
-            pts = {}
-            for giant, ks in self._split().items():
-                for k in ks:
-                    # pre-rotate by -giant so the giant rotation can come after the sum
-                    pts[k] = ev.ctx.encode(np.roll(self.diagonals[k], giant), level=level,
-                                           scale=scale, slots=self.slots)
+            # pre-rotate by -giant so the giant rotation can come after the sum
+            order = [(k, giant) for giant, ks in self._split().items() for k in ks]
+            rows = np.stack([np.roll(self.diagonals[k], giant) for k, giant in order])
+            pts = dict(zip((k for k, _ in order), ev.ctx.encode_many(rows, level=level, scale=scale,
+                                                                     slots=self.slots)))
             self._plaintexts = {key: pts}  # keep one level's encoding: weights are large
         return pts
 

@@ -213,7 +213,8 @@ class Communicator:
 
     # -- helpers ---------------------------------------------------------
     def _to_wire(self, x):
-        return self.xp.ascontiguousarray(x, dtype=WIRE_DTYPE).reshape(-1)
+        # host arrays are accepted on a device plane, as mpi4py accepts any buffer
+        return self.xp.ascontiguousarray(self.xp.asarray(x), dtype=WIRE_DTYPE).reshape(-1)
 
     def _start(self, site, op, residues, raw, cont):
         self.stats.record(site, op, wire_bytes(op, residues, self.size))

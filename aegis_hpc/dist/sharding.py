@@ -143,7 +143,8 @@ def shard(full, spec: ShardSpec, grid: RankGrid, moduli, **meta) -> CipherTensor
     if len(moduli) != full.shape[3]:
         raise ShardError(f"{len(moduli)} moduli for {full.shape[3]} limbs")
     rs, cs, ls = local_slices(items, len(moduli), spec, grid)
-    return CipherTensor(full[rs, cs, :, ls].copy(), items, moduli, spec, grid, **meta)
+    local = grid.comm.xp.asarray(full[rs, cs, :, ls]).copy()
+    return CipherTensor(local, items, moduli, spec, grid, **meta)
 
 
 # ---- redistribution -----------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from aegis_hpc.dist.comm import CommStats, wire_bytes
 
-from conftest import residues
+from conftest import host, residues
 
 N = 64
 
@@ -23,7 +23,7 @@ def test_alltoall_moves_block_j_to_rank_j(comm):
     q = comm_q = (2**31 - 1,) * 3
     data = per_rank(comm, (2 * p, 2, 3, N), comm_q, salt=1)
     comm.stats.reset()
-    out = comm.ialltoall(data[comm.rank], "t.alltoall").wait()
+    out = host(comm.ialltoall(data[comm.rank], "t.alltoall").wait())
     expect = np.concatenate([data[j][2 * comm.rank:2 * comm.rank + 2] for j in range(p)])
     assert out.dtype == np.uint64 and np.array_equal(out, expect)
     assert comm.stats.sites["t.alltoall"].bytes_sent == (p - 1) * 2 * 2 * 3 * N * 4
@@ -37,7 +37,7 @@ def test_allgather_stacks_every_rank(comm):
     req = comm.iallgather(data[comm.rank], "t.allgather")
     while not req.test():
         pass
-    out = req.wait()
+    out = host(req.wait())
     assert np.array_equal(out, np.stack(data))
     assert comm.stats.sites["t.allgather"].bytes_sent == (comm.size - 1) * 2 * 4 * N * 4
 
@@ -48,8 +48,8 @@ def test_reduce_scatter_and_allreduce_are_exact_mod_each_limb(comm, test_moduli)
     data = per_rank(comm, (p, 2, 5, N), moduli, salt=3)
     exact = sum(d.astype(object) for d in data) % np.array(moduli, dtype=object)[:, None]
     comm.stats.reset()
-    rs = comm.ireduce_scatter(data[comm.rank], moduli, "t.rs").wait()
-    ar = comm.iallreduce(data[comm.rank], moduli, "t.ar").wait()
+    rs = host(comm.ireduce_scatter(data[comm.rank], moduli, "t.rs").wait())
+    ar = host(comm.iallreduce(data[comm.rank], moduli, "t.ar").wait())
     assert np.array_equal(rs.astype(object), exact[comm.rank:comm.rank + 1])
     assert np.array_equal(ar.astype(object), exact)
     n = data[0].size
@@ -63,7 +63,7 @@ def test_allreduce_pads_sizes_not_divisible_by_ranks(comm, test_moduli):
     data = per_rank(comm, (2, 3, 7), moduli, salt=4)  # 42 residues: ragged for 4 ranks
     exact = sum(d.astype(object) for d in data) % np.array(moduli, dtype=object)[:, None]
     comm.stats.reset()
-    out = comm.iallreduce(data[comm.rank], moduli, "t.ragged").wait()
+    out = host(comm.iallreduce(data[comm.rank], moduli, "t.ragged").wait())
     assert np.array_equal(out.astype(object), exact)
     assert comm.stats.sites["t.ragged"].bytes_sent == 2 * (comm.size - 1) * math.ceil(42 / comm.size) * 4
 

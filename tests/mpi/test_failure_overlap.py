@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import launcher_env
+
 SCRIPT = textwrap.dedent("""
     import time
     from mpi4py import MPI
@@ -20,15 +22,6 @@ SCRIPT = textwrap.dedent("""
             raise ValueError("injected failure\\nsecond line")
         MPI.COMM_WORLD.recv(source=1)   # would wait forever without the abort
 """)
-
-
-def _clean_env():
-    # a nested mpirun must not think it is part of the job that runs this test
-    drop = ("OMPI_", "PMIX_", "PRTE_", "OPAL_")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(drop) or k.startswith("OMPI_ALLOW_RUN_AS_ROOT")}
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return env
 
 
 def _world_rank():
@@ -46,7 +39,7 @@ def test_raising_rank_aborts_mpirun_within_30s(tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(SCRIPT)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = _clean_env()
+    env = launcher_env()
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.monotonic()
     proc = subprocess.run(["mpirun", "--oversubscribe", "-n", "2", sys.executable, str(script)],

@@ -18,9 +18,10 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import launcher_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=ROOT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+ENV = launcher_env(PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
 pytestmark = pytest.mark.mpi
 TEXT, TOKENS = "Birds sing", 4      # [CLS] birds sing [SEP]: splits evenly over 1, 2 and 4 ranks
 SHORT = 2                           # "" -> [CLS] [SEP]: limb and replicate run every token on every rank
