@@ -11,8 +11,9 @@ writes it); each output is the encrypted final hidden state of that
 sequence, written as one shard per rank plus an index file.
 
 Strategy `aegis` shards tokens across ranks: linear layers, GELU, LayerNorm
-and residuals are token-local (no traffic); attention all-gathers k and v
-(one nonblocking all-gather per layer, in flight while the q projections run).
+and residuals are token-local (no traffic); attention all-gathers k and v,
+packed by each rank into groups of G tokens per ciphertext (one nonblocking
+all-gather per layer, in flight while the q projections run).
 `replicate` is tensor parallelism: every rank holds every token; each linear
 layer's giant-step groups are split across ranks and the partial products
 all-reduced (exact, mod each prime); everything else is replicated.
@@ -247,7 +248,7 @@ def run(args, comm) -> int:
 
     gather, ops_class = None, CipherOps
     if args.strategy == "aegis":
-        gather = dist_encoder.TokenGather(comm.dist, total, overlap=not args.no_overlap)
+        gather = dist_encoder.GroupGather(comm.dist, overlap=not args.no_overlap)
     elif args.strategy == "replicate":
         def ops_class(*a):
             return dist_encoder.TensorParallelOps(comm.dist, *a)

@@ -1,7 +1,7 @@
 """The collectives of the distributed encrypted encoder (python -m aegis_hpc.infer).
 
-- `TokenGather` (strategy aegis, token sharding): attention's k/v all-gather,
-  one `iallgather` of this rank's k and v ciphertexts, in flight while the q
+- `GroupGather` (strategy aegis, token sharding): attention's k/v all-gather,
+  one `iallgather` of this rank's packed k/v groups, in flight while the q
   projections run (an `OverlapScheduler` polls it between them, so host MPI
   progresses; its report gives the hidden time).
 - `TensorParallelOps` (strategy replicate): every rank holds every token;
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io import rank_range
 from ..nn.ops import CipherOps
 from .comm import CommError
 from .overlap import OverlapScheduler
@@ -46,67 +45,60 @@ class OverlapTotals:
         return max(0.0, self.in_flight_s - self.blocked_s)
 
 
-class TokenGather:
-    """gather(items, work) for EncoderRunner.attention: items are this rank's
-    (gid, k, v), gids the contiguous `rank_range` of the token shard; returns
-    every token's (gid, k, v) sorted by gid, having run `work` meanwhile."""
+class GroupGather:
+    """gather(partials, work) for EncoderRunner.attention (strategy aegis,
+    token sharding): partials are this rank's packed k/v groups {(sid, g0):
+    (K, V)}, built from its own tokens only; one all-gather of them, in
+    flight while `work` (the q projections) runs, gives every rank every
+    group's parts {(sid, g0): [(K, V) of each rank holding a part, by rank]}.
+    G tokens share a ciphertext, so this sends G times fewer ciphertexts than
+    gathering each token's k and v."""
 
-
-    def __init__(self, comm, total: int, site: str = SITE_KV, overlap: bool = True):
+    def __init__(self, comm, site: str = SITE_KV, overlap: bool = True):
         self.comm, self.site = comm, site
         # overlap=False: the q projections run before the gather, which is then
         # waited for at once (block._gather_during): the baseline for infer --no-overlap
         self.overlaps = overlap
-        self.ranges = [rank_range(total, r, comm.size) for r in range(comm.size)]
-        # iallgather needs equal blocks: pad to the largest shard (padding is sent, so counted)
-        self.width = max(s.stop - s.start for s in self.ranges)
         self.overlap = OverlapTotals()
 
-    def __call__(self, items, work=()):
+    def __call__(self, partials, work=()):
         from ..ckks import Ciphertext
 
         if self.comm.size == 1:
             for w in work:
                 w()
-            return sorted(items, key=lambda t: t[0])
-        mine = self.ranges[self.comm.rank]
-        items = sorted(items, key=lambda t: t[0])
-        if [g for g, _, _ in items] != list(range(mine.start, mine.stop)):
-            raise CommError(f"rank {self.comm.rank} holds tokens {[g for g, _, _ in items]}, "
-                            f"the token shard is {mine.start}..{mine.stop - 1}")
-        local = (_meta(items[0][1]), _meta(items[0][2])) if items else None
-        for _, k, v in items:
-            if (_meta(k), _meta(v)) != local:
-                raise CommError("k/v of one rank differ in level or scale")
-        # a rank without tokens still takes part, and must learn the shape: control plane
-        metas = [m for m in self.comm.mpi.allgather(local) if m is not None]
-        if any(m != metas[0] for m in metas):
-            raise CommError(f"k/v metadata differ across ranks: {metas}")
-        (k_meta, v_meta) = metas[0]
-        if k_meta[-1] != v_meta[-1]:
-            raise CommError("k and v have different shapes")
+            return {key: [kv] for key, kv in partials.items()}
+        items = sorted(partials.items())
+        shapes = {tuple(c.data.shape) for _, kv in items for c in kv}
+        # which groups, at which level and scale, each rank holds: control plane
+        # (a rank without tokens still takes part, and must learn the shape)
+        listing = self.comm.mpi.allgather(([(key, _meta(K), _meta(V)) for key, (K, V) in items], shapes))
+        all_shapes = set().union(*(sh for _, sh in listing))
+        if len(all_shapes) != 1:
+            raise CommError(f"k/v groups differ in shape across ranks: {sorted(all_shapes)}")
+        shape = all_shapes.pop()
+        # iallgather needs equal blocks: pad to the longest list (padding is sent, so counted)
+        width = max(len(lst) for lst, _ in listing)
         xp = self.comm.xp
-        buf = xp.zeros((self.width, 2) + k_meta[-1], dtype=np.uint64)
-        for j, (_, k, v) in enumerate(items):
-            buf[j, 0] = k.data
-            buf[j, 1] = v.data
+        buf = xp.zeros((width, 2) + shape, dtype=np.uint64)
+        for j, (_, (K, V)) in enumerate(items):
+            buf[j, 0] = K.data
+            buf[j, 1] = V.data
         sched = OverlapScheduler()
         sched.comm("kv", lambda: self.comm.iallgather(buf, self.site))
         for j, w in enumerate(work):
             sched.compute(f"work{j}", w)
         self.overlap.add(sched.run())
-        parts = sched.result("kv")
+        data = sched.result("kv")
 
-        def ct(data, m):
-            return Ciphertext(data=data, level=m[0], scale=m[1], slots=m[2], fingerprint=m[3], is_complex=m[4])
+        def ct(d, m):
+            return Ciphertext(data=d, level=m[0], scale=m[1], slots=m[2], fingerprint=m[3], is_complex=m[4])
 
-        out = []
-        for r, sl in enumerate(self.ranges):
-            if r == self.comm.rank:
-                out.extend(items)
-                continue
-            for j, g in enumerate(range(sl.start, sl.stop)):
-                out.append((g, ct(parts[r, j, 0], k_meta), ct(parts[r, j, 1], v_meta)))
+        out: dict = {}
+        for r, (lst, _) in enumerate(listing):
+            for j, (key, km, vm) in enumerate(lst):
+                kv = partials[key] if r == self.comm.rank else (ct(data[r, j, 0], km), ct(data[r, j, 1], vm))
+                out.setdefault(key, []).append(kv)
         return out
 
 

@@ -24,8 +24,9 @@ only the degrees, squaring and Newton step counts matter here.
 
 What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
 - aegis (what infer does; tokens split over ranks): every linear layer,
-  GELU, LayerNorm and residual is token-local; attention all-gathers the k
-  and v ciphertexts of every token once per layer.
+  GELU, LayerNorm and residual is token-local; attention all-gathers k and
+  v once per layer, packed by each rank into G tokens per ciphertext (a
+  group split between two ranks is sent by both, its parts then added).
 - limb (prior multi-GPU CKKS designs, same packing and attention algorithm;
   every rank holds every token, limbs split over ranks): each key switch
   all-gathers c1 over Q_l for ModUp (a hoisted group of rotations shares one)
@@ -37,9 +38,10 @@ What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
   per token); everything else is replicated, as is memory.
 
 Memory per GPU (uint64 words in memory, as the core stores ciphertexts):
-the attention peak - x, q and the output of local tokens at the top level,
-k and v of every token (the all-gather's result) and the 2 ceil(T / G)
-packed groups at the k/v level - + Galois and relinearization keys (uint32,
+the attention peak - x and q of local tokens at the top level (a token's
+attention output is finished into x before the next is attended), the
+packed k/v groups' parts (all ranks', the all-gather's result) and the
+2 ceil(T / G) summed groups at the k/v level - + Galois and relinearization keys (uint32,
 dnum digits over P and Q) + weights: the float64 diagonals of every transform
 (what PreparedModel holds) and one transform's encoded diagonals at the top
 level (the BSGS working set; LinearTransform caches each transform's, which
@@ -264,6 +266,16 @@ def _trace_once(name, params, tokens, layers, queries):
     kv_levels = []
 
     class Runner(EncoderRunner):
+        # attention's own steps: packing k/v into groups and attending, which
+        # run between the QKV and out_proj transforms of other tokens
+        def _pack(self, *a, **kw):
+            ev.block = "attention"
+            return super()._pack(*a, **kw)
+
+        def _attend(self, *a, **kw):
+            ev.block = "attention"
+            return super()._attend(*a, **kw)
+
         def _layernorm(self, *a, **kw):
             before, ev.block = ev.block, "layernorm"
             try:
@@ -271,11 +283,12 @@ def _trace_once(name, params, tokens, layers, queries):
             finally:
                 ev.block = before
 
-    def gather(local):
+    def gather(partials):
         ev.block = "attention"
-        _, k, v = local[0]
+        k, v = next(iter(partials.values()))
         kv_levels.append(k.level)
-        return [(g, _Ct(k.level, k.slots), _Ct(v.level, v.slots)) for g in range(tokens)]
+        return {(0, g0): [(_Ct(k.level, k.slots), _Ct(v.level, v.slots))]
+                for g0 in range(0, tokens, layout.group_size(tokens))}
 
     runner = Runner(ops, model, approx, [tokens])
     toks = [Tok(i, 0, i, _Ct(params.max_level, layout.S)) for i in range(queries)]
@@ -379,8 +392,20 @@ def limb_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
     return _merge(out)
 
 
+def packed_groups_per_rank(tokens, world, G) -> int:
+    """Most k/v groups (G tokens per ciphertext) any rank holds a part of,
+    with tokens split as io.rank_range splits them: the all-gather's width."""
+    from ..io import rank_range
+
+    def touched(sl):
+        return 0 if sl.stop <= sl.start else (sl.stop - 1) // G - sl.start // G + 1
+
+    return max(touched(rank_range(tokens, r, world)) for r in range(world))
+
+
 def aegis_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
-    out = [Transfer("attention", "kv.allgather", "allgather", tokens, 2, 2, params.limbs_at(lv), "q", lv,
+    width = packed_groups_per_rank(tokens, world, tr.G)
+    out = [Transfer("attention", "kv.allgather", "allgather", width * world, 2, 2, params.limbs_at(lv), "q", lv,
                     ShardSpec("token", "full"), ShardSpec("replicated", "full"), (world, 1), 1)
            for lv in tr.kv_levels]
     return _merge(out)
@@ -420,7 +445,11 @@ def memory(tr: Trace, cfg, params, tokens, strategy, world, layers) -> Memory:
     kv = min(tr.kv_levels)
     top = params.max_level
     groups = math.ceil(tokens / tr.G)
-    cts = 3 * local * _ct_bytes(params, top, lg) + (2 * tokens + 2 * groups) * _ct_bytes(params, kv, lg)
+    # packed k/v: this rank's partial groups, the all-gather's buffer (every
+    # rank's parts) and the summed groups; strategies that hold every token
+    # hold every group
+    parts = packed_groups_per_rank(tokens, world, tr.G) * world if strategy == "aegis" else groups
+    cts = 2 * local * _ct_bytes(params, top, lg) + 2 * (parts + groups) * _ct_bytes(params, kv, lg)
     ext = params.limbs_at(top) + len(params.p)
     digits = len(params.digits_at(top))
     keys = tr.keys * 2 * digits * limb_block(ext, lg) * params.n * KEY_WORD

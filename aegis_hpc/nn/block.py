@@ -2,9 +2,14 @@
 
 Tokens are `Tok(gid, sid, pos, x)`; a rank holds any subset of them (the
 token shard). The only cross-token step is attention, which needs k and v
-of every token of the sentence: `gather(local) -> all` is passed in (the
-distributed runtime's all-gather, or identity in one process). Every other
-step touches one token and needs no traffic.
+of every token of the sentence, packed G tokens to a ciphertext. Each rank
+packs its own tokens into partial groups first, so what crosses the wire is
+the packed groups, G times fewer ciphertexts than the tokens' k and v:
+`gather(partials) -> {(sid, g0): [(K, V) part of each rank holding tokens
+of that group]}` is passed in (the distributed runtime's all-gather, or
+`one_process_gather`); the parts add up exactly (mod each prime) to the
+group one rank would have packed. Every other step touches one token and
+needs no traffic.
 
 Refresh tags name the site and the token, so the key holder's re-encryption
 randomness, and hence the output, is the same whatever the rank count.
@@ -93,6 +98,13 @@ def _mul(ops, a, b, tag):
     return ops.mul(ops.need(a, 1, tag + "/a"), ops.need(b, 1, tag + "/b"))
 
 
+def one_process_gather(partials, work=()):
+    """The gather of a run in one process: every group has one part."""
+    for w in work:
+        w()
+    return {key: [kv] for key, kv in partials.items()}
+
+
 def _gather_during(gather, items, work):
     """k/v are ready before q: a gather that can overlap (`gather.overlaps`)
     runs the q projections while its exchange is in flight."""
@@ -151,49 +163,59 @@ class EncoderRunner:
         return self.approx[i].inv_max
 
     # ---- blocks ---------------------------------------------------------
+    def _pack(self, i, t, k, v, partials):
+        """Add token t's k and v, masked to its block jj of its group, to this
+        rank's partial group (sid, g0)."""
+        ops, L = self.ops, self.L
+        G = L.group_size(self.lengths[t.sid])
+        g0 = t.pos // G * G
+        jj = t.pos - g0
+        k = ops.mul_plain(ops.view(ops.need(k, 1, f"L{i}/K/t{t.gid}"), L.S * G),
+                          self._block_mask(G, jj, 1.0), ("blk", G, jj))
+        # 1/B of the Goldschmidt normalisation rides on V for free
+        v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{t.gid}"), L.S * G),
+                          self._block_mask(G, jj, math.sqrt(self._gs_range(i)) / self.approx[i].inv_bound),
+                          ("blkv", i, G, jj))
+        key = (t.sid, g0)
+        if key in partials:
+            K, V = partials[key]
+            k, v = ops.add(K, k), ops.add(V, v)
+        partials[key] = (k, v)
+
     def attention(self, i, toks, gather):
         ops, W, a, L = self.ops, self.m.layers[i], self.approx[i], self.L
-        qs, kv_local = {}, []
+        qs, partials = {}, {}
         for t in toks:
             x = ops.need(t.x, 1, f"L{i}/qkv/t{t.gid}")
             t.x = x
             k = ops.add_plain(ops.lintrans(x, W["k"]), W["bk"], ("bk", i))
             v = ops.add_plain(ops.lintrans(x, W["v"]), W["bv"], ("bv", i))
-            kv_local.append((t.gid, k, v))
+            self._pack(i, t, k, v, partials)
 
         def q_of(t):
             def work():
                 qs[t.gid] = ops.add_plain(ops.lintrans(t.x, W["q"]), W["bq"], ("bq", i))
             return work
 
-        kv = {g: (k, v) for g, k, v in _gather_during(gather, kv_local, [q_of(t) for t in toks])}
-        out = {}
+        parts = _gather_during(gather, partials, [q_of(t) for t in toks])
+        del partials
         for sid in sorted({t.sid for t in toks}):
             T = self.lengths[sid]
             G = L.group_size(T)
             groups = []
             for g0 in range(0, T, G):
-                nvalid = min(G, T - g0)
-                K = V = None
-                for jj in range(nvalid):
-                    gid = self.offsets[sid] + g0 + jj
-                    k, v = kv[gid]
-                    k = ops.mul_plain(ops.view(ops.need(k, 1, f"L{i}/K/t{gid}"), L.S * G),
-                                      self._block_mask(G, jj, 1.0), ("blk", G, jj))
-                    # 1/B of the Goldschmidt normalisation rides on V for free
-                    v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{gid}"), L.S * G),
-                                      self._block_mask(G, jj, math.sqrt(self._gs_range(i)) / a.inv_bound),
-                                      ("blkv", i, G, jj))
-                    K = k if K is None else ops.add(K, k)
-                    V = v if V is None else ops.add(V, v)
-                groups.append((g0, nvalid, K, V))
+                (K, V), *rest = parts[(sid, g0)]
+                for K2, V2 in rest:
+                    K, V = ops.add(K, K2), ops.add(V, V2)
+                groups.append((g0, min(G, T - g0), K, V))
+            # each token is finished before the next is attended: only x and q
+            # of the local tokens stay alive, not their attention outputs too
             for t in toks:
                 if t.sid == sid:
-                    out[t.gid] = self._attend(i, t.gid, qs[t.gid], groups, G)
-        for t in toks:
-            o = ops.lintrans(ops.need(out[t.gid], 1, f"L{i}/o/t{t.gid}"), W["o"])
-            o = ops.add_plain(o, W["bo"], ("bo", i))
-            t.x = self._layernorm(ops.add(t.x, o), W["g1"], W["b1"], a.invsqrt1, f"L{i}/ln1/t{t.gid}")
+                    out = self._attend(i, t.gid, qs.pop(t.gid), groups, G)
+                    o = ops.lintrans(ops.need(out, 1, f"L{i}/o/t{t.gid}"), W["o"])
+                    o = ops.add_plain(o, W["bo"], ("bo", i))
+                    t.x = self._layernorm(ops.add(t.x, o), W["g1"], W["b1"], a.invsqrt1, f"L{i}/ln1/t{t.gid}")
         return toks
 
     def _attend(self, i, gid, q, groups, G):

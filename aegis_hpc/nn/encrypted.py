@@ -6,7 +6,7 @@ import numpy as np
 
 from . import models
 from . import refresh as refresh_mod
-from .block import EncoderRunner, Tok
+from .block import EncoderRunner, Tok, one_process_gather
 from .mirror import prepared
 from .ops import CipherOps, KeyHolder
 
@@ -35,7 +35,7 @@ def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, ga
             if tokens is None or gid in tokens:
                 toks.append(Tok(gid, sid, pos, ct))
             gid += 1
-    gather = gather or (lambda items: items)
+    gather = gather or one_process_gather
     for i in range(layers):
         runner.attention(i, toks, gather)
         if on_block:

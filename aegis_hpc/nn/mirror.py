@@ -6,7 +6,7 @@ import numpy as np
 
 from . import models
 from . import refresh as refresh_mod
-from .block import EncoderRunner, PreparedModel, Tok
+from .block import EncoderRunner, PreparedModel, Tok, one_process_gather
 from .ops import PlainOps
 from .packing import Layout
 
@@ -39,7 +39,7 @@ def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 
             toks.append(Tok(gid, sid, pos, ops.encrypt(r, model.layout.S)))
             gid += 1
     for i in range(layers):
-        runner.attention(i, toks, lambda items: items)
+        runner.attention(i, toks, one_process_gather)
         runner.ffn(i, toks)
     out = []
     for sid in range(len(embedded)):

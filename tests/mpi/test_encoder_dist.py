@@ -2,8 +2,6 @@
 token sharding and the all-reduced partial products of tensor parallelism
 give one rank's ciphertexts bit for bit, and send the bytes their shapes say."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -20,29 +18,42 @@ def keyed(comm):
     return ctx, sk, keys, lt
 
 
+def partial_groups(ctx, sk, rank, sl, G):
+    """What `rank` holds for its tokens `sl`: one (K, V) part per group it
+    touches; seeded, so every rank can rebuild every other rank's parts."""
+    keys = sorted({(0, g // G * G) for g in range(sl.start, sl.stop)})
+    return {key: (ctx.encrypt(np.full(8, 100 * rank + key[1]), sk, slots=8, level=2, seed=b"K%d.%d" % (rank, key[1])),
+                  ctx.encrypt(np.full(8, -key[1]), sk, slots=8, level=2, seed=b"V%d.%d" % (rank, key[1])))
+            for key in keys}
+
+
 @pytest.mark.mpi(min_size=2)
-def test_token_gather_returns_every_token_and_runs_the_work(comm, keyed):
+def test_group_gather_returns_every_part_and_runs_the_work(comm, keyed):
     from aegis_hpc.dist.comm import wire_bytes
-    from aegis_hpc.dist.encoder import TokenGather
+    from aegis_hpc.dist.encoder import GroupGather
+    from aegis_hpc.dist.planner import packed_groups_per_rank
     from aegis_hpc.io import rank_range
 
     ctx, sk, _, _ = keyed
-    total = 2 * comm.size + 1           # uneven shards: the last ranks hold one token fewer
-    cts = [(g, ctx.encrypt(np.full(8, g), sk, slots=8, level=2, seed=b"k%d" % g),
-            ctx.encrypt(np.full(8, -g), sk, slots=8, level=2, seed=b"v%d" % g)) for g in range(total)]
-    sl = rank_range(total, comm.rank, comm.size)
+    total, G = 2 * comm.size + 1, 3     # uneven shards, groups split between ranks
+    ranges = [rank_range(total, r, comm.size) for r in range(comm.size)]
+    every = [partial_groups(ctx, sk, r, sl, G) for r, sl in enumerate(ranges)]
     done = []
     comm.stats.reset()
-    gather = TokenGather(comm, total, site="t-kv")
-    out = gather(cts[sl.start:sl.stop], [lambda: done.append(1), lambda: done.append(2)])
+    gather = GroupGather(comm, site="t-kv")
+    out = gather(every[comm.rank], [lambda: done.append(1), lambda: done.append(2)])
     assert done == [1, 2]
-    assert [g for g, _, _ in out] == list(range(total))
-    for (g, k, v), (_, k0, v0) in zip(out, cts):
-        assert np.array_equal(host(k.data), host(k0.data)) and np.array_equal(host(v.data), host(v0.data))
-        assert (k.level, k.scale, k.slots) == (k0.level, k0.scale, k0.slots)
-    width = math.ceil(total / comm.size)
-    assert comm.stats.sites["t-kv"].bytes_sent == wire_bytes("allgather", width * 2 * cts[0][1].data.size,
-                                                             comm.size)
+    assert sorted(out) == [(0, g0) for g0 in range(0, total, G)]
+    for key, parts in out.items():
+        want = [p[key] for p in every if key in p]      # by rank
+        assert len(parts) == len(want)
+        for (k, v), (k0, v0) in zip(parts, want):
+            assert np.array_equal(host(k.data), host(k0.data)) and np.array_equal(host(v.data), host(v0.data))
+            assert (k.level, k.scale, k.slots) == (k0.level, k0.scale, k0.slots)
+    width = packed_groups_per_rank(total, comm.size, G)
+    assert width == max(len(p) for p in every)
+    ct_size = every[0][(0, 0)][0].data.size
+    assert comm.stats.sites["t-kv"].bytes_sent == wire_bytes("allgather", width * 2 * ct_size, comm.size)
     assert gather.overlap.in_flight_s >= gather.overlap.blocked_s >= 0
 
 
@@ -75,23 +86,20 @@ def lt_apply(lt, v):
 @pytest.mark.parametrize("overlap", [True, False])
 def test_q_work_runs_during_the_gather_only_with_overlap(comm, keyed, overlap):
     """infer --no-overlap: the q projections run before the k/v gather starts, the
-    baseline for the time the overlap hides; the gathered tokens are the same."""
-    from aegis_hpc.dist.encoder import TokenGather
-    from aegis_hpc.io import rank_range
+    baseline for the time the overlap hides; the gathered groups are the same."""
+    from aegis_hpc.dist.encoder import GroupGather
     from aegis_hpc.nn.block import _gather_during
 
     ctx, sk, _, _ = keyed
-    total = comm.size
-    cts = [(g, ctx.encrypt(np.full(8, g), sk, slots=8, level=2, seed=b"k%d" % g),
-            ctx.encrypt(np.full(8, -g), sk, slots=8, level=2, seed=b"v%d" % g)) for g in range(total)]
-    sl = rank_range(total, comm.rank, comm.size)
-    gather = TokenGather(comm, total, site="t-kv-order", overlap=overlap)
+    every = [partial_groups(ctx, sk, r, range(r, r + 1), 1) for r in range(comm.size)]
+    gather = GroupGather(comm, site="t-kv-order", overlap=overlap)
     events, start = [], comm.iallgather
     comm.iallgather = lambda *a, **k: (events.append("gather"), start(*a, **k))[1]
     try:
-        out = _gather_during(gather, cts[sl.start:sl.stop], [lambda: events.append("q")])
+        out = _gather_during(gather, every[comm.rank], [lambda: events.append("q")])
     finally:
         del comm.iallgather
     assert events == (["gather", "q"] if overlap else ["q", "gather"])
-    assert [g for g, _, _ in out] == list(range(total))
-    assert all(np.array_equal(host(k.data), host(k0.data)) for (_, k, _), (_, k0, _) in zip(out, cts))
+    assert sorted(out) == [(0, r) for r in range(comm.size)]
+    assert all(np.array_equal(host(out[(0, r)][0][0].data), host(every[r][(0, r)][0].data))
+               for r in range(comm.size))
