@@ -3,6 +3,7 @@
   ops        per-op times beside a peer library (desilofhe) at matched N and log2 Q
   comm       collectives on ciphertext tensors vs the raw collective (under mpirun)
   plan       placement planner (aegis_hpc.dist.planner)
+  lintrans   a weight transform under both rotation key sets (memory/time trade)
   reproduce  the paper's figures (issue 9)
 """
 
@@ -42,6 +43,19 @@ def _comm_parser(sub):
     return p
 
 
+def _lintrans_parser(sub):
+    p = sub.add_parser("lintrans", help="a dense S x S transform with the pow2 and the all-baby key sets")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="default: AEGIS_BACKEND or auto")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--slots", type=int, default=1024, help="S (BERT-base and MiniLM: 1024)")
+    p.add_argument("--level", type=int, default=None, help="ciphertext level (default: top)")
+    p.add_argument("--budget", type=float, default=2.0, help="seconds of repetitions per key set")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--out", default=None, help="directory for JSON + markdown (default bench/results)")
+    p.add_argument("--no-save", action="store_true")
+    return p
+
+
 def _reproduce_parser(sub):
     p = sub.add_parser("reproduce", help="the paper's claims beside ours: table, plots, JSON (issue 9)")
     p.add_argument("--gpus", default="1,2,4", help="GPU (rank) counts, comma list")
@@ -72,6 +86,7 @@ def main(argv=None) -> int:
     sub.add_parser("plan", help="placement planner; arguments go to aegis_hpc.dist.planner",
                    add_help=False)
     _reproduce_parser(sub)
+    _lintrans_parser(sub)
     if argv and argv[0] == "plan":
         return _plan(argv[1:])
     args = parser.parse_args(argv)
@@ -84,6 +99,10 @@ def main(argv=None) -> int:
         from .benchmarks import comm
 
         return comm.main(args)
+    if args.cmd == "lintrans":
+        from .benchmarks import lintrans
+
+        return lintrans.main(args)
     if args.cmd == "reproduce":
         from .benchmarks import reproduce
 

@@ -14,10 +14,8 @@ executes but nothing crosses a wire (bytes 0, the time is the local work).
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -194,10 +192,6 @@ def main(args) -> int:
         table = format_table(result)
         print(table)
         if not args.no_save:
-            out = Path(args.out or "bench/results")
-            out.mkdir(parents=True, exist_ok=True)
-            stem = out / f"comm-{machine.slug(result['machine'])}-{comm.kind}-{comm.size}r-{args.preset}"
-            stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-            stem.with_suffix(".md").write_text(table)
-            print(f"wrote {stem}.json and .md")
+            machine.save(result, table, args.out,
+                         f"comm-{machine.slug(result['machine'])}-{comm.kind}-{comm.size}r-{args.preset}")
     return 0

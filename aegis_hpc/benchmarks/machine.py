@@ -90,3 +90,17 @@ def slug(desc: dict) -> str:
         base = f"{desc['cpu']}-{desc['cores']}c"
     base = re.sub(r"\((R|TM)\)|CPU|Processor|\d+-Core", "", base, flags=re.I)
     return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")
+
+
+def save(result: dict, table: str, out_dir, stem: str) -> None:
+    """A benchmark's JSON and markdown table as OUT_DIR/STEM.json and .md
+    (default folder bench/results, the results kept with the code)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir or "bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / stem
+    path.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    path.with_suffix(".md").write_text(table)
+    print(f"wrote {path}.json and .md")

@@ -7,12 +7,23 @@ from dataclasses import dataclass, replace
 
 @dataclass
 class Plaintext:
-    data: object          # xp uint64 (limbs, N), NTT form
+    """NTT form. A plaintext of fewer slots than N/2 is a polynomial in
+    X^(N/(2*slots)), whose NTT values (bit-reversed order) come in runs of
+    r = N/(2*slots) equal values; a compact one (run = r) keeps one value per
+    run: (limbs, N/r), r times less memory (linear-transform weights)."""
+    data: object          # xp uint64 (limbs, N), or (limbs, N/run) uint32 when compact
     level: int
     scale: float
     slots: int
     fingerprint: str
     is_complex: bool = False
+    run: int = 1
+
+    def expanded(self, xp) -> "Plaintext":
+        """The same plaintext with (limbs, N) uint64 data."""
+        if self.run == 1:
+            return self
+        return replace(self, data=xp.repeat(self.data.astype(xp.uint64), self.run, axis=-1), run=1)
 
 
 @dataclass

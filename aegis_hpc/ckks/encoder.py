@@ -69,7 +69,14 @@ class Encoder:
         m = (np.fft.fft(points, axis=-1) / self.n * self._untwist).real * scale
         if np.max(np.abs(m), initial=0.0) >= 2.0 ** 62:
             raise EncodingError(f"values too large for scale 2^{np.log2(scale):.1f} (coefficients overflow 2^62)")
-        return np.rint(m).astype(np.int64), slots
+        coeffs = np.rint(m).astype(np.int64)
+        # the tiled vector's polynomial lies in X^(N/(2*slots)): the other
+        # coefficients are zero exactly, and their float residue must not round
+        # to +-1 (compact plaintexts rely on the runs it gives, see Plaintext)
+        run = self.max_slots // slots
+        if run > 1:
+            coeffs.reshape(len(coeffs), -1, run)[:, :, 1:] = 0
+        return coeffs, slots
 
     def from_coefficients(self, coeffs, scale: float, slots: int):
         """Slots (complex128, length `slots`) of a polynomial with real (float or int) coefficients."""

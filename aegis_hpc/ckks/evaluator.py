@@ -159,7 +159,7 @@ class Evaluator(LevelMatch):
             self._same_scale(a, b, "add plaintext")
             self._slots_match(a, b, "add plaintext")
             limbs = self._limbs(a)
-            qc, pb = self._qc(limbs), self._pt_rows(b, limbs)
+            qc, pb = self._qc(limbs), self._pt_rows(b.expanded(self.xp), limbs)
             data = a.data.copy()
             data[0] = (data[0] + (qc - pb if subtract else pb)) % qc
             return a.with_data(data, is_complex=a.is_complex or b.is_complex)
@@ -220,7 +220,12 @@ class Evaluator(LevelMatch):
             ct = self.drop_level(ct, ct.level - pt.level)
         self._slots_match(ct, pt, "mul_plain")
         limbs = self._limbs(ct)
-        data = ct.data * self._pt_rows(pt, limbs)
+        rows = self._pt_rows(pt, limbs)
+        if pt.run > 1:   # each value stands for a run: broadcast it, no expanded copy
+            runs = ct.data.reshape(*ct.data.shape[:-1], -1, pt.run)
+            data = (runs * rows[..., None].astype(np.uint64)).reshape(ct.data.shape)
+        else:
+            data = ct.data * rows
         data %= self._qc(limbs)
         out = ct.with_data(data, scale=ct.scale * pt.scale, is_complex=ct.is_complex or pt.is_complex)
         return self.rescale(out) if rescale else out

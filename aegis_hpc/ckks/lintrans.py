@@ -1,9 +1,22 @@
 """Plaintext-matrix x encrypted-vector products by the baby-step giant-step diagonal method.
 
 y = sum_k diag_k * rot(x, k) with diag_k[i] = M[i, (i+k) mod n]. Writing
-k = g*n1 + b, y = sum_g rot( sum_b rot(diag_k, -g*n1) * rot(x, b), g*n1 ):
-the n1 baby rotations of x share one ModUp (hoisting), and only about
-n/n1 giant rotations remain, so ~2*sqrt(n) key switches instead of n.
+k = g + b (g a multiple of n1, b < n1), y = sum_g rot( sum_b rot(diag_k, -g) * rot(x, b), g ):
+n1 baby rotations of x and about n/n1 giant rotations, ~2*sqrt(n) key
+switches instead of n.
+
+Rotation keys are the memory that every rank holds whole (a key at N=2^16 is
+~300 MB), so the default key set is the powers of two:
+
+- giant steps by Horner's rule within a run of groups,
+  acc = inner_g + rot(acc, n1): one key (n1) however many groups. The groups
+  are cut into RUNS fixed runs; each run's result is rotated to its offset by
+  power-of-two steps. Fixed, not per world size, so tensor-parallel shares
+  (whole runs per rank) add up to the one-rank result bit for bit.
+- baby steps (`keys="pow2"`): a tree over the power-of-two keys, rot(x, p + 2^i)
+  hoisted from rot(x, p) for every 2^i below p's lowest bit: each baby is one
+  key switch as before, but n1/2 ModUps instead of one. `keys="all"` keeps
+  one key per baby step and hoists every baby from x (fastest, n1 keys).
 """
 
 from __future__ import annotations
@@ -12,12 +25,22 @@ import math
 
 import numpy as np
 
+RUNS = 4
+KEY_SETS = ("pow2", "all")
+
+
+def pow2_parts(amount: int) -> list[int]:
+    """The powers of two that add up to `amount` (its set bits), largest first."""
+    return [1 << b for b in range(amount.bit_length() - 1, -1, -1) if amount >> b & 1]
+
 
 class LinearTransform:
     def __init__(self, matrix=None, diagonals: dict | None = None, slots: int | None = None,
-                 baby_steps: int | None = None):
+                 baby_steps: int | None = None, keys: str = "pow2"):
         if (matrix is None) == (diagonals is None):
             raise ValueError("give exactly one of matrix or diagonals")
+        if keys not in KEY_SETS:
+            raise ValueError(f"keys must be one of {KEY_SETS}, got {keys!r}")
         if matrix is not None:
             m = np.asarray(matrix)
             if m.ndim != 2:
@@ -40,8 +63,16 @@ class LinearTransform:
             diagonals = {int(k) % n: np.asarray(v) for k, v in diagonals.items()}
         self.slots = n
         self.diagonals = diagonals
+        self.keys = keys
         count = max(1, len(diagonals))
         self.n1 = baby_steps or 1 << max(0, math.ceil(math.log2(math.sqrt(count))))
+        if self.n1 & (self.n1 - 1):
+            raise ValueError(f"baby_steps must be a power of two, got {self.n1}")
+        self._groups = self._split()
+        giants = list(self._groups)
+        cut = np.array_split(np.arange(len(giants)), RUNS)
+        self._runs = [[giants[i] for i in c] for c in cut]
+        self._babies = sorted({k % self.n1 for ks in self._groups.values() for k in ks})
         self._plaintexts = {}
 
     def _split(self):
@@ -50,49 +81,97 @@ class LinearTransform:
             groups.setdefault(k - k % self.n1, []).append(k)
         return groups
 
+    # ---- the rotation plan ------------------------------------------------------------
+    def _baby_tree(self):
+        """[(parent, steps)]: rotations of baby `parent` by `steps`, hoisted
+        together, in an order where every parent exists before it is used."""
+        if self.keys == "all":
+            return [(0, [b for b in self._babies if b])]
+        need = set()
+        for b in self._babies:
+            while b:                  # b and its ancestors b - lowbit(b), ...
+                need.add(b)
+                b -= b & -b
+        tree = []
+        for p in [0] + sorted(need):
+            low = p & -p or self.n1
+            steps = [1 << i for i in range(low.bit_length() - 1) if p + (1 << i) in need]
+            if steps:
+                tree.append((p, steps))
+        return tree
+
+    def _giant_steps(self, run):
+        """Rotations of Horner's rule over one run (highest group first), then
+        the run's offset: lists of power-of-two steps, one list per gap."""
+        gaps = [hi - lo for lo, hi in zip(run, run[1:])]
+        return [pow2_parts(g) for g in reversed(gaps)] + ([pow2_parts(run[0])] if run[0] else [])
+
     def rotations(self) -> list[int]:
         """Rotation steps whose Galois keys this transform needs."""
-        groups = self._split()
-        baby = {k % self.n1 for ks in groups.values() for k in ks}
-        return sorted((baby | set(groups)) - {0})
+        steps = {s for _, ss in self._baby_tree() for s in ss}
+        for run in filter(None, self._runs):
+            steps |= {s for gap in self._giant_steps(run) for s in gap}
+        return sorted(steps - {0})
 
+    def key_switches(self) -> int:
+        """Key switches of one evaluation (every rotation is one)."""
+        babies = sum(len(ss) for _, ss in self._baby_tree())
+        return babies + sum(len(gap) for run in filter(None, self._runs) for gap in self._giant_steps(run))
+
+    # ---- evaluation -------------------------------------------------------------------
     def _encoded(self, ev, level, scale):
         key = (level, scale)
         pts = self._plaintexts.get(key)
         if pts is None:
             # pre-rotate by -giant so the giant rotation can come after the sum
-            order = [(k, giant) for giant, ks in self._split().items() for k in ks]
+            order = [(k, giant) for giant, ks in self._groups.items() for k in ks]
             rows = np.stack([np.roll(self.diagonals[k], giant) for k, giant in order])
             pts = dict(zip((k for k, _ in order), ev.ctx.encode_many(rows, level=level, scale=scale,
-                                                                     slots=self.slots)))
+                                                                     slots=self.slots, compact=True)))
             self._plaintexts = {key: pts}  # keep one level's encoding: weights are large
         return pts
 
+    def _rotate_babies(self, ev, ct):
+        babies = {0: ct}
+        for parent, steps in self._baby_tree():
+            for s, out in ev.rotate_hoisted(babies[parent], steps).items():
+                babies[parent + s] = out
+        return babies
+
     def evaluate(self, ev, ct, rescale: bool = True, share: tuple | None = None):
-        """share=(i, n): only giant groups i, i+n, ... and no rescale -- the
-        partial sum of tensor parallelism. Partials of i = 0..n-1 add up (mod
-        each prime) to exactly the unrescaled full result, because every
-        group's rotation is computed whole on one rank."""
+        """share=(i, n): only runs i, i+n, ... and no rescale -- the partial
+        sum of tensor parallelism. Partials of i = 0..n-1 add up (mod each
+        prime) to exactly the unrescaled full result, because every run is
+        computed whole on one rank and the full result is the sum of the runs."""
         if ct.slots != self.slots:
             raise ValueError(f"transform for {self.slots} slots applied to a {ct.slots}-slot ciphertext")
-        groups = self._split()
-        scale = ev.rescale_target_scale(ct.scale, ct.level)
-        if share is not None:
-            groups = {g: ks for j, (g, ks) in enumerate(groups.items()) if j % share[1] == share[0]}
-            if not groups:
-                return ct.with_data(ev.xp.zeros_like(ct.data), scale=ct.scale * scale)
-            rescale = False
-        pts = self._encoded(ev, ct.level, scale)
-        babies = ev.rotate_hoisted(ct, sorted({k % self.n1 for ks in groups.values() for k in ks}))
-        total = None
-        for giant, ks in groups.items():
-            inner = None
-            for k in ks:
-                term = ev.mul_plain(babies[k % self.n1], pts[k])
-                inner = term if inner is None else ev.add(inner, term)
-            if giant:
-                inner = ev.rotate(inner, giant)
-            total = inner if total is None else ev.add(total, inner)
-        if total is None:
+        if not self._groups:
             raise ValueError("empty linear transform")
+        scale = ev.rescale_target_scale(ct.scale, ct.level)
+        runs = [r for j, r in enumerate(self._runs) if r and (share is None or j % share[1] == share[0])]
+        if share is not None:
+            rescale = False
+            if not runs:
+                return ct.with_data(ev.xp.zeros_like(ct.data), scale=ct.scale * scale)
+        pts = self._encoded(ev, ct.level, scale)
+        babies = self._rotate_babies(ev, ct)
+
+        def inner(giant):
+            acc = None
+            for k in self._groups[giant]:
+                term = ev.mul_plain(babies[k % self.n1], pts[k])
+                acc = term if acc is None else ev.add(acc, term)
+            return acc
+
+        total = None
+        for run in runs:
+            acc, steps = None, iter(self._giant_steps(run))
+            for giant in reversed(run):
+                if acc is not None:
+                    for s in next(steps):
+                        acc = ev.rotate(acc, s)
+                acc = inner(giant) if acc is None else ev.add(acc, inner(giant))
+            for s in next(steps, []):     # the run's offset
+                acc = ev.rotate(acc, s)
+            total = acc if total is None else ev.add(total, acc)
         return ev.rescale(total) if rescale else total

@@ -114,7 +114,7 @@ class TensorParallelOps(CipherOps):
     def lintrans(self, a, lt):
         if self.comm.size == 1:
             return super().lintrans(a, lt)
-        self.stats.tick("rotate", len(lt.rotations()))
+        self.stats.tick("rotate", lt.key_switches())
         part = lt.evaluate(self.ev, a, share=(self.comm.rank, self.comm.size))
         summed = self.comm.iallreduce(part.data, self.ctx.params.q[: part.limbs], self.site).wait()
         return self.ev.rescale(part.with_data(summed))

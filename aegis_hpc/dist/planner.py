@@ -42,10 +42,12 @@ the attention peak - x and q of local tokens at the top level (a token's
 attention output is finished into x before the next is attended), the
 packed k/v groups' parts (all ranks', the all-gather's result) and the
 2 ceil(T / G) summed groups at the k/v level - + Galois and relinearization keys (uint32,
-dnum digits over P and Q) + weights: the float64 diagonals of every transform
-(what PreparedModel holds) and one transform's encoded diagonals at the top
-level (the BSGS working set; LinearTransform caches each transform's, which
-a GPU run at N = 2^16 cannot afford - see `cached_encodings_bytes`).
+dnum digits over P and Q; the power-of-two rotation set of
+ckks.LinearTransform's default key set) + weights: the float64 diagonals of
+every transform (what PreparedModel holds) and one transform's encoded
+diagonals at the top level, compact (the BSGS working set; LinearTransform
+caches each transform's, which a GPU run at N = 2^16 cannot afford - see
+`cached_encodings_bytes`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ from ..ckks.evaluator import LevelMatch
 from .comm import wire_bytes
 from .sharding import ShardSpec, limb_block
 
-CT_WORD = 8    # in-memory bytes per residue of ciphertexts and plaintexts (core: uint64)
+CT_WORD = 8    # in-memory bytes per residue of ciphertexts (core: uint64)
+PT_WORD = 4    # a transform's encoded diagonals are compact uint32 (core: encode_many(compact=True))
 KEY_WORD = 4   # switching keys are stored as uint32 (core: keys.SwitchingKey)
 BLOCKS = ("QKV", "attention", "out_proj", "layernorm", "FFN")
 STRATEGIES = ("aegis", "limb", "replicate")
@@ -194,6 +197,9 @@ class _RoleTransform:
 
     def rotations(self):
         return self.lt.rotations()
+
+    def key_switches(self):
+        return self.lt.key_switches()
 
     def evaluate(self, ev, ct, rescale=True):
         ev.block = self.block
@@ -455,15 +461,20 @@ def memory(tr: Trace, cfg, params, tokens, strategy, world, layers) -> Memory:
     keys = tr.keys * 2 * digits * limb_block(ext, lg) * params.n * KEY_WORD
     chunks = math.ceil(cfg.intermediate / tr.S)
     raw = layers * (4 + 2 * chunks) * tr.S * tr.S * 8
-    encoded = tr.S * limb_block(params.limbs_at(top), lg) * params.n * CT_WORD
-    return Memory(cts, keys, raw + encoded)
+    return Memory(cts, keys, raw + _encoded_transform_bytes(tr.S, limb_block(params.limbs_at(top), lg), params))
+
+
+def _encoded_transform_bytes(S, limbs, params) -> int:
+    """S diagonals of S slots, compact: 2S values per limb (one per run of
+    N/(2S) equal NTT values)."""
+    return S * limbs * min(params.n, 2 * S) * PT_WORD
 
 
 def cached_encodings_bytes(tr: Trace, cfg, params, layers) -> int:
     """What LinearTransform's per-transform encoding cache holds once every
     transform has run (one level each, top level as a bound)."""
     chunks = math.ceil(cfg.intermediate / tr.S)
-    return layers * (4 + 2 * chunks) * tr.S * params.limbs_at(params.max_level) * params.n * CT_WORD
+    return layers * (4 + 2 * chunks) * _encoded_transform_bytes(tr.S, params.limbs_at(params.max_level), params)
 
 
 # ---- plans ---------------------------------------------------------------------------

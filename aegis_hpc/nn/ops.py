@@ -111,7 +111,7 @@ class PlainOps:
         return {k: self.rotate(a, k) for k in ks}
 
     def lintrans(self, a, lt):
-        self.stats.tick("rotate", len(lt.rotations()))
+        self.stats.tick("rotate", lt.key_switches())
         m = np.zeros((lt.slots, lt.slots))
         rows = np.arange(lt.slots)
         for k, d in lt.diagonals.items():
@@ -248,7 +248,7 @@ class CipherOps:
         return self.ev.rotate_hoisted(a, ks)
 
     def lintrans(self, a, lt):
-        self.stats.tick("rotate", len(lt.rotations()))
+        self.stats.tick("rotate", lt.key_switches())
         return lt.evaluate(self.ev, a, rescale=True)
 
     def cheb(self, a, series):

@@ -34,8 +34,26 @@ def test_reproduce_planner_only_writes_table_plots_and_json(tmp_path, capsys):
     assert "measured" not in res
 
 
+def test_lintrans_compares_the_key_sets_on_one_transform(tmp_path):
+    """Both key sets give m @ x; pow2 holds fewer, power-of-two keys for the
+    same key switches; the compact diagonals are 2 * N/(2*slots) times smaller."""
+    import json
+
+    assert bench.main(["lintrans", "--backend", "numpy", "--preset", "test", "--slots", "64",
+                       "--budget", "0", "--out", str(tmp_path)]) == 0
+    (res,) = [json.loads(p.read_text()) for p in tmp_path.glob("lintrans-*-numpy-test-s64.json")]
+    p2, al = res["key_sets"]["pow2"], res["key_sets"]["all"]
+    assert p2["max_abs_error"] < 1e-6 and al["max_abs_error"] < 1e-6
+    assert p2["key_switches"] == al["key_switches"] == 7 + 4 + 4
+    assert (p2["rotation_keys"], al["rotation_keys"]) == (6, 10)
+    assert p2["rotation_key_bytes"] * 10 == al["rotation_key_bytes"] * 6
+    assert p2["modups"] > al["modups"]
+    assert res["encoded_bytes"]["full"] == 32 * res["encoded_bytes"]["compact"]   # N = 2^11, 64 slots
+
+
 @pytest.mark.parametrize("argv", [["reproduce", "--gpus", "0,2"], ["reproduce", "--gpus", "two"],
-                                  ["reproduce", "--run-model", "nope"], ["comm", "--sizes", "0"]])
+                                  ["reproduce", "--run-model", "nope"], ["comm", "--sizes", "0"],
+                                  ["lintrans", "--preset", "test", "--slots", "4096"]])
 def test_bench_usage_errors_are_one_line(argv, capsys):
     assert bench.main(argv) == 2
     out = capsys.readouterr().out.strip().splitlines()

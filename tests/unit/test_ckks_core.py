@@ -11,6 +11,7 @@ import pytest
 
 from aegis_hpc.ckks import (ChebyshevSeries, Context, EncodingError, EvaluationError,
                             InsecureParametersError, LinearTransform, MissingKeyError, build, preset)
+from aegis_hpc.backend import to_numpy
 from aegis_hpc.ckks.ntt import RingTables
 from aegis_hpc.ckks.params import HE_STANDARD_128, PRESETS
 from aegis_hpc.ckks.primes import is_prime
@@ -125,7 +126,6 @@ def test_batched_encoding_is_each_row_encoded_alone(ctx, rng, monkeypatch):
     not depend on the batch (FFT rows, chunk boundaries), and equal the
     textbook residues of the rounded coefficients, reduced on the host."""
     import aegis_hpc.ckks.context as context_mod
-    from aegis_hpc.backend import to_numpy
 
     rows = rng.uniform(-1, 1, (5, 64))
     rows[3] = 0.0
@@ -242,18 +242,93 @@ def test_hoisted_rotations_equal_plain_ones(ctx, keys, ev, rng):
         assert np.abs(ctx.decrypt(rot, sk) - np.roll(x, -step)).max() < KEYSWITCH
 
 
-def test_linear_transform_matches_matrix_product(ctx, rng):
+class CountingEvaluator:
+    """Counts what a transform does to the real evaluator: rotations (key
+    switches) and ModUps (one per hoisted batch)."""
+
+    def __init__(self, ev):
+        self.ev, self.rotations, self.modups = ev, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.ev, name)
+
+    def rotate_hoisted(self, ct, steps):
+        todo = [s for s in steps if s % ct.slots]
+        self.rotations += len(todo)
+        self.modups += bool(todo)
+        return self.ev.rotate_hoisted(ct, steps)
+
+    def rotate(self, ct, step):
+        return self.rotate_hoisted(ct, [step])[step]
+
+
+@pytest.mark.parametrize("key_set", ["pow2", "all"])
+def test_linear_transform_matches_matrix_product(ctx, rng, key_set):
     n = 64
     m = rng.uniform(-1, 1, (n, n))
-    lt = LinearTransform(m)
+    lt = LinearTransform(m, keys=key_set)
     sk, ek = ctx.keygen(rotations=lt.rotations())
-    ev = ctx.evaluator(ek)
+    ev = CountingEvaluator(ctx.evaluator(ek))
     x = rand(rng, n)
-    out = ev.linear_transform(ctx.encrypt(x, sk), lt)
+    out = lt.evaluate(ev, ctx.encrypt(x, sk))
     assert out.level == ctx.max_level - 1
     assert np.abs(ctx.decrypt(out, sk) - m @ x).max() < 1e-6 * n
-    # fewer rotations than diagonals: baby-step giant-step
-    assert len(lt.rotations()) < n // 2
+    # baby-step giant-step: n1 = 8 babies, 8 groups in 4 runs of 2 (Horner by
+    # 8 inside a run: 4 rotations; offsets 16, 32, 48 = 32 + 16: 4 more)
+    assert lt.n1 == 8 and ev.rotations == lt.key_switches() == 7 + 4 + 4
+    if key_set == "pow2":
+        assert lt.rotations() == [1, 2, 4, 8, 16, 32]
+        assert ev.modups == 4 + 8      # parents 0, 2, 4, 6 of the baby tree; each giant step
+    else:
+        assert lt.rotations() == [1, 2, 3, 4, 5, 6, 7, 8, 16, 32]
+        assert ev.modups == 1 + 8
+
+
+def test_linear_transform_shares_add_up_to_the_whole_bit_for_bit(ctx, rng):
+    """Tensor parallelism: runs split over `world` ranks, summed mod q."""
+    n = 64
+    lt = LinearTransform(rng.uniform(-1, 1, (n, n)))
+    sk, ek = ctx.keygen(rotations=lt.rotations())
+    ev = ctx.evaluator(ek)
+    ct = ctx.encrypt(rand(rng, n), sk)
+    whole = lt.evaluate(ev, ct, rescale=False)
+    for world in (2, 3, 4, 5):
+        parts = [lt.evaluate(ev, ct, share=(i, world)) for i in range(world)]
+        total = parts[0]
+        for p in parts[1:]:
+            total = ev.add(total, p)
+        assert np.array_equal(to_numpy(total.data), to_numpy(whole.data)) and total.scale == whole.scale
+
+
+def test_sparse_transforms_rotate_only_through_power_of_two_keys(ctx, rng):
+    n = 64
+    lt = LinearTransform(diagonals={0: rand(rng, n), 3: rand(rng, n), 40: rand(rng, n), 61: rand(rng, n)}, slots=n)
+    assert all(r & (r - 1) == 0 for r in lt.rotations())
+    sk, ek = ctx.keygen(rotations=lt.rotations())
+    x = rand(rng, n)
+    out = ctx.evaluator(ek).linear_transform(ctx.encrypt(x, sk), lt)
+    want = sum(d * np.roll(x, -k) for k, d in lt.diagonals.items())
+    assert np.abs(ctx.decrypt(out, sk) - want).max() < KEYSWITCH * n
+
+
+def test_compact_plaintexts_are_the_full_ones_in_runs(ctx, keys, ev, rng):
+    """A sparse plaintext's NTT values come in runs of N/(2*slots): the
+    compact form keeps one per run (uint32) and every product is bit-identical."""
+    sk, _ = keys
+    slots, level = 64, 3
+    rows = rng.uniform(-1, 1, (3, slots))
+    full = ctx.encode_many(rows, level=level, slots=slots)
+    compact = ctx.encode_many(rows, level=level, slots=slots, compact=True)
+    run = ctx.slots // slots
+    ct = ctx.encrypt(rand(rng, slots), sk, level=level, slots=slots)
+    for f, c in zip(full, compact):
+        assert c.run == run and c.data.dtype == np.uint32 and c.data.shape == (f.data.shape[0], ctx.params.n // run)
+        assert np.array_equal(to_numpy(c.expanded(ctx.xp).data), to_numpy(f.data))
+        assert np.array_equal(to_numpy(ev.mul_plain(ct, c).data), to_numpy(ev.mul_plain(ct, f).data))
+        assert np.array_equal(to_numpy(ev.add(ct, c).data), to_numpy(ev.add(ct, f).data))
+    assert np.abs(ctx.decode(compact[0]) - rows[0]).max() < 1e-9
+    with pytest.raises(ValueError, match="keys must be one of"):
+        LinearTransform(np.eye(4), keys="some")
 
 
 def gelu(v):
