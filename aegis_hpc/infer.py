@@ -15,7 +15,7 @@ and residuals are token-local (no traffic); attention all-gathers k and v,
 packed by each rank into groups of G tokens per ciphertext (one nonblocking
 all-gather per layer, in flight while the q projections run).
 `replicate` is tensor parallelism: every rank holds every token; each linear
-layer's giant-step groups are split across ranks and the partial products
+layer's runs of giant-step groups are split across ranks and the partial products
 all-reduced (exact, mod each prime); everything else is replicated.
 `limb` is the prior multi-GPU design: every rank holds every token but only
 some RNS limbs of each ciphertext (aegis_hpc.dist.limb); key switches and

@@ -5,7 +5,7 @@
   projections run (an `OverlapScheduler` polls it between them, so host MPI
   progresses; its report gives the hidden time).
 - `TensorParallelOps` (strategy replicate): every rank holds every token;
-  each linear layer's giant-step groups are split across ranks and the
+  each linear layer's runs of giant-step groups are split across ranks and the
   unrescaled partial products are all-reduced (exact, mod each prime), then
   rescaled identically everywhere.
 
@@ -104,7 +104,7 @@ class GroupGather:
 
 class TensorParallelOps(CipherOps):
     """CipherOps whose linear layers are split across the ranks of `comm` by
-    giant-step groups (LinearTransform.evaluate(share=...)) and summed by an
+    runs of giant-step groups (LinearTransform.evaluate(share=...)) and summed by an
     exact modular all-reduce: the result is bit-identical to one rank's."""
 
     def __init__(self, comm, ctx, evaluator, refresh="client", key_holder=None, site: str = SITE_LINEAR):

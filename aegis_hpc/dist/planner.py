@@ -33,7 +33,7 @@ What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
   and the 2 x |P| special-prime limbs for ModDown; each rescale all-gathers
   the dropped prime group of both polynomials.
 - replicate (tensor parallelism, infer's baseline): every rank holds every
-  token; each linear layer's giant-step groups are split over the ranks and
+  token; each linear layer's runs of giant-step groups are split over the ranks and
   the unrescaled partial outputs all-reduced (one ciphertext per transform
   per token); everything else is replicated, as is memory.
 
@@ -419,7 +419,7 @@ def aegis_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
 
 def replicate_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
     """One all-reduce of the unrescaled output per transform per token (each
-    rank computes a share of the giant-step groups)."""
+    rank computes a share of the runs of giant-step groups)."""
     rep = ShardSpec("replicated", "full")
     out = [Transfer(block, "lintrans.allreduce", "allreduce", 1, 1, 2, params.limbs_at(level), "q", level,
                     rep, rep, (world, 1), rows * c)
