@@ -189,9 +189,6 @@ def main(args) -> int:
               "params": params.describe(), "machine": machine.describe(backend.name()),
               **run(comm, params, sizes, args.budget)}
     if comm.rank == 0:
-        table = format_table(result)
-        print(table)
-        if not args.no_save:
-            machine.save(result, table, args.out,
-                         f"comm-{machine.slug(result['machine'])}-{comm.kind}-{comm.size}r-{args.preset}")
+        machine.report(result, format_table(result), args,
+                       f"comm-{machine.slug(result['machine'])}-{comm.kind}-{comm.size}r-{args.preset}")
     return 0

@@ -87,9 +87,6 @@ def main(args) -> int:
     except (KeyError, ValueError) as e:
         print(f"error: {e}")
         return 2
-    table = format_table(r)
-    print(table)
-    if not args.no_save:
-        machine.save(r, table, args.out,
-                     f"lintrans-{machine.slug(r['machine'])}-{backend.name()}-{args.preset}-s{args.slots}")
+    machine.report(r, format_table(r), args,
+                   f"lintrans-{machine.slug(r['machine'])}-{backend.name()}-{args.preset}-s{args.slots}")
     return 0

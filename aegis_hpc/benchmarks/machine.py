@@ -92,13 +92,17 @@ def slug(desc: dict) -> str:
     return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")
 
 
-def save(result: dict, table: str, out_dir, stem: str) -> None:
-    """A benchmark's JSON and markdown table as OUT_DIR/STEM.json and .md
-    (default folder bench/results, the results kept with the code)."""
+def report(result: dict, table: str, args, stem: str) -> None:
+    """Print a benchmark's table and, unless --no-save, keep its JSON and the
+    table as OUT/STEM.json and .md (default folder bench/results, the
+    results kept with the code)."""
     import json
     from pathlib import Path
 
-    out = Path(out_dir or "bench/results")
+    print(table)
+    if args.no_save:
+        return
+    out = Path(args.out or "bench/results")
     out.mkdir(parents=True, exist_ok=True)
     path = out / stem
     path.with_suffix(".json").write_text(json.dumps(result, indent=1))
