@@ -42,8 +42,7 @@ def run(preset_name: str, slots: int, budget: float, level: int | None, log=prin
         err = float(np.abs(ctx.decrypt(lt.evaluate(ev, ct), sk).real - want).max())
         key_bytes = sum(int(k.a.nbytes + k.b.nbytes) for k in ek.galois.values())
         out["key_sets"][keys] = {"rotation_keys": len(lt.rotations()), "rotation_key_bytes": key_bytes,
-                                 "key_switches": lt.key_switches(), "modups": len(lt._baby_tree())
-                                 + lt.key_switches() - sum(len(s) for _, s in lt._baby_tree()),
+                                 "key_switches": lt.key_switches(), "modups": lt.modups(),
                                  "median_ms": t["median_ms"], "reps": t["reps"], "max_abs_error": err}
         log(f"{keys}: {out['key_sets'][keys]}")
     pts = next(iter(lt._plaintexts.values()))

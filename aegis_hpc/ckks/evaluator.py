@@ -223,7 +223,7 @@ class Evaluator(LevelMatch):
         rows = self._pt_rows(pt, limbs)
         if pt.run > 1:   # each value stands for a run: broadcast it, no expanded copy
             runs = ct.data.reshape(*ct.data.shape[:-1], -1, pt.run)
-            data = (runs * rows[..., None].astype(np.uint64)).reshape(ct.data.shape)
+            data = (runs * rows[..., None]).reshape(ct.data.shape)   # uint64 * uint32 -> uint64
         else:
             data = ct.data * rows
         data %= self._qc(limbs)

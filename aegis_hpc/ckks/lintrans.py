@@ -71,8 +71,11 @@ class LinearTransform:
         self._groups = self._split()
         giants = list(self._groups)
         cut = np.array_split(np.arange(len(giants)), RUNS)
-        self._runs = [[giants[i] for i in c] for c in cut]
-        self._babies = sorted({k % self.n1 for ks in self._groups.values() for k in ks})
+        # the rotation plan, fixed by the diagonals: (parent, steps) of the baby
+        # tree and, per non-empty run, (run, power-of-two steps per gap)
+        self._tree = self._baby_tree(sorted({k % self.n1 for ks in self._groups.values() for k in ks}))
+        runs = [[giants[i] for i in c] for c in cut]
+        self._run_steps = [(run, self._giant_steps(run)) for run in runs if run]
         self._plaintexts = {}
 
     def _split(self):
@@ -82,13 +85,13 @@ class LinearTransform:
         return groups
 
     # ---- the rotation plan ------------------------------------------------------------
-    def _baby_tree(self):
+    def _baby_tree(self, babies):
         """[(parent, steps)]: rotations of baby `parent` by `steps`, hoisted
         together, in an order where every parent exists before it is used."""
         if self.keys == "all":
-            return [(0, [b for b in self._babies if b])]
+            return [(0, [b for b in babies if b])]
         need = set()
-        for b in self._babies:
+        for b in babies:
             while b:                  # b and its ancestors b - lowbit(b), ...
                 need.add(b)
                 b -= b & -b
@@ -108,15 +111,20 @@ class LinearTransform:
 
     def rotations(self) -> list[int]:
         """Rotation steps whose Galois keys this transform needs."""
-        steps = {s for _, ss in self._baby_tree() for s in ss}
-        for run in filter(None, self._runs):
-            steps |= {s for gap in self._giant_steps(run) for s in gap}
+        steps = {s for _, ss in self._tree for s in ss}
+        steps |= {s for _, gaps in self._run_steps for gap in gaps for s in gap}
         return sorted(steps - {0})
+
+    def _giant_rotations(self) -> int:
+        return sum(len(gap) for _, gaps in self._run_steps for gap in gaps)
 
     def key_switches(self) -> int:
         """Key switches of one evaluation (every rotation is one)."""
-        babies = sum(len(ss) for _, ss in self._baby_tree())
-        return babies + sum(len(gap) for run in filter(None, self._runs) for gap in self._giant_steps(run))
+        return sum(len(ss) for _, ss in self._tree) + self._giant_rotations()
+
+    def modups(self) -> int:
+        """ModUps of one evaluation: one per hoisted batch of babies, one per giant rotation."""
+        return len(self._tree) + self._giant_rotations()
 
     # ---- evaluation -------------------------------------------------------------------
     def _encoded(self, ev, level, scale):
@@ -133,7 +141,7 @@ class LinearTransform:
 
     def _rotate_babies(self, ev, ct):
         babies = {0: ct}
-        for parent, steps in self._baby_tree():
+        for parent, steps in self._tree:
             for s, out in ev.rotate_hoisted(babies[parent], steps).items():
                 babies[parent + s] = out
         return babies
@@ -148,7 +156,8 @@ class LinearTransform:
         if not self._groups:
             raise ValueError("empty linear transform")
         scale = ev.rescale_target_scale(ct.scale, ct.level)
-        runs = [r for j, r in enumerate(self._runs) if r and (share is None or j % share[1] == share[0])]
+        runs = [(run, steps) for j, (run, steps) in enumerate(self._run_steps)
+                if share is None or j % share[1] == share[0]]
         if share is not None:
             rescale = False
             if not runs:
@@ -164,8 +173,8 @@ class LinearTransform:
             return acc
 
         total = None
-        for run in runs:
-            acc, steps = None, iter(self._giant_steps(run))
+        for run, gaps in runs:
+            acc, steps = None, iter(gaps)
             for giant in reversed(run):
                 if acc is not None:
                     for s in next(steps):

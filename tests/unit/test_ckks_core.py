@@ -276,6 +276,7 @@ def test_linear_transform_matches_matrix_product(ctx, rng, key_set):
     # baby-step giant-step: n1 = 8 babies, 8 groups in 4 runs of 2 (Horner by
     # 8 inside a run: 4 rotations; offsets 16, 32, 48 = 32 + 16: 4 more)
     assert lt.n1 == 8 and ev.rotations == lt.key_switches() == 7 + 4 + 4
+    assert ev.modups == lt.modups()
     if key_set == "pow2":
         assert lt.rotations() == [1, 2, 4, 8, 16, 32]
         assert ev.modups == 4 + 8      # parents 0, 2, 4, 6 of the baby tree; each giant step
