@@ -2,7 +2,7 @@
 
   ops        per-op times beside a peer library (desilofhe) at matched N and log2 Q
   comm       collectives on ciphertext tensors vs the raw collective (under mpirun)
-  plan       placement planner (aegis_hpc.dist.planner)
+  plan       placement planner (aegis_hpc.parallel.planner)
   lintrans   a weight transform under both rotation key sets (memory/time trade)
   reproduce  the paper's figures (issue 9)
 """
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _ops_parser(sub)
     _comm_parser(sub)
-    sub.add_parser("plan", help="placement planner; arguments go to aegis_hpc.dist.planner",
+    sub.add_parser("plan", help="placement planner; arguments go to aegis_hpc.parallel.planner",
                    add_help=False)
     _reproduce_parser(sub)
     _lintrans_parser(sub)
@@ -114,9 +114,9 @@ def main(argv=None) -> int:
 
 def _plan(rest) -> int:
     try:
-        from .dist import planner
+        from .parallel import planner
     except ImportError as exc:
-        print(f"the placement planner (aegis_hpc.dist.planner) is not available: {exc}", file=sys.stderr)
+        print(f"the placement planner (aegis_hpc.parallel.planner) is not available: {exc}", file=sys.stderr)
         return 2
     rc = planner.main(rest)
     return 0 if rc is None else int(rc)

@@ -171,11 +171,28 @@ def cmd_decrypt(args) -> int:
         raise UsageError(f"{args.input} is encrypted under key {tensor.key_id}, {args.key} is key "
                          f"{io.secret_key_id(sk)}: wrong secret key")
     result = io.decode_rows(ctx, tensor, sk)
+    if tensor.model:
+        _check_encoder_output(args.input, tensor, result)
     with io.atomic_output(args.out, args.force) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, result)
     _say(f"decrypted {len(tensor.ciphertexts)} ciphertexts -> {args.out} {result.shape} {result.dtype}")
     return 0
+
+
+def _check_encoder_output(path, tensor, result):
+    """An encoder output ends in a LayerNorm: every value is finite and within
+    |gamma_f| sqrt(d - 1) + |beta_f| (nn/domains.py). Anything else is a broken
+    result (an input outside the model's domains, a failed refresh) and is not written."""
+    bound = _model_hook_in("aegis_hpc.nn.domains", "output_bound")(tensor.model, tensor.layers)
+    # encryption noise on values that sit on the bound
+    slack = 1.01 * bound[: result.shape[1]] + 0.01
+    bad = ~np.isfinite(result) | (np.abs(result) > slack)
+    if bad.any():
+        t, f = (int(i) for i in np.argwhere(bad)[0])
+        raise UsageError(f"{path}: the decrypted output of {tensor.model} ({tensor.layers} layer(s)) is numerically "
+                         f"broken: {bad.sum()} value(s) outside the bound of its last LayerNorm (token {t}, feature "
+                         f"{f}: {result[t, f]:.4g}, bound {bound[f]:.4g}); nothing written")
 
 
 def cmd_inspect(args) -> int:

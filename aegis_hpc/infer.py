@@ -18,8 +18,8 @@ all-gather per layer, in flight while the q projections run).
 layer's runs of giant-step groups are split across ranks and the partial products
 all-reduced (exact, mod each prime); everything else is replicated.
 `limb` is the prior multi-GPU design: every rank holds every token but only
-some RNS limbs of each ciphertext (aegis_hpc.dist.limb); key switches and
-rescales exchange limbs. All collectives go through aegis_hpc.dist (NCCL on GPUs,
+some RNS limbs of each ciphertext (aegis_hpc.parallel.limb); key switches and
+rescales exchange limbs. All collectives go through aegis_hpc.parallel (NCCL on GPUs,
 else MPI), which counts the bytes per call site. The output is the same bit
 for bit whatever the rank count.
 
@@ -90,23 +90,23 @@ def _parse(argv):
 
 class Comm:
     """MPI (control plane: validation, barriers, summary) and, once `run`
-    has made it, the aegis_hpc.dist data plane (`dist`) for ciphertexts."""
+    has made it, the aegis_hpc.parallel data plane (`plane`) for ciphertexts."""
 
     def __init__(self, mpi_comm):
         self.c = mpi_comm
         self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
-        self.dist = None
+        self.plane = None
 
     @property
     def bytes(self):
         """Inter-GPU bytes of the strategy (this rank's, so far)."""
-        return self.dist.stats.total_bytes() - self.off_design_bytes if self.dist is not None else 0
+        return self.plane.stats.total_bytes() - self.off_design_bytes if self.plane is not None else 0
 
     @property
     def off_design_bytes(self):
-        from .dist.limb import OFF_DESIGN_SITES
+        from .parallel.limb import OFF_DESIGN_SITES
 
-        return sum(self.dist.stats.total_bytes(p) for p in OFF_DESIGN_SITES) if self.dist is not None else 0
+        return sum(self.plane.stats.total_bytes(p) for p in OFF_DESIGN_SITES) if self.plane is not None else 0
 
 
 def _peak_bytes():
@@ -141,9 +141,9 @@ def run(args, comm) -> int:
             raise UsageError(f"--layers {layers}: model {cfg.name} has {cfg.layers}")
         if len(args.input) != len(args.output):
             raise UsageError(f"{len(args.input)} inputs but {len(args.output)} outputs")
-        from .dist.comm import make_comm
+        from .parallel.comm import make_comm
 
-        comm.dist = make_comm("auto", comm.c)
+        comm.plane = make_comm("auto", comm.c)
         for o in args.output:
             io.check_output(o, args.force)
         ctx, keys = io.read_eval_keys(args.keys)
@@ -243,19 +243,19 @@ def run(args, comm) -> int:
             f"{_REFRESH_COUNT[args.refresh]} so far: "
             f"{refreshes_so_far()}")
 
-    from .dist import encoder as dist_encoder
+    from .parallel import encoder as parallel_encoder
     from .nn.ops import CipherOps
 
     gather, ops_class = None, CipherOps
     if args.strategy == "aegis":
-        gather = dist_encoder.GroupGather(comm.dist, overlap=not args.no_overlap)
+        gather = parallel_encoder.GroupGather(comm.plane, overlap=not args.no_overlap)
     elif args.strategy == "replicate":
         def ops_class(*a):
-            return dist_encoder.TensorParallelOps(comm.dist, *a)
+            return parallel_encoder.TensorParallelOps(comm.plane, *a)
     elif args.strategy == "limb":
-        from .dist.limb import LimbCipherOps, LimbEvaluator
+        from .parallel.limb import LimbCipherOps, LimbEvaluator
 
-        limb_ev = LimbEvaluator(ctx, keys, comm.dist)
+        limb_ev = LimbEvaluator(ctx, keys, comm.plane)
         cts = [[limb_ev.scatter(c) for c in row] for row in cts]
 
         def ops_class(ctx_, _ev, *a):
@@ -290,7 +290,7 @@ def run(args, comm) -> int:
                              start=mine_s[0].pos, total=lengths[s])
             io.write_ciphertexts(io.shard_path(out, rank), [t.x for t in mine_s],
                                  shape=(lengths[s], cfg.hidden), force=args.force, shard=shard,
-                                 key_id=eval_id)
+                                 key_id=eval_id, encoder=(cfg.name, layers))
     comm.c.Barrier()
     if rank == 0:
         for s, out in enumerate(args.output):
@@ -299,17 +299,17 @@ def run(args, comm) -> int:
     peaks = comm.c.gather(_peak_bytes(), root=0)
     off_design = comm.c.reduce(comm.off_design_bytes, root=0)
     hidden = comm.c.reduce(gather.overlap.hidden_s if gather is not None else 0.0, op=MPI.MAX, root=0)
-    waited = comm.c.reduce(sum(w for *_, w in comm.dist.stats.rows()), op=MPI.MAX, root=0)
+    waited = comm.c.reduce(sum(w for *_, w in comm.plane.stats.rows()), op=MPI.MAX, root=0)
     if rank == 0:
         print("summary", flush=True)
         print(f"  {'block':20s} {'wall s':>8s} {'MiB sent':>10s}")
         for name, sec, b in blocks:
             print(f"  {name:20s} {sec:8.1f} {b / 2**20:10.2f}")
         print(f"  total wall time {wall:.1f} s, {sum(b for _, _, b in blocks) / 2**20:.2f} MiB communicated "
-              f"({comm.dist.kind}), time hidden by overlap {hidden:.2f} s, blocked in waits {waited:.2f} s "
+              f"({comm.plane.kind}), time hidden by overlap {hidden:.2f} s, blocked in waits {waited:.2f} s "
               "(largest over ranks)")
-        if comm.dist.stats.sites:
-            print("  rank 0 by call site:\n    " + comm.dist.stats.table().replace("\n", "\n    "))
+        if comm.plane.stats.sites:
+            print("  rank 0 by call site:\n    " + comm.plane.stats.table().replace("\n", "\n    "))
         if off_design:
             print(f"  not counted above: {off_design / 2**20:.2f} MiB of limbs gathered for the key holder and "
                   "the output files (a deployment sends each rank's limbs there directly)")
@@ -327,7 +327,7 @@ def run(args, comm) -> int:
                    "tokens": total, "blocks": {n: {"seconds": sec, "bytes": int(b)} for n, sec, b in blocks},
                    "hidden_seconds": hidden, "comm_wait_seconds": waited, "peak_memory_bytes": peaks,
                    "overlap": not args.no_overlap,
-                   "device": backend.name(), "data_plane": comm.dist.kind, "refresh": args.refresh,
+                   "device": backend.name(), "data_plane": comm.plane.kind, "refresh": args.refresh,
                    "refreshes": int(refreshes if args.refresh != "none" else 0),
                    "bootstraps": int(refreshes if args.refresh == "bootstrap" else 0)}
             with open(args.summary, "w") as f:

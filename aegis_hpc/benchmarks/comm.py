@@ -1,5 +1,5 @@
 """``python -m aegis_hpc.bench comm``: collectives on ciphertext tensors
-(aegis_hpc.dist, uint64 residues sent as uint32, modular sums) against the
+(aegis_hpc.parallel, uint64 residues sent as uint32, modular sums) against the
 raw collective of the data plane on a plain uint32 buffer of the same size
 (mpi4py Allreduce/Alltoall/Allgather, or cupy.cuda.nccl). Run under mpirun:
 
@@ -91,7 +91,7 @@ class _Raw:
 
 
 def run(comm, params, sizes, budget) -> dict:
-    from ..dist.comm import wire_bytes
+    from ..parallel.comm import wire_bytes
 
     xp, p = comm.xp, comm.size
     limbs = params.limbs_at(params.max_level)
@@ -156,7 +156,7 @@ def format_table(result: dict) -> str:
                      f"{r['raw_over_ours']:.2f} |")
     if result["world"] == 1:
         lines += ["", "World of one rank: nothing crosses a wire; the times are the local work of each path."]
-    lines += ["", "ours: dist.comm (uint64 -> uint32 on the wire; allreduce = reduce-scatter by all-to-all, "
+    lines += ["", "ours: parallel.comm (uint64 -> uint32 on the wire; allreduce = reduce-scatter by all-to-all, "
               "modular sum, all-gather). raw: the data plane's collective on a uint32 buffer of the same "
               "residues (a wrapping, not modular, sum for allreduce)."]
     return "\n".join(lines) + "\n"
@@ -165,7 +165,7 @@ def format_table(result: dict) -> str:
 def main(args) -> int:
     from .. import backend
     from ..ckks.params import preset
-    from ..dist.comm import CommError, make_comm
+    from ..parallel.comm import CommError, make_comm
     from . import machine
 
     try:

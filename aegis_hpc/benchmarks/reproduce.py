@@ -2,7 +2,7 @@
 
 Two sources, both named in every output:
 
-- the planner (`aegis_hpc.dist.planner`, a trace of infer's own encoder code)
+- the planner (`aegis_hpc.parallel.planner`, a trace of infer's own encoder code)
   at the full size (default bert-base, 2048 tokens, 12 layers, preset n16):
   bytes per block and memory per GPU for aegis, limb and replicate at each
   GPU count. Infer cannot run that size here (and bert-base has no
@@ -56,7 +56,7 @@ def _ints(text, what):
 
 def planned(model, preset_name, tokens, layers, gpus) -> dict:
     from ..ckks.params import preset
-    from ..dist import planner
+    from ..parallel import planner
 
     from ..nn import models
 
@@ -77,7 +77,7 @@ def planned(model, preset_name, tokens, layers, gpus) -> dict:
 
 def predicted_total(model, preset_name, tokens, layers, world, strategy) -> int:
     from ..ckks.params import preset
-    from ..dist import planner
+    from ..parallel import planner
 
     params = preset(preset_name)
     tr = planner.trace(model, params, tokens, layers)

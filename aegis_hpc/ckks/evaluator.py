@@ -46,7 +46,7 @@ class LevelMatch:
 class Evaluator(LevelMatch):
     """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
     `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_moddown`) are what
-    dist.limb.LimbEvaluator overrides to run the same code on its share of the limbs."""
+    parallel.limb.LimbEvaluator overrides to run the same code on its share of the limbs."""
 
     def __init__(self, ctx, keys: EvaluationKeys | None):
         self.ctx = ctx

@@ -8,6 +8,13 @@ O(sqrt(d)) + O(d/m). Depth: ceil(log2(d+1)) with m = 2 (`min_depth=True`)
 and one more with larger baby steps (fewer products); plus one for the
 change of interval unless [a, b] = [-1, 1]. `ChebyshevSeries.depth()`
 reports exactly what `evaluate_chebyshev` uses.
+
+A series deeper than the ciphertext's levels is evaluated with a `need`
+hook: need(ct, levels, key, bound) returns ct with at least `levels` levels
+left (a refresh, by bootstrapping or otherwise), `key` naming the value
+(T<k> for a power, q/r<...> for the split's parts) and `bound` its largest
+|value| for inputs in [-1, 1] (|T_k| <= 1; a part's sum of |coefficients|).
+Every product asks for its operands first, so any degree fits any budget.
 """
 
 from __future__ import annotations
@@ -57,11 +64,17 @@ class ChebyshevSeries:
         return k + extra + (1 if self.needs_affine() else 0)
 
 
-def evaluate_chebyshev(ev, ct, series: ChebyshevSeries, min_depth: bool = True):
+def evaluate_chebyshev(ev, ct, series: ChebyshevSeries, min_depth: bool = True, need=None):
     d = series.degree
-    if series.depth(min_depth) > ct.level:
-        raise ValueError(f"polynomial of degree {d} needs {series.depth(min_depth)} levels, "
-                         f"ciphertext has {ct.level}")
+    if need is None:
+        if series.depth(min_depth) > ct.level:
+            raise ValueError(f"polynomial of degree {d} needs {series.depth(min_depth)} levels, "
+                             f"ciphertext has {ct.level}")
+
+        def need(x, levels, key, bound):
+            return x
+    elif series.needs_affine():
+        raise ValueError("a refreshed evaluation takes its series on [-1, 1] (fold the change of interval)")
     if series.needs_affine():
         scale = 2.0 / (series.b - series.a)
         y = ev.add_const(ev.mul_const(ct, scale, rescale=True), -(series.a + series.b) / (series.b - series.a))
@@ -72,14 +85,19 @@ def evaluate_chebyshev(ev, ct, series: ChebyshevSeries, min_depth: bool = True):
     m = min(series.baby_size(min_depth), 1 << math.ceil(math.log2(d + 1)))
     T = {1: y}
 
+    def power(k, levels=1):
+        """T_k with `levels` left, refreshed (and kept refreshed) if it has fewer."""
+        T[k] = need(cheb(k), levels, f"T{k}", 1.0)
+        return T[k]
+
     def cheb(k):
         if k in T:
             return T[k]
         if k % 2 == 0:
-            h = cheb(k // 2)
+            h = power(k // 2)
             T[k] = ev.add_const(ev.mul_int(ev.square(h, rescale=True), 2), -1.0)
         else:
-            lo, hi = cheb(k // 2), cheb(k // 2 + 1)
+            lo, hi = power(k // 2), power(k // 2 + 1)
             prod = ev.mul_int(ev.mul(lo, hi, rescale=True), 2)
             T[k] = ev.sub(prod, ev.adjust(cheb(1), prod.level) if cheb(1).level > prod.level else cheb(1))
         return T[k]
@@ -97,6 +115,8 @@ def evaluate_chebyshev(ev, ct, series: ChebyshevSeries, min_depth: bool = True):
         terms = [(k, c) for k, c in enumerate(coeffs) if k >= 1 and abs(c) > _TINY]
         if not terms:
             terms = [(1, 0.0)]
+        for k, _ in terms:
+            power(k)
         level = min(T[k].level for k, _ in terms)
         acc = None
         for k, c in terms:
@@ -106,12 +126,12 @@ def evaluate_chebyshev(ev, ct, series: ChebyshevSeries, min_depth: bool = True):
         acc = ev.add_const(acc, coeffs[0]) if abs(coeffs[0]) > 0 else acc
         return ev.rescale(acc)
 
-    def recurse(coeffs, giant_idx):
+    def recurse(coeffs, giant_idx, path=""):
         if len(coeffs) <= m or giant_idx < 0:
             return baby(coeffs)
         G = giants[giant_idx]
         if len(coeffs) - 1 < G:
-            return recurse(coeffs, giant_idx - 1)
+            return recurse(coeffs, giant_idx - 1, path)
         deg = len(coeffs) - 1
         q = np.zeros(deg - G + 1)
         q[0] = coeffs[G]
@@ -119,9 +139,10 @@ def evaluate_chebyshev(ev, ct, series: ChebyshevSeries, min_depth: bool = True):
         r = np.array(coeffs[:G], dtype=np.float64)
         for j in range(1, deg - G + 1):
             r[G - j] -= coeffs[G + j]
-        qv = recurse(q, giant_idx - 1)
-        rv = recurse(r, giant_idx - 1)
-        prod = ev.mul(qv, T[G], rescale=True)
+        # the path names this split uniquely (refresh tags seed re-encryptions)
+        qv = need(recurse(q, giant_idx - 1, path + "q"), 1, f"q{path}", float(np.abs(q).sum()))
+        rv = recurse(r, giant_idx - 1, path + "r")
+        prod = ev.mul(qv, power(G), rescale=True)
         return ev.add(prod, rv)
 
     return recurse(list(series.coeffs), len(giants) - 1)

@@ -35,6 +35,8 @@ class CiphertextTensor:
     start: int = 0             # index of ciphertexts[0] in the whole tensor
     total: int = 0             # ciphertexts in the whole tensor
     key_id: str | None = None  # secret key these are encrypted under (files before it: None)
+    model: str | None = None   # encoder output: the model and layer count that made it
+    layers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,13 @@ def _common(cts) -> dict:
 
 
 def write_ciphertexts(path, cts, *, shape, packing: str = ROW_PER_CIPHERTEXT, force: bool = False,
-                      shard: Shard | None = None, key_id: str | None = None) -> None:
+                      shard: Shard | None = None, key_id: str | None = None,
+                      encoder: tuple | None = None) -> None:
     """Write a tensor (or, with `shard`, this rank's part of one). `key_id`
     (io.secret_key_id) names the secret key, so a wrong key of the same
-    parameter set is refused instead of decrypting to noise."""
+    parameter set is refused instead of decrypting to noise. `encoder`
+    (model, layers) marks an encoder output: decryption checks its values
+    against the bound of that layer's LayerNorm."""
     cts = list(cts)
     meta = _common(cts)
     n = cts[0].data.shape[-1]
@@ -82,6 +87,8 @@ def write_ciphertexts(path, cts, *, shape, packing: str = ROW_PER_CIPHERTEXT, fo
             g.attrs.update({"shard_index": shard.index, "shard_count": shard.count})
         if key_id:
             g.attrs["key_id"] = key_id
+        if encoder:
+            g.attrs.update({"model": encoder[0], "layers": int(encoder[1])})
         ds = container.new_dataset(g, "data", (len(cts), 2, meta["limbs"], n), np.uint32)
         for i, ct in enumerate(cts):
             ds[i] = to_numpy(ct.data).astype(np.uint32)
@@ -94,7 +101,7 @@ def write_index(path, shard_paths, force: bool = False) -> None:
     metas.sort(key=lambda m: m["start"])
     first = metas[0]
     same = ("level", "scale", "slots", "is_complex", "limbs", "packing", "total", "fingerprint",
-            "n", "shard_count", "key_id")
+            "n", "shard_count", "key_id", "model", "layers")
     expected_start = 0
     for m in metas:
         if m["storage"] != "shard":
@@ -124,6 +131,8 @@ def write_index(path, shard_paths, force: bool = False) -> None:
                                               "packing", "total")})
         if first["key_id"]:
             g.attrs["key_id"] = first["key_id"]
+        if first["model"]:
+            g.attrs.update({"model": first["model"], "layers": first["layers"]})
         g.attrs.update({"shape": np.asarray(first["shape"], np.int64), "count": first["total"],
                         "start": 0, "storage": "index", "shard_files": names,
                         "shard_starts": np.array([m["start"] for m in metas], np.int64),
@@ -141,7 +150,9 @@ def _meta(path, g, n) -> dict:
             "count": int(a(g, "count", "i")), "total": int(a(g, "total", "i")),
             "start": int(a(g, "start", "i")), "storage": a(g, "storage", "U"),
             "shape": tuple(int(x) for x in np.asarray(a(g, "shape", "i")).ravel()),
-            "key_id": a(g, "key_id", "U") if "key_id" in g.attrs else None}
+            "key_id": a(g, "key_id", "U") if "key_id" in g.attrs else None,
+            "model": a(g, "model", "U") if "model" in g.attrs else None,
+            "layers": int(a(g, "layers", "i")) if "layers" in g.attrs else None}
     if meta["storage"] not in STORAGE:
         raise FormatError(f"{path}: unknown storage {meta['storage']!r}")
     if meta["storage"] == "shard":
@@ -217,7 +228,7 @@ def read_ciphertexts(path, params, select: slice | None = None) -> CiphertextTen
         if len(files) != len(starts) or len(files) != len(counts):
             raise FormatError(f"{path}: shard tables have different lengths")
         expect = {k: meta[k] for k in ("level", "scale", "slots", "is_complex", "limbs", "packing",
-                                       "total", "shape", "key_id")}
+                                       "total", "shape", "key_id", "model", "layers")}
         cts = []
         base = os.path.dirname(os.path.abspath(path))
         for name, start, count in zip(files, starts, counts):
@@ -233,7 +244,8 @@ def read_ciphertexts(path, params, select: slice | None = None) -> CiphertextTen
         if len(cts) != hi - lo:
             raise FormatError(f"{path}: shards do not cover ciphertexts {lo}..{hi - 1}")
     return CiphertextTensor(ciphertexts=cts, shape=meta["shape"], packing=meta["packing"],
-                            start=lo, total=meta["total"], key_id=meta["key_id"])
+                            start=lo, total=meta["total"], key_id=meta["key_id"], model=meta["model"],
+                            layers=meta["layers"])
 
 
 def rank_range(total: int, rank: int, size: int) -> slice:

@@ -1,7 +1,19 @@
-"""Accuracy of the encrypted encoder against the plaintext float model.
+"""Accuracy of the encoder's approximations against the plaintext float model.
 
+    python -m aegis_hpc.nn.accuracy --mirror-only --sentences FILE [--model minilm] [--layers K] [--out acc.json]
     python -m aegis_hpc.nn.accuracy --model minilm --preset demo [--layers K] [--start 0] [--limit 20] [--out FILE.json]
     mpirun -n 8 python -m aegis_hpc.nn.accuracy ...     # sentences split over the ranks
+
+--mirror-only: no encryption, CPU only. Every line of FILE is a passage; for
+each, the float mirror (nn.mirror.encode: the approximations without
+encryption) against the float model: token count, cosine of the mean-pooled
+outputs, and how much of its domain each site used (largest |value| over its
+bound, or a polynomial input's |y| on [-1, 1]). Exit 1 if any cosine is below
+0.99 or any value left its domain; a passage longer than the model allows is
+a one-line error naming its line (exit 2). --out also writes a table per
+length bucket next to the JSON (FILE.md).
+
+Without --mirror-only:
 
 Generates keys, encrypts each sentence of inputs/sentences.txt, runs the
 encrypted encoder (refresh through an in-process key holder), decrypts, and
@@ -32,7 +44,7 @@ import numpy as np
 from ..backend import name as backend_name
 from ..ckks import Context
 from . import encrypted, mirror, models, reference
-from .calibrate import default_sentences_path, read_sentences
+from .calibrate import read_sentences, validation_corpus_path
 from .ops import KeyHolder
 
 
@@ -44,16 +56,122 @@ def _comm():
     return MPI.COMM_WORLD
 
 
+BUCKETS = ((8, 32), (33, 128), (129, 256), (257, 512), (513, 2048))
+
+
+def read_passages(path):
+    """Every non-blank line is a passage (nothing is a comment): (line number, text)."""
+    with open(path) as f:
+        return [(n, ln.strip()) for n, ln in enumerate(f, 1) if ln.strip()]
+
+
+def join_passages(name, passages, length):
+    """Consecutive passages joined (with spaces) into texts of at most `length` tokens,
+    each as long as the next passage allows: long inputs made of real text."""
+    out, cur, first = [], [], None
+    for line, text in passages:
+        trial = " ".join(cur + [text])
+        if cur and len(models.tokenize([trial], 1 << 30)[0]) > length:
+            out.append((first, " ".join(cur)))
+            cur, first = [], None
+        if len(models.tokenize([text], 1 << 30)[0]) <= length:
+            first = line if first is None else first
+            cur.append(text)
+    if cur:
+        out.append((first, " ".join(cur)))
+    return out
+
+
+def mirror_only(a) -> int:
+    """The float mirror against the float model on every passage of a file."""
+    try:
+        passages = read_passages(a.sentences)
+        if not passages:
+            raise ValueError(f"{a.sentences} holds no passage")
+        if a.join:
+            passages = join_passages(a.model, passages, a.join)
+        cfg = models.config(a.model)
+        layers = cfg.layers if a.layers is None else a.layers
+        if not 1 <= layers <= cfg.layers:
+            raise ValueError(f"--layers {layers}: model {cfg.name} has {cfg.layers}")
+        ids = []
+        for line, text in passages:
+            try:
+                ids.append(models.tokenize([text], cfg.max_positions)[0])
+            except models.ModelError as e:
+                raise ValueError(f"{a.sentences}, line {line}: {e}") from None
+    except (OSError, ValueError) as e:
+        print(f"accuracy: error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    rows, site_max = [], {}
+    for (line, text), seq in zip(passages, ids):
+        x = models.embed_ids(a.model, seq)
+        out, stats = mirror.encode(a.model, x, layers)
+        ref = reference.encode(a.model, x, layers)
+        site, use = stats.worst()
+        for key, u in stats.domain_use.items():
+            site_max[key] = max(site_max.get(key, 0.0), u)
+        rows.append({"line": line, "tokens": int(len(seq)),
+                     "cosine": models.cosine(models.mean_pool(out), models.mean_pool(ref)),
+                     "max_abs_vs_float": float(np.abs(out - ref).max()), "finite": bool(np.all(np.isfinite(out))),
+                     "worst_site": site, "worst_use": use})
+        r = rows[-1]
+        print(f"line {line:4d}: {r['tokens']:4d} tokens  cos={r['cosine']:.6f}  max|diff|={r['max_abs_vs_float']:.2e}  "
+              f"largest domain use {use:.4f} ({site})", flush=True)
+    table = bucket_table(rows)
+    bad = [r for r in rows if not (r["cosine"] >= 0.99 and r["worst_use"] < 1.0 and r["finite"])]
+    print("\n".join(table))
+    print(f"{len(rows)} passages, {a.model}, {layers} layer(s): min cosine {min(r['cosine'] for r in rows):.6f}, "
+          f"largest domain use {max(r['worst_use'] for r in rows):.4f}; {time.perf_counter() - t0:.0f} s; "
+          f"{'FAILED: ' + str(len(bad)) + ' passage(s)' if bad else 'all within bounds'}")
+    if a.out:
+        from ..benchmarks.machine import describe
+
+        with open(a.out, "w") as f:
+            json.dump({"model": a.model, "layers": layers, "passages_file": a.sentences, "mode": "mirror-only",
+                       "machine": describe("numpy"), "min_cosine": min(r["cosine"] for r in rows),
+                       "max_domain_use": max(r["worst_use"] for r in rows), "buckets": table,
+                       "site_max_use": dict(sorted(site_max.items())), "passages": rows}, f, indent=1)
+        with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
+            f.write(f"# Mirror vs float model: {a.model}, {layers} layer(s), `{a.sentences}`\n\n"
+                    + "\n".join(table) + "\n")
+    return 1 if bad else 0
+
+
+def bucket_table(rows):
+    out = ["| tokens | passages | worst cosine | mean cosine | largest domain use | at site |",
+           "|---|---|---|---|---|---|"]
+    for lo, hi in BUCKETS:
+        rs = [r for r in rows if lo <= r["tokens"] <= hi]
+        if not rs:
+            continue
+        worst = max(rs, key=lambda r: r["worst_use"])
+        out.append(f"| {lo}-{hi} | {len(rs)} | {min(r['cosine'] for r in rs):.6f} | "
+                   f"{np.mean([r['cosine'] for r in rs]):.6f} | {worst['worst_use']:.4f} | {worst['worst_site']} |")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aegis_hpc.nn.accuracy")
     ap.add_argument("--model", default="minilm")
+    ap.add_argument("--mirror-only", action="store_true",
+                    help="float mirror vs float model on every line of --sentences, no encryption")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--start", type=int, default=0, help="skip this many sentences (split a run in parts)")
-    ap.add_argument("--sentences", default=default_sentences_path())
+    ap.add_argument("--sentences", default=None,
+                    help="passages, one a line (default: inputs/validation/passages.txt)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--join", type=int, default=0, metavar="TOKENS",
+                    help="--mirror-only: join consecutive passages into inputs of up to TOKENS tokens "
+                         "(long sequences of real text, e.g. 2048 for bert-base); lines are then the first joined")
     a = ap.parse_args(argv)
+    if a.sentences is None:
+        a.sentences = validation_corpus_path()
+    if a.mirror_only:
+        return mirror_only(a)
     comm = _comm()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
 

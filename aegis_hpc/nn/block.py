@@ -11,8 +11,13 @@ of that group]}` is passed in (the distributed runtime's all-gather, or
 group one rank would have packed. Every other step touches one token and
 needs no traffic.
 
+The non-linear steps are nn/functions.py's; this file adds the layout: the
+sums over keys (rotations by multiples of S within a group ciphertext, then
+across groups) and over features (rotations within the S slots).
+
 Refresh tags name the site and the token, so the key holder's re-encryption
-randomness, and hence the output, is the same whatever the rank count.
+randomness, and hence the output, is the same whatever the rank count; every
+refresh carries the bound of its value (nn/domains.py).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ckks import LinearTransform
+from . import approx as approx_mod
+from . import functions as fn
 from . import models
-from .approx import gelu_domain
+from .domains import Domains
+from .functions import EDGE
 from .packing import Layout
 
 
@@ -43,9 +51,9 @@ class PreparedModel:
         self.cfg = cfg = models.config(name)
         self.layout = L = layout
         w = models.weights(name)
-        S, h = L.S, cfg.hidden
+        S = L.S
         self.layers = []
-        cal = models.load_calibration(name)["layers"]
+        approx = approx_mod.build(name, layers)
         scale_q = 1.0 / math.sqrt(cfg.head_dim)
         for i in range(layers):
             p = f"encoder.layer.{i}."
@@ -71,8 +79,8 @@ class PreparedModel:
             }
             wu, bu, wd = w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], w[p + "output.dense.weight"]
             # GELU's series runs on [-1, 1]: its change of interval rides on W_up, b_up for free
-            lo, hi = gelu_domain(cal[str(i)])
-            wu, bu = wu * (2.0 / (hi - lo)), (2.0 * bu - lo - hi) / (hi - lo)
+            scale, offset = approx[i].gelu.input_map()
+            wu, bu = wu * scale, bu * scale + offset
             for c in range(L.chunks):
                 d["up"].append(lt(wu[c * S:(c + 1) * S]))
                 d["bup"].append(L.pad(bu[c * S:(c + 1) * S]))
@@ -94,10 +102,6 @@ def _rotsum(ops, x, steps):
     return x
 
 
-def _mul(ops, a, b, tag):
-    return ops.mul(ops.need(a, 1, tag + "/a"), ops.need(b, 1, tag + "/b"))
-
-
 def one_process_gather(partials, work=()):
     """The gather of a run in one process: every group has one part."""
     for w in work:
@@ -115,67 +119,62 @@ def _gather_during(gather, items, work):
     return gather(items)
 
 
-def _cheb(ops, x, series, tag):
-    return ops.cheb(ops.need(x, series.depth(), tag), series)
+class _Bounds:
+    """Refresh bounds of one layer's values, from its domains (nn/domains.py)."""
+
+    def __init__(self, cfg, d, gelu_approx):
+        self.x = float(d.x.max())
+        self.q, self.k, self.v = (float(d.qkv[n].max()) for n in ("q", "k", "v"))
+        self.mid = float(d.mid.max())
+        self.residual = d.residual
+        self.score = d.score_abs
+        self.gelu = fn.series_bound(gelu_approx.series)
 
 
 class EncoderRunner:
-    def __init__(self, ops, model: PreparedModel, approx: list, lengths: list):
+    def __init__(self, ops, model: PreparedModel, approx: list, lengths: list, domains: Domains | None = None):
         self.ops, self.m, self.approx = ops, model, approx
         self.L = model.layout
         self.cfg = model.cfg
         self.lengths = list(lengths)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(int).tolist()
+        dom = domains or Domains(self.cfg.name)
+        self.bounds = [_Bounds(self.cfg, dom[i], approx[i].gelu) for i in range(len(approx))]
 
     # ---- masks (plaintext, cached by key in CipherOps) -------------------
-    def _block_mask(self, G, jj, scale):
+    def _block_mask(self, G, jj):
         S = self.L.S
         m = np.zeros(S * G)
-        m[jj * S: jj * S + self.cfg.hidden] = scale
+        m[jj * S: jj * S + self.cfg.hidden] = 1.0
         return m
 
-    def _head_mask(self, G, nvalid):
+    def _head_mask(self, G, nvalid, scale):
+        """Keeps each head's sum (first slot of the head) of the valid key blocks,
+        times the softmax's change of variable (scale)."""
         S, dh = self.L.S, self.cfg.head_dim
         m = np.zeros(S * G)
         for jj in range(nvalid):
-            m[jj * S: jj * S + self.cfg.hidden: dh] = 1.0
+            m[jj * S: jj * S + self.cfg.hidden: dh] = scale
         return m
 
-    def _shift(self, i, G):
-        c = np.zeros(self.L.S)
-        c[: self.cfg.hidden] = np.repeat(self.approx[i].shift, self.cfg.head_dim)
-        return np.tile(-c, G)
-
-    def _den_correction(self, i, G, nvalid, ngroups):
-        """What the invalid (padding) key blocks add to the denominator, so it can
-        be taken off; padded feature slots are steered to x = 1/2 of the bound
-        summed over the sentence's `ngroups` key groups. (Each group steering to
-        1/2 put x = ngroups/2 there: x = 2 is where Goldschmidt's e = 1 - x sits
-        at -1, and encryption noise made |e| > 1 and e^(2^k) overflow.)"""
-        a = self.approx[i]
-        S, h, dh = self.L.S, self.cfg.hidden, self.cfg.head_dim
-        corr = np.zeros(S)
-        corr[:h] = (G - nvalid) * np.repeat(a.exp_value(-a.shift), dh)
-        corr[h:] = G * a.exp_value(0.0) - a.inv_bound / (2.0 * ngroups)
-        return corr
-
-    def _gs_range(self, i):
-        return self.approx[i].inv_max
+    def _valid(self, G, nvalid):
+        S = self.L.S
+        m = np.zeros(S * G)
+        for jj in range(nvalid):
+            m[jj * S: jj * S + self.cfg.hidden] = 1.0
+        return m
 
     # ---- blocks ---------------------------------------------------------
     def _pack(self, i, t, k, v, partials):
         """Add token t's k and v, masked to its block jj of its group, to this
         rank's partial group (sid, g0)."""
-        ops, L = self.ops, self.L
+        ops, L, b = self.ops, self.L, self.bounds[i]
         G = L.group_size(self.lengths[t.sid])
         g0 = t.pos // G * G
         jj = t.pos - g0
-        k = ops.mul_plain(ops.view(ops.need(k, 1, f"L{i}/K/t{t.gid}"), L.S * G),
-                          self._block_mask(G, jj, 1.0), ("blk", G, jj))
-        # 1/B of the Goldschmidt normalisation rides on V for free
-        v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{t.gid}"), L.S * G),
-                          self._block_mask(G, jj, math.sqrt(self._gs_range(i)) / self.approx[i].inv_bound),
-                          ("blkv", i, G, jj))
+        k = ops.mul_plain(ops.view(ops.need(k, 1, f"L{i}/K/t{t.gid}", b.k), L.S * G),
+                          self._block_mask(G, jj), ("blk", G, jj))
+        v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{t.gid}", b.v), L.S * G),
+                          self._block_mask(G, jj), ("blk", G, jj))
         key = (t.sid, g0)
         if key in partials:
             K, V = partials[key]
@@ -183,10 +182,10 @@ class EncoderRunner:
         partials[key] = (k, v)
 
     def attention(self, i, toks, gather):
-        ops, W, a, L = self.ops, self.m.layers[i], self.approx[i], self.L
+        ops, W, a, L, b = self.ops, self.m.layers[i], self.approx[i], self.L, self.bounds[i]
         qs, partials = {}, {}
         for t in toks:
-            x = ops.need(t.x, 1, f"L{i}/qkv/t{t.gid}")
+            x = ops.need(t.x, 1, f"L{i}/qkv/t{t.gid}", b.x)
             t.x = x
             k = ops.add_plain(ops.lintrans(x, W["k"]), W["bk"], ("bk", i))
             v = ops.add_plain(ops.lintrans(x, W["v"]), W["bv"], ("bv", i))
@@ -212,81 +211,67 @@ class EncoderRunner:
             # of the local tokens stay alive, not their attention outputs too
             for t in toks:
                 if t.sid == sid:
-                    out = self._attend(i, t.gid, qs.pop(t.gid), groups, G)
-                    o = ops.lintrans(ops.need(out, 1, f"L{i}/o/t{t.gid}"), W["o"])
+                    out = self._attend(i, t.gid, qs.pop(t.gid), groups, G, T)
+                    o = ops.lintrans(ops.need(out, 1, f"L{i}/o/t{t.gid}", b.v * EDGE), W["o"])
                     o = ops.add_plain(o, W["bo"], ("bo", i))
-                    t.x = self._layernorm(ops.add(t.x, o), W["g1"], W["b1"], a.invsqrt1, f"L{i}/ln1/t{t.gid}")
+                    t.x = self._layernorm(ops.add(t.x, o), W["g1"], W["b1"], a.ln1, f"L{i}/ln1/t{t.gid}",
+                                          b.residual)
         return toks
 
-    def _attend(self, i, gid, q, groups, G):
-        ops, L, a = self.ops, self.L, self.approx[i]
+    def _sum_features(self, x):
+        return _rotsum(self.ops, x, self.L.feature_sum_steps())
+
+    def _layernorm(self, h, gamma, beta, approx, tag, h_bound):
+        return fn.layernorm(self.ops, h, gamma, beta, approx, self._sum_features, self.cfg.hidden,
+                            self.cfg.ln_eps, tag, h_bound)
+
+    def _attend(self, i, gid, q, groups, G, T):
+        ops, L, b = self.ops, self.L, self.bounds[i]
+        sm = self.approx[i].softmax(T)
         tag = f"L{i}/att/t{gid}"
-        den = num = None
+
+        def sum_keys(parts):
+            total = None
+            for x in parts:
+                x = _rotsum(ops, x, L.block_sum_steps(G))
+                total = x if total is None else ops.add(total, x)
+            return total
+
+        q = ops.view(ops.need(q, 1, tag + "/q", b.q), L.S * G)
+        scores, valid = [], []
         for g0, nvalid, K, V in groups:
             tg = f"{tag}/g{g0}"
-            p = _mul(ops, ops.view(q, L.S * G), K, tg + "/qk")
+            p = ops.mul(q, ops.need(K, 1, tg + "/k", b.k))
             p = _rotsum(ops, p, L.head_sum_steps())
-            p = ops.mul_plain(ops.need(p, 1, tg + "/mask"), self._head_mask(G, nvalid), ("hm", G, nvalid))
-            p = _rotsum(ops, p, [-s for s in L.head_sum_steps()])
-            z = ops.add_plain(p, self._shift(i, G), ("shift", i, G))
-            e = _cheb(ops, z, a.exp, tg + "/exp")
-            for r in range(a.exp_squarings):
-                e = ops.need(e, 1, f"{tg}/sq{r}")
-                e = ops.mul(e, e)
-            d = _rotsum(ops, e, L.block_sum_steps(G))
-            d = ops.add_plain(d, -np.tile(self._den_correction(i, G, nvalid, len(groups)), G),
-                              ("den", i, G, nvalid, len(groups)))
-            n = _rotsum(ops, _mul(ops, e, V, tg + "/ev"), L.block_sum_steps(G))
-            den = d if den is None else ops.add(den, d)
-            num = n if num is None else ops.add(num, n)
-        # Goldschmidt on x = den / B: 1/x = prod (1 + e^(2^k)), e = 1 - x
-        e = ops.add_const(ops.mul_const(ops.need(den, 1, tag + "/gs0"), -1.0 / a.inv_bound), 1.0)
-        acc = ops.add_const(e, 1.0)
-        # 1/x reaches A = B/d_min; each factor carries A^(-1/2(n-1)) and V carries
-        # sqrt(A), so neither side exceeds ~sqrt(A) (room under 2^62 / scale)
-        c = self._gs_range(i) ** (-0.5 / max(1, a.inv_iterations - 1))
-        for k in range(1, a.inv_iterations):
-            # e keeps a level for the square, one for c(1 + e) and one for the
-            # product with acc: f then never needs a refresh of its own
-            e = ops.need(e, 3, f"{tag}/gs{k}e")
-            e = ops.mul(e, e)
-            f = ops.add_const(ops.mul_const(e, c), c)
-            acc = _mul(ops, acc, f, f"{tag}/gs{k}a")
-        res = _mul(ops, num, acc, tag + "/out")
+            # the softmax's change of variable (exp_scale) rides on the head mask
+            p = ops.mul_plain(ops.need(p, 1, tg + "/qk", b.score), self._head_mask(G, nvalid, sm.exp_scale),
+                              ("hm", G, nvalid, sm.exp_scale))
+            scores.append(_rotsum(ops, p, [-s for s in L.head_sum_steps()]))
+            valid.append(self._valid(G, nvalid))
+        # y = exp_scale (s - rowmean) + exp_offset, 0 on padding keys until the mask
+        total = ops.need(sum_keys(scores), 1, tag + "/sum", b.score * sm.exp_scale * T)
+        ys = []
+        for j, (s, m) in enumerate(zip(scores, valid)):
+            mean = ops.mul_plain(total, m / T, ("mean", id(m), T))
+            ys.append(ops.add_const(ops.sub(s, mean), sm.exp_offset))
+        p, inv, p_bound = fn.softmax(ops, ys, valid, T, sm, sum_keys, tag)
+        num = sum_keys([ops.mul(ops.need(x, 1, f"{tag}/g{g0}/p", p_bound), ops.need(V, 1, f"{tag}/g{g0}/v", b.v))
+                        for x, (g0, _, _, V) in zip(p, groups)])
+        # p = final_scale P with sum P in the final domain: |num| <= final_scale D max|v|
+        num_bound = sm.final_scale * sm.final_domain.hi * b.v * EDGE
+        res = ops.mul(ops.need(num, 1, tag + "/num", num_bound), inv)
         return ops.view(res, L.S)
 
     def ffn(self, i, toks):
-        ops, W, a, L = self.ops, self.m.layers[i], self.approx[i], self.L
+        ops, W, a, L, b = self.ops, self.m.layers[i], self.approx[i], self.L, self.bounds[i]
         for t in toks:
-            x = ops.need(t.x, 1, f"L{i}/up/t{t.gid}")
+            x = ops.need(t.x, 1, f"L{i}/up/t{t.gid}", b.mid)
             d = None
             for c in range(L.chunks):
                 u = ops.add_plain(ops.lintrans(x, W["up"][c]), W["bup"][c], ("bup", i, c))
-                g = _cheb(ops, u, a.gelu, f"L{i}/gelu{c}/t{t.gid}")
-                y = ops.lintrans(ops.need(g, 1, f"L{i}/down{c}/t{t.gid}"), W["down"][c])
+                g = fn.gelu(ops, u, a.gelu, f"L{i}/gelu/t{t.gid}/c{c}")
+                y = ops.lintrans(ops.need(g, 1, f"L{i}/down/t{t.gid}/c{c}", b.gelu), W["down"][c])
                 d = y if d is None else ops.add(d, y)
             d = ops.add_plain(d, W["bd"], ("bd", i))
-            t.x = self._layernorm(ops.add(x, d), W["g2"], W["b2"], a.invsqrt2, f"L{i}/ln2/t{t.gid}")
+            t.x = self._layernorm(ops.add(x, d), W["g2"], W["b2"], a.ln2, f"L{i}/ln2/t{t.gid}", b.residual)
         return toks
-
-    def _layernorm(self, h, gamma, beta, isq, tag):
-        ops, L, n = self.ops, self.L, float(self.cfg.hidden)
-        h = ops.need(h, 2, tag + "/in")
-        s1 = _rotsum(ops, h, L.feature_sum_steps())
-        s2 = _rotsum(ops, ops.mul(h, h), L.feature_sum_steps())
-        m = ops.mul_const(s1, 1.0 / n)
-        var = ops.sub(ops.mul_const(s2, 1.0 / n), _mul(ops, m, m, tag + "/m2"))
-        var = ops.add_const(var, self.cfg.ln_eps)
-        var = ops.need(var, isq.depth(), tag + "/isq")
-        y = ops.cheb(var, isq)
-        # vh comes from the refreshed var, so it lasts all the steps; y is
-        # refreshed once per step at most (a step is two levels deep), never
-        # per operand: 2-3 refreshes for three steps instead of a dozen
-        vh = ops.mul_const(var, -0.5)
-        for k in range(self.approx[0].invsqrt_newton):
-            y = ops.need(y, 2, f"{tag}/n{k}")
-            vh = ops.need(vh, 1, f"{tag}/n{k}v")
-            t = ops.mul(ops.mul(vh, y), ops.mul(y, y))
-            y = ops.add(ops.mul_const(y, 1.5), t)
-        cg = ops.sub(ops.mul_plain(h, gamma, ("g", id(gamma))), ops.mul_plain(s1, gamma / n, ("gn", id(gamma))))
-        return ops.add_plain(_mul(ops, cg, y, tag + "/y"), beta, ("b", id(beta)))

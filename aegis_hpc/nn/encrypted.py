@@ -21,7 +21,7 @@ def encrypt_rows(ctx, key, embedded, slots):
 def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, gather=None,
         tokens=None, on_block=None, ops_class=CipherOps):
     """cts: list (sentences) of lists of token ciphertexts. Returns the same shape.
-    ops_class: CipherOps or a distributed variant (aegis_hpc.dist.encoder)."""
+    ops_class: CipherOps or a distributed variant (aegis_hpc.parallel.encoder)."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
     model = prepared(name, ctx.params.slots, layers)

@@ -1,11 +1,21 @@
-"""One set of slot operations, two implementations.
+"""One set of slot operations, three implementations.
 
-The encoder (block.py) is written once against this interface. `PlainOps`
-runs it on float64 slot vectors (the "plaintext mirror": the same
-polynomials, Newton steps, masks, rotations and refresh points as the
-encrypted run, so whatever separates it from the exact float model is
-approximation error, and whatever separates the encrypted run from it is
-encryption noise). `CipherOps` runs it on CKKS ciphertexts.
+The encoder (block.py, functions.py) is written once against this interface.
+`CipherOps` runs it on CKKS ciphertexts. `PlainOps` runs it on float64 slot
+vectors (the plaintext mirror): the same polynomials, masks, rotations and
+refresh points, so whatever separates it from the float model is
+approximation error and whatever separates the encrypted run from it is
+encryption noise. `MatrixOps` runs the non-linear steps (functions.py) on
+whole float64 tensors (nn.mirror.encode): the same approximations, fast
+enough for a corpus, with no layout and no levels.
+
+`need(x, levels, tag, bound)` is where a ciphertext may be refreshed: `tag`
+names the site (and token), `bound` is the largest |value| the site can hold
+for inputs inside the domains (nn/domains.py). Bootstrapping divides by the
+power of two at or above it; the key holder of `--refresh client` refuses a
+value beyond it (DomainError, naming the site); the mirrors record how much
+of it each site used (`Stats.domain_use`), and so does every polynomial's
+input against its interval [-1, 1].
 """
 
 from __future__ import annotations
@@ -17,26 +27,56 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ckks.evaluator import LevelMatch
+from ..ckks.polynomial import evaluate_chebyshev
+from .domains import DomainError
+
 
 class DepthError(RuntimeError):
     pass
 
 
 # Keep results off level 0 where possible: there only the base primes (~2^62)
-# hold value * scale, so e.g. Goldschmidt's 1/x (up to ~1e6) would wrap at the
-# "demo" scale 2^46. One spare level gives them room.
+# hold value * scale. One spare level gives them room.
 SPARE_LEVELS = 1
+# series of lower degree are evaluated at the least depth (baby steps of 2)
+MIN_DEPTH_BELOW = 16
+# a refreshed value may exceed its bound by this factor before the key holder
+# refuses it (encryption noise on values that sit on the bound)
+BOUND_SLACK = 1.0 + 1e-6
 
 
 @dataclass
 class Stats:
     refreshes: int = 0
     ops: dict = field(default_factory=dict)
-    # bootstrap refreshes: largest |value| / B the mirror saw (above 1 the bound was too small)
-    boot_peak: float = 0.0
+    # site -> largest |value| / bound at a refresh site, or |input| of a polynomial
+    # on [-1, 1]; above 1 the value left the domain the site was built for
+    domain_use: dict = field(default_factory=dict)
 
     def tick(self, name, n=1):
         self.ops[name] = self.ops.get(name, 0) + n
+
+    def use(self, site, value):
+        if value > self.domain_use.get(site, -1.0):
+            self.domain_use[site] = float(value)
+
+    def worst(self):
+        """(site, use) of the largest domain use, or (None, 0)."""
+        if not self.domain_use:
+            return None, 0.0
+        site = max(self.domain_use, key=self.domain_use.get)
+        return site, self.domain_use[site]
+
+
+def refresh_site(tag: str) -> str:
+    """A tag without its token, key group and feature chunk ids: one site of the circuit."""
+    return re.sub(r"/[tgc]\d+", "", tag)
+
+
+def _abs_max(v) -> float:
+    v = np.asarray(v)
+    return float(np.abs(v).max()) if v.size else 0.0
 
 
 # ---------------------------------------------------------------- mirror
@@ -50,22 +90,95 @@ class PV:
         return self.v.size
 
 
-class PlainOps:
-    """float64 mirror. Levels are tracked with the evaluator's rules so that
-    refreshes happen at the same points as in the encrypted run."""
+class PlainEvaluator(LevelMatch):
+    """The ckks.Evaluator level rules on PV vectors, for evaluate_chebyshev in the mirror."""
 
-    def __init__(self, max_level: int, refresh: str = "client", refresh_level: int | None = None,
-                 bounds: "RefreshBounds | None" = None, record: dict | None = None):
-        self.max_level = max_level
-        self.refresh_mode = refresh
-        self.refresh_level = max_level if refresh_level is None else refresh_level
-        self.bounds = bounds
-        self.record = record    # site -> largest |value| seen at need() (RefreshBounds.measure)
-        self.stats = Stats()
+    def adjust(self, ct, level):
+        return ct if ct.level == level else PV(ct.v, level)
+
+    def rescale(self, ct):
+        return PV(ct.v, ct.level - 1)
+
+    def add(self, a, b):
+        a, b = self.match(a, b)
+        return PV(a.v + b.v, a.level)
+
+    def sub(self, a, b):
+        a, b = self.match(a, b)
+        return PV(a.v - b.v, a.level)
+
+    def add_const(self, a, c):
+        return PV(a.v + c, a.level)
+
+    def mul_int(self, a, k):
+        return PV(a.v * k, a.level)
+
+    def mul_const(self, a, c, rescale=False):
+        return PV(a.v * c, a.level - 1 if rescale else a.level)
+
+    def mul(self, a, b, rescale=False):
+        a, b = self.match(a, b)
+        return PV(a.v * b.v, a.level - 1 if rescale else a.level)
+
+    def square(self, a, rescale=False):
+        return self.mul(a, a, rescale)
+
+
+class _Refreshing:
+    """need() and cheb() shared by the mirror and the encrypted ops: when to refresh
+    and how polynomials deeper than the levels between refreshes are evaluated."""
+
+    refresh_mode: str
+    max_level: int
+    refresh_level: int
+    stats: Stats
 
     @property
     def period(self) -> int:
         return refresh_period(self.refresh_mode, self.max_level, self.refresh_level)
+
+    def need(self, x, levels, tag, bound):
+        self._observe(refresh_site(tag), x, bound)
+        if x.level >= min(levels + SPARE_LEVELS, self.refresh_level):
+            return x
+        if self.refresh_mode == "none":
+            raise DepthError(f"out of levels at {tag}: {x.level} left, {levels} needed "
+                             "(use --refresh client or bootstrap)")
+        self.stats.refreshes += 1
+        return self._refresh(x, tag, bound)
+
+    def cheb(self, x, series, tag, bound):
+        """series(x) for a series on [-1, 1]; x's bound is the refresh bound of its input.
+        Degrees from 16 up take baby steps of ~sqrt(degree): one level more than the
+        least depth, a quarter of the products at degree 255."""
+        self._observe_input(refresh_site(tag) + "#in", x)
+        min_depth = series.degree < MIN_DEPTH_BELOW
+        depth = series.depth(min_depth)
+        if depth <= self.period or self.refresh_mode == "none":
+            return self._evaluate(self.need(x, depth, tag, bound), series, None, min_depth)
+
+        def hook(ct, levels, key, b):
+            return self.need(ct, levels, f"{tag}/{key}", b * bound)
+
+        return self._evaluate(self.need(x, 1, tag, bound), series, hook, min_depth)
+
+    def _observe(self, site, x, bound):
+        pass
+
+    def _observe_input(self, site, x):
+        pass
+
+
+class PlainOps(_Refreshing):
+    """float64 mirror. Levels are tracked with the evaluator's rules so that
+    refreshes happen at the same points as in the encrypted run."""
+
+    def __init__(self, max_level: int, refresh: str = "client", refresh_level: int | None = None):
+        self.max_level = max_level
+        self.refresh_mode = refresh
+        self.refresh_level = max_level if refresh_level is None else refresh_level
+        self.stats = Stats()
+        self._ev = PlainEvaluator()
 
     def encrypt(self, vec, slots):
         v = np.zeros(slots)
@@ -79,10 +192,10 @@ class PlainOps:
         return x.level
 
     def add(self, a, b):
-        return PV(a.v + b.v, min(a.level, b.level))
+        return self._ev.add(a, b)
 
     def sub(self, a, b):
-        return PV(a.v - b.v, min(a.level, b.level))
+        return self._ev.sub(a, b)
 
     def add_const(self, a, c):
         return PV(a.v + c, a.level)
@@ -92,7 +205,7 @@ class PlainOps:
 
     def mul(self, a, b):
         self.stats.tick("mul")
-        return PV(a.v * b.v, min(a.level, b.level) - 1)
+        return self._ev.mul(a, b, rescale=True)
 
     def mul_plain(self, a, vec, key=None):
         return PV(a.v * np.resize(vec, a.slots), a.level - 1)
@@ -112,40 +225,78 @@ class PlainOps:
 
     def lintrans(self, a, lt):
         self.stats.tick("rotate", lt.key_switches())
-        m = np.zeros((lt.slots, lt.slots))
-        rows = np.arange(lt.slots)
-        for k, d in lt.diagonals.items():
-            m[rows, (rows + k) % lt.slots] = d
-        return PV(m @ a.v, a.level - 1)
-
-    def cheb(self, a, series):
-        return PV(series(a.v), a.level - series.depth())
+        return PV(_dense(lt) @ a.v, a.level - 1)
 
     def view(self, a, slots):
         if slots >= a.slots:
             return PV(np.tile(a.v, slots // a.slots), a.level)
         return PV(a.v[:slots].copy(), a.level)
 
-    def need(self, x, levels, tag):
-        if self.record is not None:
-            site = refresh_site(tag)
-            self.record[site] = max(self.record.get(site, 0.0), float(np.abs(x.v).max()))
-        if x.level >= min(levels + SPARE_LEVELS, self.refresh_level):
-            return x
-        return self._refresh(x, levels, tag)
+    def _evaluate(self, x, series, hook, min_depth):
+        return evaluate_chebyshev(self._ev, x, series, min_depth=min_depth, need=hook)
 
-    def _refresh(self, x, levels, tag):
-        if self.refresh_mode == "none":
-            raise DepthError(f"out of levels at {tag}: {x.level} left, {levels} needed "
-                             "(use --refresh client or bootstrap)")
-        self.stats.refreshes += 1
-        if self.refresh_mode != "bootstrap":
-            return PV(x.v.copy(), self.refresh_level)
-        b = self.bounds.of(tag)
-        _check_prescale(x.level, b, tag)
-        self.stats.boot_peak = max(self.stats.boot_peak, float(np.abs(x.v).max()) / b)
-        # same two scalings as CipherOps (exact in float64 for a power of two)
-        return PV(x.v * (1.0 / b) * b, self.refresh_level)
+    def _observe(self, site, x, bound):
+        self.stats.use(site, _abs_max(x.v) / bound)
+
+    def _observe_input(self, site, x):
+        self.stats.use(site, _abs_max(x.v))
+
+    def _refresh(self, x, tag, bound):
+        if self.refresh_mode == "bootstrap":
+            _check_prescale(x.level, _boot_divisor(bound), tag)
+        return PV(x.v.copy(), self.refresh_level)
+
+
+def _dense(lt):
+    """The transform as a dense matrix, built once (the mirror applies it per token)."""
+    m = getattr(lt, "_dense", None)
+    if m is None:
+        m = np.zeros((lt.slots, lt.slots))
+        rows = np.arange(lt.slots)
+        for k, d in lt.diagonals.items():
+            m[rows, (rows + k) % lt.slots] = d
+        lt._dense = m
+    return m
+
+
+class MatrixOps:
+    """The non-linear steps on whole float64 tensors (rows of any shape, slot-wise
+    arithmetic); no levels, no layout. Polynomials are evaluated as the series they
+    are (the encrypted recursion gives the same values up to rounding)."""
+
+    refresh_mode = "none"
+
+    def __init__(self):
+        self.stats = Stats()
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def add_const(self, a, c):
+        return a + c
+
+    def add_plain(self, a, vec, key=None):
+        return a + vec
+
+    def mul(self, a, b):
+        return a * b
+
+    def mul_plain(self, a, vec, key=None):
+        return a * vec
+
+    def mul_const(self, a, c):
+        return a * c
+
+    def need(self, x, levels, tag, bound):
+        self.stats.use(refresh_site(tag), _abs_max(x) / bound)
+        return x
+
+    def cheb(self, x, series, tag, bound):
+        self.stats.use(refresh_site(tag) + "#in", _abs_max(x))
+        return series(x)
 
 
 # ---------------------------------------------------------------- encrypted
@@ -154,6 +305,10 @@ class KeyHolder:
     intermediate ciphertexts to decrypt and re-encrypt at the top level: it
     SEES THOSE INTERMEDIATE VALUES. In the demo it lives in the server
     process; every output names the mode and counts the round trips.
+
+    It refuses a value beyond its site's bound (DomainError naming the site):
+    an input outside the domains the approximations were built for stops the
+    run there, instead of overflowing somewhere later.
 
     Re-encryption randomness is derived from a secret run seed and the
     refresh's tag, so a refresh gives the same ciphertext whichever rank asks
@@ -166,16 +321,19 @@ class KeyHolder:
         self.seed = seed if seed is not None else os.urandom(32)
         self.count = 0
 
-    def refresh(self, ct, tag: str):
+    def refresh(self, ct, tag: str, bound: float | None = None):
         self.count += 1
         values = self.ctx.decrypt(ct, self.sk)
+        peak = _abs_max(np.abs(values))
+        if bound is not None and not peak <= bound * BOUND_SLACK:
+            raise DomainError(f"value {peak:.4g} at {refresh_site(tag)} is outside its bound {bound:.4g}: "
+                              "the input lies outside the domain the model's approximations were built for")
         seed = hashlib.sha256(self.seed + tag.encode()).digest()
         return self.ctx.encrypt(values, self.sk, level=self.ctx.params.max_level, slots=ct.slots, seed=seed)
 
 
-class CipherOps:
-    def __init__(self, ctx, evaluator, refresh: str = "client", key_holder: KeyHolder | None = None,
-                 bounds: "RefreshBounds | None" = None):
+class CipherOps(_Refreshing):
+    def __init__(self, ctx, evaluator, refresh: str = "client", key_holder: KeyHolder | None = None):
         self.ctx, self.ev = ctx, evaluator
         self.max_level = ctx.params.max_level
         self.refresh_mode = refresh
@@ -183,14 +341,9 @@ class CipherOps:
         if refresh == "client" and key_holder is None:
             raise ValueError("--refresh client needs a key holder")
         self.refresh_level = bootstrap_level(ctx.params) if refresh == "bootstrap" else self.max_level
-        self.bounds = bounds
         self.boot_slots = None   # slot counts with bootstrapping keys (refresh.prepare); None: any
         self.stats = Stats()
         self._pt_cache = {}
-
-    @property
-    def period(self) -> int:
-        return refresh_period(self.refresh_mode, self.max_level, self.refresh_level)
 
     def level(self, x):
         return x.level
@@ -223,8 +376,8 @@ class CipherOps:
 
     def mul_plain(self, a, vec, key=None):
         scale = self.ev.rescale_target_scale(a.scale, a.level)
-        # The encoder rounds into int64: at a 2^54 scale a mask of ~1e3 (Goldschmidt's
-        # sqrt(A) on V) would overflow. Encode it over 2^k and multiply back exactly.
+        # The encoder rounds into int64: at a 2^54 scale a mask of ~1e3 would
+        # overflow. Encode it over 2^k and multiply back exactly.
         peak = float(np.max(np.abs(vec), initial=0.0)) * scale
         k = max(0, math.ceil(math.log2(peak / 2.0 ** 60))) if peak > 2.0 ** 60 else 0
         if k:
@@ -251,28 +404,22 @@ class CipherOps:
         self.stats.tick("rotate", lt.key_switches())
         return lt.evaluate(self.ev, a, rescale=True)
 
-    def cheb(self, a, series):
-        return self.ev.evaluate_chebyshev(a, series)
-
     def view(self, a, slots):
         return a.with_data(a.data, slots=slots)
 
-    def need(self, x, levels, tag):
-        if x.level >= min(levels + SPARE_LEVELS, self.refresh_level):
-            return x
-        if self.refresh_mode == "none":
-            raise DepthError(f"out of levels at {tag}: {x.level} left, {levels} needed "
-                             "(use --refresh client or bootstrap)")
-        self.stats.refreshes += 1
-        if self.refresh_mode == "bootstrap":
-            return self._bootstrap(x, tag)
-        return self.key_holder.refresh(x, tag)
+    def _evaluate(self, x, series, hook, min_depth):
+        return evaluate_chebyshev(self.ev, x, series, min_depth=min_depth, need=hook)
 
-    def _bootstrap(self, x, tag):
+    def _refresh(self, x, tag, bound):
+        if self.refresh_mode == "bootstrap":
+            return self._bootstrap(x, tag, bound)
+        return self.key_holder.refresh(x, tag, bound)
+
+    def _bootstrap(self, x, tag, bound):
         """EvalMod is exact only for slot values within about [-1, 1] (coefficients up to
-        the scale, bootstrap/mod1.py): divide by the site's bound B (a power of two,
-        nn/refresh.py) on the way in, multiply back (mul_int: exact, no level) on the way out."""
-        b = self.bounds.of(tag)
+        the scale, bootstrap/mod1.py): divide by the power of two B at or above the
+        site's bound on the way in, multiply back (mul_int: exact, no level) on the way out."""
+        b = _boot_divisor(bound)
         _check_prescale(x.level, b, tag)
         if b > 1:
             x = self.ev.mul_const(x, 1.0 / b, rescale=True)
@@ -284,9 +431,9 @@ class CipherOps:
 
 
 # ---------------------------------------------------------------- refresh bookkeeping
-def refresh_site(tag: str) -> str:
-    """A refresh tag without its token and group ids: one bound per site of the circuit."""
-    return re.sub(r"/[tg]\d+", "", tag)
+def _boot_divisor(bound: float) -> int:
+    """The power of two at or above a site's bound (bootstrapping wants |values| <= 1)."""
+    return 1 << max(0, math.ceil(math.log2(max(bound, 1e-300))))
 
 
 def bootstrap_level(params) -> int:
@@ -297,8 +444,8 @@ def bootstrap_level(params) -> int:
 
 
 def refresh_period(mode: str, max_level: int, refresh_level: int) -> int:
-    """Levels a polynomial may use between refreshes (approx.build's max_level). With
-    bootstrapping one level is kept for the 1/B before the next bootstrap."""
+    """Levels a polynomial may use between refreshes. With bootstrapping one level
+    is kept for the 1/B before the next bootstrap."""
     return refresh_level - SPARE_LEVELS if mode == "bootstrap" else max_level
 
 

@@ -1,8 +1,9 @@
 """Plaintext float64 BERT encoder, written independently of the encrypted path.
 
 Exact operations (erf GELU, softmax with max subtraction, exact LayerNorm):
-this is "the plaintext model" every accuracy figure is measured against. It
-can record the ranges the encrypted path needs (calibration).
+this is "the plaintext model" every accuracy figure is measured against. Its
+intermediate values can be tapped (calibration measures what the
+approximations' domains need from them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ def gelu(x):
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
-def encoder_layer(name: str, i: int, x: np.ndarray, record: dict | None = None) -> np.ndarray:
+def encoder_layer(name: str, i: int, x: np.ndarray, taps: dict | None = None) -> np.ndarray:
+    """Layer i on x (tokens x hidden). `taps`, if given, receives the attention
+    scores s (heads x tokens x tokens), the LayerNorm inputs h1, h2 and the
+    GELU input u."""
     cfg, w = config(name), weights(name)
     p = f"encoder.layer.{i}."
     T, h, H, dh = x.shape[0], cfg.hidden, cfg.heads, cfg.head_dim
@@ -41,21 +45,15 @@ def encoder_layer(name: str, i: int, x: np.ndarray, record: dict | None = None) 
     u = lin(x1, "intermediate.dense")
     h2 = x1 + lin(gelu(u), "output.dense")
     x2 = layer_norm(h2, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], cfg.ln_eps)
-    if record is not None:
-        r = record.setdefault(i, {"scores": [], "den_shift": [], "var1": [], "var2": [], "gelu": [], "abs": []})
-        r["scores"].append((float(s.min()), float(s.max())))
-        r["var1"].append((float(h1.var(-1).min()), float(h1.var(-1).max())))
-        r["var2"].append((float(h2.var(-1).min()), float(h2.var(-1).max())))
-        r["gelu"].append((float(u.min()), float(u.max())))
-        r["abs"].append(float(max(np.abs(h1).max(), np.abs(h2).max(), np.abs(u).max())))
-        r.setdefault("_s", []).append(s)
+    if taps is not None:
+        taps.update(s=s, h1=h1, h2=h2, u=u)
     return x2
 
 
-def encode(name: str, x: np.ndarray, layers: int | None = None, record: dict | None = None) -> np.ndarray:
+def encode(name: str, x: np.ndarray, layers: int | None = None) -> np.ndarray:
     cfg = config(name)
     for i in range(cfg.layers if layers is None else layers):
-        x = encoder_layer(name, i, x, record)
+        x = encoder_layer(name, i, x)
     return x
 
 

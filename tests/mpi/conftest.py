@@ -13,7 +13,7 @@ _JOB_PARAMS = ("orte_", "ess", "pmix", "initial_wdir", "shmem_runtime", "num_pro
 
 @pytest.fixture(scope="session")
 def comm():
-    from aegis_hpc.dist.comm import make_comm
+    from aegis_hpc.parallel.comm import make_comm
 
     return make_comm("auto")
 

@@ -1,4 +1,4 @@
-"""bench comm: the bytes it reports per call are what aegis_hpc.dist recorded
+"""bench comm: the bytes it reports per call are what aegis_hpc.parallel recorded
 for the buffers it actually sent, and both sides moved the same residues."""
 
 import pytest
@@ -17,7 +17,7 @@ def test_bench_comm_reports_the_bytes_dist_sent(comm):
     for op in OPS:
         site = comm.stats.sites[f"bench/{op}"]
         mine = [r for r in rows if r["op"] == op]
-        # dist records every call at its real size; the bench runs each size `calls / sizes` times
+        # aegis_hpc.parallel records every call at its real size; the bench runs each size `calls / sizes` times
         per_size_calls = site.calls // len(mine)
         assert site.bytes_sent == per_size_calls * sum(r["bytes_sent_per_rank"] for r in mine)
         for r in mine:

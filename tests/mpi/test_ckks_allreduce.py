@@ -39,7 +39,7 @@ def test_allreduce_of_ciphertexts_decrypts_to_the_sum(comm, keyed):
 
 @pytest.mark.mpi(min_size=2)
 def test_ciphertext_tensor_survives_token_head_limb_moves(comm, keyed):
-    from aegis_hpc.dist.sharding import (HEAD, LIMB, TOKEN, RankGrid, ciphertext_at, redistribute, shard,
+    from aegis_hpc.parallel.sharding import (HEAD, LIMB, TOKEN, RankGrid, ciphertext_at, redistribute, shard,
                                          stack_ciphertexts)
 
     ctx, sk = keyed

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from aegis_hpc.dist.comm import CommStats, wire_bytes
+from aegis_hpc.parallel.comm import CommStats, wire_bytes
 
 from conftest import host, residues
 

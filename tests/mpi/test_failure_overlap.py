@@ -14,7 +14,7 @@ from conftest import launcher_env
 SCRIPT = textwrap.dedent("""
     import time
     from mpi4py import MPI
-    from aegis_hpc.dist.failure import abort_on_error
+    from aegis_hpc.parallel.failure import abort_on_error
 
     with abort_on_error():
         if MPI.COMM_WORLD.Get_rank() == 1:
@@ -52,7 +52,7 @@ def test_raising_rank_aborts_mpirun_within_30s(tmp_path):
 
 @pytest.mark.mpi(min_size=2)
 def test_overlap_hides_communication_behind_independent_work(comm):
-    from aegis_hpc.dist.overlap import OverlapScheduler
+    from aegis_hpc.parallel.overlap import OverlapScheduler
 
     x = np.ones((comm.size * 8, 2, 4, 2048), dtype=np.uint64)
     comm.mpi.Barrier()  # peers start together, so waiting measures transfer, not skew
@@ -73,7 +73,7 @@ def test_overlap_hides_communication_behind_independent_work(comm):
 
 @pytest.mark.mpi(min_size=2)
 def test_overlap_without_independent_work_hides_nothing(comm):
-    from aegis_hpc.dist.overlap import OverlapScheduler
+    from aegis_hpc.parallel.overlap import OverlapScheduler
 
     x = np.ones((comm.size * 64, 2, 4, 2048), dtype=np.uint64)
     comm.mpi.Barrier()

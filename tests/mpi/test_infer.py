@@ -92,7 +92,7 @@ def data(path):
 def planned(world, strategy, tokens):
     """The planner's bytes, summed over ranks, for infer's run (its trace of the encoder)."""
     from aegis_hpc.ckks.params import preset
-    from aegis_hpc.dist import planner
+    from aegis_hpc.parallel import planner
 
     params = preset("test")
     tr = planner.trace("tiny", params, tokens, 1)

@@ -14,7 +14,7 @@ STEPS = [1, 3, 8]
 
 @pytest.fixture(scope="module")
 def setup(comm):
-    from aegis_hpc.dist.limb import LimbEvaluator
+    from aegis_hpc.parallel.limb import LimbEvaluator
 
     ctx = ckks.Context.from_preset("test")
     sk, keys = comm.mpi.bcast(ctx.keygen(rotations=STEPS + [2, 4, 12], conjugate=True) if comm.rank == 0 else None, root=0)
@@ -81,7 +81,7 @@ def test_limb_exchanges_send_what_the_planner_predicts(comm, setup):
     its limb transfers priced per comm.wire_bytes must equal the bytes the
     limb evaluator's all-gathers counted, per exchange kind."""
     from aegis_hpc.ckks.polynomial import ChebyshevSeries
-    from aegis_hpc.dist import planner
+    from aegis_hpc.parallel import planner
 
     ctx, sk, ev, lev, a, b = setup
     params = ctx.params

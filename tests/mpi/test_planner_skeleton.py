@@ -5,7 +5,7 @@ planner's trace refreshes where the plaintext mirror does."""
 import numpy as np
 import pytest
 
-from aegis_hpc.dist.planner import BLOCKS, Planner
+from aegis_hpc.parallel.planner import BLOCKS, Planner
 
 TOKENS = 8       # tiny model at the test preset: 8 keys per attention ciphertext
 
@@ -24,7 +24,7 @@ def planner(comm, params):
 
 @pytest.fixture(scope="module")
 def skeleton(comm, params):
-    from aegis_hpc.dist.skeleton import Skeleton
+    from aegis_hpc.parallel.skeleton import Skeleton
 
     return Skeleton(comm, params)
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from aegis_hpc.dist.sharding import (HEAD, LIMB, REPLICATED, TOKEN, RankGrid, ShardSpec,
+from aegis_hpc.parallel.sharding import (HEAD, LIMB, REPLICATED, TOKEN, RankGrid, ShardSpec,
                                      gather_full, redistribute, redistribute_async, shard)
 
 from conftest import host, residues

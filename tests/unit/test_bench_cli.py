@@ -16,7 +16,7 @@ def test_reproduce_planner_only_writes_table_plots_and_json(tmp_path, capsys):
     import json
 
     from aegis_hpc.ckks.params import preset
-    from aegis_hpc.dist.planner import Planner, reduction
+    from aegis_hpc.parallel.planner import Planner, reduction
 
     assert bench.main(["reproduce", "--no-run", "--out", str(tmp_path), *TINY]) == 0
     for f in ("reproduce.md", "reproduce.json", "bytes_per_block.png", "memory_per_gpu.png", "scaling.png"):
@@ -72,7 +72,7 @@ def test_plan_without_planner_says_so(capsys, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_planner)
     assert bench.main(["plan", "--anything"]) == 2
-    assert "aegis_hpc.dist.planner" in capsys.readouterr().err
+    assert "aegis_hpc.parallel.planner" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("log_n,levels", [(15, 8), (16, 24)])

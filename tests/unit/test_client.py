@@ -117,6 +117,28 @@ def test_decrypt_accepts_an_index_of_shards(work, tmp_path):
     assert np.max(np.abs(np.load(tmp_path / "r.npy") - x)) < DECRYPT_TOL
 
 
+def test_decrypt_checks_an_encoder_output_against_its_last_layernorm(work, tmp_path):
+    """An infer output names its model and layers: decryption checks every value is
+    within |gamma_f| sqrt(d - 1) + |beta_f| of that layer's last LayerNorm. A result
+    beyond it (here: 32 features of 3 x the bound) is an error and nothing is written."""
+    from aegis_hpc.nn.domains import output_bound
+
+    d, _ = work
+    ctx, sk = io.read_secret_key(d / "keys/secret.h5")
+    bound = output_bound("tiny", 1)
+    good = np.tile(bound * 0.9, (3, 1)) * np.array([[1.0], [-1.0], [0.5]])
+    for name, rows in (("good", good), ("bad", good * 3.0)):
+        cts = [ctx.encrypt(r, sk, slots=32) for r in rows]
+        io.write_ciphertexts(tmp_path / f"{name}.h5", cts, shape=rows.shape, key_id=io.secret_key_id(sk),
+                             encoder=("tiny", 1))
+    assert io.read_ciphertexts(tmp_path / "good.h5", ctx.params).model == "tiny"
+    cli("decrypt", "--key", d / "keys/secret.h5", "--input", tmp_path / "good.h5", "--out", tmp_path / "g.npy")
+    assert np.max(np.abs(np.load(tmp_path / "g.npy") - good)) < DECRYPT_TOL
+    refused("decrypt", "--key", d / "keys/secret.h5", "--input", tmp_path / "bad.h5", "--out", tmp_path / "b.npy",
+            match="numerically broken: 96 value(s) outside the bound of its last LayerNorm")
+    assert not (tmp_path / "b.npy").exists()
+
+
 def test_inspect_shows_structure_not_key_material(work):
     d, _ = work
     out = cli("inspect", d / "keys/eval.h5").stdout

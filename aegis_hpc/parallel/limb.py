@@ -162,5 +162,5 @@ class _LimbKeyHolder:
     def __init__(self, limb_ev, holder):
         self.ev, self.holder = limb_ev, holder
 
-    def refresh(self, ct, tag):
-        return self.ev.scatter(self.holder.refresh(self.ev.gather(ct, "refresh"), tag))
+    def refresh(self, ct, tag, bound=None):
+        return self.ev.scatter(self.holder.refresh(self.ev.gather(ct, "refresh"), tag, bound))

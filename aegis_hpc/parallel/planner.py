@@ -2,7 +2,7 @@
 per GPU for the encrypted encoder *as `aegis_hpc.infer` runs it*, under each
 strategy.
 
-    python -m aegis_hpc.dist.planner --model bert-base --tokens 2048 --gpus 4 [--preset n16]
+    python -m aegis_hpc.parallel.planner --model bert-base --tokens 2048 --gpus 4 [--preset n16]
 
 Nothing here runs FHE. The primitives are not modelled by hand: `trace` runs
 the encoder's own code (nn.block.EncoderRunner over nn.ops.CipherOps, the
@@ -15,12 +15,11 @@ polynomial degrees and the refresh points are those of infer. Two traces (one
 and two query tokens) separate per-token work from per-sentence work (each
 rank builds the packed key/value groups of the whole sentence). The same
 transfers, run through the real collectives on dummy ciphertext-shaped
-arrays (`aegis_hpc.dist.skeleton`), count exactly the predicted bytes.
+arrays (`aegis_hpc.parallel.skeleton`), count exactly the predicted bytes.
 
 Weights are dense, so every transform uses all S diagonals (BSGS, hoisted
-baby steps). Models without a calibration (bert-base) borrow the polynomial
-ranges of one that has one with the same head count (named in the report):
-only the degrees, squaring and Newton step counts matter here.
+baby steps). The approximations are the model's own (nn/approx.py on its
+calibration): their degrees and step counts decide the levels and refreshes.
 
 What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
 - aegis (what infer does; tokens split over ranks): every linear layer,
@@ -67,8 +66,6 @@ PT_WORD = 4    # a transform's encoded diagonals are compact uint32 (core: encod
 KEY_WORD = 4   # switching keys are stored as uint32 (core: keys.SwitchingKey)
 BLOCKS = ("QKV", "attention", "out_proj", "layernorm", "FFN")
 STRATEGIES = ("aegis", "limb", "replicate")
-# borrowed polynomial ranges for models without a calibration (same head count)
-CALIBRATION_STANDIN = {"bert-base": "minilm"}
 
 
 @dataclass(frozen=True)
@@ -184,7 +181,7 @@ class _KeyHolder:
     def __init__(self, ev, top):
         self.ev, self.top, self.count = ev, top, 0
 
-    def refresh(self, ct, tag):
+    def refresh(self, ct, tag, bound=None):
         self.count += 1
         return _Ct(self.top, ct.slots)
 
@@ -243,17 +240,10 @@ class Trace:
     calibration: str
 
 
-def _approx(name, layers, max_level):
+def _approx(name, layers):
     from ..nn import approx as approx_mod
-    from ..nn import models
 
-    src = name if os.path.exists(models.calibration_path(name)) else CALIBRATION_STANDIN.get(name)
-    if src is None:
-        raise ValueError(f"model {name!r} has no calibration and no stand-in")
-    cal = models.load_calibration(src)
-    n = len(cal["layers"])
-    cal = {"layers": {str(i): cal["layers"][str(i % n)] for i in range(layers)}}
-    return approx_mod.build(cal, layers, max_level), src
+    return approx_mod.build(name, layers), name
 
 
 def _trace_once(name, params, tokens, layers, queries):
@@ -265,7 +255,7 @@ def _trace_once(name, params, tokens, layers, queries):
     cfg = models.config(name)
     layout = Layout(cfg, params.slots, max(tokens, cfg.max_positions))
     model = _Model(cfg, layout, layers)
-    approx, src = _approx(cfg.name, layers, params.max_level)
+    approx, src = _approx(cfg.name, layers)
     ev = TraceEvaluator(params)
     holder = _KeyHolder(ev, params.max_level)
     ops = CipherOps(ev.ctx, ev, "client", holder)
@@ -654,7 +644,7 @@ def build_planner(args) -> Planner:
 def parser() -> argparse.ArgumentParser:
     from ..nn import models
 
-    ap = argparse.ArgumentParser(prog="python -m aegis_hpc.dist.planner",
+    ap = argparse.ArgumentParser(prog="python -m aegis_hpc.parallel.planner",
                                  description="Predict inter-GPU bytes and memory per strategy (no FHE run).")
     ap.add_argument("--model", default="bert-base", choices=sorted(models.CONFIGS))
     ap.add_argument("--tokens", type=int, default=2048)

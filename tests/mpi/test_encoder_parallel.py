@@ -1,4 +1,4 @@
-"""The encoder's collectives (aegis_hpc.dist.encoder): the k/v all-gather of
+"""The encoder's collectives (aegis_hpc.parallel.encoder): the k/v all-gather of
 token sharding and the all-reduced partial products of tensor parallelism
 give one rank's ciphertexts bit for bit, and send the bytes their shapes say."""
 
@@ -29,9 +29,9 @@ def partial_groups(ctx, sk, rank, sl, G):
 
 @pytest.mark.mpi(min_size=2)
 def test_group_gather_returns_every_part_and_runs_the_work(comm, keyed):
-    from aegis_hpc.dist.comm import wire_bytes
-    from aegis_hpc.dist.encoder import GroupGather
-    from aegis_hpc.dist.planner import packed_groups_per_rank
+    from aegis_hpc.parallel.comm import wire_bytes
+    from aegis_hpc.parallel.encoder import GroupGather
+    from aegis_hpc.parallel.planner import packed_groups_per_rank
     from aegis_hpc.io import rank_range
 
     ctx, sk, _, _ = keyed
@@ -59,8 +59,8 @@ def test_group_gather_returns_every_part_and_runs_the_work(comm, keyed):
 
 @pytest.mark.mpi(min_size=2)
 def test_tensor_parallel_linear_is_one_ranks_result(comm, keyed):
-    from aegis_hpc.dist.comm import wire_bytes
-    from aegis_hpc.dist.encoder import TensorParallelOps
+    from aegis_hpc.parallel.comm import wire_bytes
+    from aegis_hpc.parallel.encoder import TensorParallelOps
     from aegis_hpc.nn.ops import CipherOps
 
     ctx, sk, keys, lt = keyed
@@ -87,7 +87,7 @@ def lt_apply(lt, v):
 def test_q_work_runs_during_the_gather_only_with_overlap(comm, keyed, overlap):
     """infer --no-overlap: the q projections run before the k/v gather starts, the
     baseline for the time the overlap hides; the gathered groups are the same."""
-    from aegis_hpc.dist.encoder import GroupGather
+    from aegis_hpc.parallel.encoder import GroupGather
     from aegis_hpc.nn.block import _gather_during
 
     ctx, sk, _, _ = keyed

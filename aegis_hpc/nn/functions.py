@@ -1,0 +1,113 @@
+"""The encoder's non-linear steps, written once against the ops interface (nn/ops.py).
+
+The same code runs on ciphertexts (CipherOps), on the plaintext mirror's slot
+vectors (PlainOps) and on whole float64 matrices (MatrixOps, the fast mirror
+of nn.mirror.encode). What a layout provides is passed in: `sum_keys(parts)`
+(one value per query row, over every key, broadcast back over the row's
+slots) and `sum_features(x)` (a token's sum, broadcast over its features).
+
+Every `need` names its site and gives the bound of the value it refreshes:
+bootstrapping divides by it, the key holder of `--refresh client` checks it,
+the mirror reports how much of it a value used (nn/domains.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .approx import GeluApprox, InvSqrtApprox, SoftmaxApprox
+
+# CKKS noise and float rounding: a value that may sit on the edge of [-1, 1]
+# gets this much room in its refresh bound
+EDGE = 1.01
+
+
+def series_bound(series) -> float:
+    """max |series| on [-EDGE, EDGE] (every series here runs on [-1, 1])."""
+    key = id(series)
+    hit = _SERIES_BOUND.get(key)
+    if hit is None or hit[0] is not series:
+        ys = np.linspace(-EDGE, EDGE, 4001)
+        hit = _SERIES_BOUND[key] = (series, float(np.abs(series(ys)).max()))
+    return hit[1]
+
+
+_SERIES_BOUND: dict = {}
+
+
+# ---- GELU ----------------------------------------------------------------------------------
+def gelu(ops, u, approx: GeluApprox, tag):
+    """u is already y = (2u - lo - hi)/(hi - lo) (the map rides on W_up)."""
+    return ops.cheb(u, approx.series, tag, EDGE)
+
+
+# ---- LayerNorm -----------------------------------------------------------------------------
+def layernorm(ops, h, gamma, beta, approx: InvSqrtApprox, sum_features, d: int, eps: float, tag,
+              h_bound: float):
+    """gamma (h - mean) / sqrt(var + eps) + beta over the token's d features.
+
+    var' = a var + o lies in [-1, 1] (a, o: approx.input_scale) at no extra level:
+    a and sqrt(a) ride on the products that make the mean and the mean square."""
+    a, o = approx.input_scale()
+    h = ops.need(h, 2, tag + "/in", h_bound)
+    s1 = sum_features(h)
+    s2 = sum_features(ops.mul(h, h))
+    m = ops.mul_const(s1, math.sqrt(a) / d)
+    var = ops.add_const(ops.sub(ops.mul_const(s2, a / d), ops.mul(m, m)), o + a * eps)
+    y = ops.cheb(var, approx.start, tag + "/isq", EDGE)
+    y_bound = (1.0 + approx.error) / math.sqrt(approx.domain.lo) * EDGE
+    if approx.newton:
+        # -v/2 from var' (the exact affine map back), beside the start polynomial
+        vh = ops.mul_const(ops.add_const(var, -o), -0.5 / a)
+        # a Newton step from the start's error e lands below 1.5 e^2 and above it
+        start_bound = 1.5 / math.sqrt(approx.domain.lo)
+        for k in range(approx.newton):
+            y = ops.need(y, 2, f"{tag}/n{k}", start_bound)
+            vh = ops.need(vh, 1, f"{tag}/n{k}v", approx.domain.hi * 0.5 * EDGE)
+            y = ops.add(ops.mul_const(y, 1.5), ops.mul(ops.mul(vh, y), ops.mul(y, y)))
+    cg = ops.sub(ops.mul_plain(h, gamma, ("g", id(gamma))), ops.mul_plain(s1, gamma / d, ("gn", id(gamma))))
+    # |gamma (h - mean)| <= |gamma| (|h| + |mean|)
+    cg_bound = 2.0 * float(np.max(np.abs(gamma))) * h_bound
+    out = ops.mul(ops.need(cg, 1, tag + "/cg", cg_bound), ops.need(y, 1, tag + "/y", y_bound))
+    return ops.add_plain(out, beta, ("b", id(beta)))
+
+
+# ---- softmax -------------------------------------------------------------------------------
+def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag):
+    """Normalize-and-square softmax (approx.SoftmaxApprox) of score rows.
+
+    y_parts: the scores of the row's key groups as y = exp_scale (s - rowmean) +
+    exp_offset, in [-1, 1] (the caller folds the map into its masks). valid[j]: the
+    plaintext validity mask of part j (0 on padding keys); n: valid keys. Returns (p_parts, inv,
+    p_bound): the attention output is sum_keys(p * V) * inv."""
+    e_bound = series_bound(sm.exp)
+    p = []
+    for j, y in enumerate(y_parts):
+        e = ops.cheb(y, sm.exp, f"{tag}/g{j}/exp", EDGE)
+        e = ops.need(e, 1, f"{tag}/g{j}/e", e_bound)
+        p.append(ops.mul_plain(e, valid[j] * sm.mask_scale(n), ("smask", id(valid[j]), n)))
+    p_bound = e_bound * sm.mask_scale(n)
+    for t, st in enumerate(sm.steps):
+        p = [ops.need(x, 2, f"{tag}/g{j}/p{t}", p_bound) for j, x in enumerate(p)]
+        S = sum_keys([ops.mul(x, x) for x in p])
+        g_series = sm.g(t)
+        g = ops.cheb(ops.add_const(S, st.offset), g_series, f"{tag}/s{t}", EDGE)
+        g = ops.need(g, 1, f"{tag}/s{t}g", series_bound(g_series))
+        # p g = sqrt(next) P / sqrt(S) (1 +- err) with P <= sqrt(S)
+        q_bound = math.sqrt(sm._next_scale(t)) * (1.0 + st.error) * EDGE
+        p = [_square(ops, ops.need(ops.mul(x, g), 1, f"{tag}/g{j}/q{t}", q_bound)) for j, x in enumerate(p)]
+        p_bound = q_bound * q_bound
+    D = sum_keys(p)
+    inv = ops.cheb(ops.add_const(D, sm.final_offset), sm.final, f"{tag}/inv", EDGE)
+    inv_bound = series_bound(sm.final) * EDGE
+    for k in range(sm.final_newton):
+        inv = ops.need(inv, 2, f"{tag}/inv{k}", inv_bound)
+        D = ops.need(D, 1, f"{tag}/inv{k}d", sm.final_scale * sm.final_domain.hi * EDGE)
+        inv = ops.mul(inv, ops.add_const(ops.mul_const(ops.mul(D, inv), -1.0), 2.0))
+    return p, inv, p_bound
+
+
+def _square(ops, x):
+    return ops.mul(x, x)
