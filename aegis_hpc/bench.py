@@ -5,6 +5,8 @@
   plan       placement planner (aegis_hpc.parallel.planner)
   lintrans   a weight transform under both rotation key sets (memory/time trade)
   reproduce  the paper's figures (issue 9)
+  encoder    the whole encrypted encoder end to end, server-only: time per block, bootstraps,
+             key switches, peak memory, checked against the mirror and the float model
 """
 
 from __future__ import annotations
@@ -76,6 +78,20 @@ def _reproduce_parser(sub):
     return p
 
 
+def _encoder_parser(sub):
+    p = sub.add_parser("encoder", help="the encrypted encoder end to end, server-only (bootstrapping)")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--preset", default="n16-boot")
+    p.add_argument("--layers", type=int, default=None, help="default: all of the model's")
+    p.add_argument("--tokens", default=None, help="comma list: inputs of exactly these many tokens of real text")
+    p.add_argument("--lines", default=None, help="comma list of lines of --passages as inputs")
+    p.add_argument("--passages", default=None, help="default: inputs/validation/passages.txt")
+    p.add_argument("--refresh", choices=("bootstrap", "none"), default="bootstrap")
+    p.add_argument("--out", default=None, help="directory for JSON + markdown (default bench/results)")
+    p.add_argument("--no-save", action="store_true")
+    return p
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m aegis_hpc.bench", description=__doc__,
@@ -87,6 +103,7 @@ def main(argv=None) -> int:
                    add_help=False)
     _reproduce_parser(sub)
     _lintrans_parser(sub)
+    _encoder_parser(sub)
     if argv and argv[0] == "plan":
         return _plan(argv[1:])
     args = parser.parse_args(argv)
@@ -103,6 +120,11 @@ def main(argv=None) -> int:
         from .benchmarks import lintrans
 
         return lintrans.main(args)
+    if args.cmd == "encoder":
+        from .benchmarks import encoder
+
+        args.argv = argv[1:]
+        return encoder.main(args)
     if args.cmd == "reproduce":
         from .benchmarks import reproduce
 

@@ -136,15 +136,19 @@ def cmd_encrypt(args) -> int:
         if args.model:
             raise UsageError("--model only applies to --text")
         values = _load_matrix(args.input)
-    if values.shape[1] > ctx.params.slots:
+    if io.row_slots(values.shape[1]) > ctx.params.slots:
         raise UsageError(f"{values.shape[1]} features do not fit the {ctx.params.slots} slots of "
                          f"{ctx.params.name}")
-    slots = 1 << max(0, int(values.shape[1] - 1).bit_length())
-    cts = [ctx.encrypt(row, key, slots=slots) for row in values]
-    io.write_ciphertexts(args.out, cts, shape=values.shape, packing=io.ROW_PER_CIPHERTEXT,
+    t0 = time.perf_counter()
+    # token blocks: consecutive rows share a ciphertext (io.ciphertexts, nn/packing.py)
+    cts = [ctx.encrypt(v, key, slots=v.size) for v in io.pack_rows(values, ctx.params.slots)]
+    io.write_ciphertexts(args.out, cts, shape=values.shape, packing=io.TOKEN_BLOCKS,
                          force=args.force, key_id=key_id)
-    _say(f"encrypted {values.shape[0]} x {values.shape[1]} -> {len(cts)} ciphertexts "
-         f"({slots} slots, level {cts[0].level}) in {args.out}")
+    rows = io.rows_per_ciphertext(values.shape[0], values.shape[1], ctx.params.slots)
+    use = values.size / (len(cts) * ctx.params.slots)
+    _say(f"encrypted {values.shape[0]} x {values.shape[1]} -> {len(cts)} ciphertext(s) of {rows} row(s) "
+         f"({cts[0].slots} slots, level {cts[0].level}, slot use {100 * use:.1f} %) in "
+         f"{time.perf_counter() - t0:.1f} s: {args.out}")
     return 0
 
 

@@ -5,15 +5,16 @@
         [--strategy aegis|replicate] [--layers K] [--refresh client|bootstrap|none] \
         [--key-holder secret.h5] [--seed HEX] [--summary run.json] [--no-overlap]
 
-Each input file is one encrypted sequence (tokens x features, one ciphertext
-per token, as `python -m aegis_hpc.client encrypt --text ... --model NAME`
-writes it); each output is the encrypted final hidden state of that
-sequence, written as one shard per rank plus an index file.
+Each input file is one encrypted sequence (tokens x features packed in token
+blocks, B consecutive tokens per ciphertext, as `python -m aegis_hpc.client
+encrypt --text ... --model NAME` writes it); each output is the encrypted
+final hidden state of that sequence, in the same packing, written as one
+shard per rank plus an index file.
 
-Strategy `aegis` shards tokens across ranks: linear layers, GELU, LayerNorm
-and residuals are token-local (no traffic); attention all-gathers k and v,
-packed by each rank into groups of G tokens per ciphertext (one nonblocking
-all-gather per layer, in flight while the q projections run).
+Strategy `aegis` shards token blocks across ranks: linear layers, GELU,
+LayerNorm and residuals are block-local (no traffic); attention all-gathers
+each rank's k and v blocks (one nonblocking all-gather per layer, in flight
+while the q projections run).
 `replicate` is tensor parallelism: every rank holds every token; each linear
 layer's runs of giant-step groups are split across ranks and the partial products
 all-reduced (exact, mod each prime); everything else is replicated.
@@ -24,7 +25,8 @@ else MPI), which counts the bytes per call site. The output is the same bit
 for bit whatever the rank count.
 
 --summary PATH writes the run's summary as JSON: {"strategy", "world",
-"model", "layers", "tokens", "blocks": {name: {"seconds", "bytes"}},
+"model", "layers", "tokens", "ciphertexts", "slot_use" (of the ring's slots),
+"blocks": {name: {"seconds", "bytes"}},
 "hidden_seconds", "comm_wait_seconds", "peak_memory_bytes": [per rank],
 "overlap", "device", "data_plane", "refresh", "refreshes", "bootstraps"}; bytes are summed over ranks, the two
 times are the largest over ranks.
@@ -181,13 +183,12 @@ def run(args, comm) -> int:
                 raise UsageError(f"{path} is encrypted under key {t.key_id}, {args.keys} belongs to key "
                                  f"{eval_id}: keys do not match the ciphertexts")
             T, F = int(t.shape[0]), int(t.shape[1])
-            if F != cfg.hidden or t.packing != io.ROW_PER_CIPHERTEXT:
-                raise UsageError(f"{path}: {T} x {F} ({t.packing}); model {cfg.name} needs rows of {cfg.hidden} features")
+            if F != cfg.hidden or t.packing != io.TOKEN_BLOCKS:
+                raise UsageError(f"{path}: {T} x {F} ({t.packing}); model {cfg.name} needs {io.TOKEN_BLOCKS} "
+                                 f"of {cfg.hidden} features (client encrypt --model {cfg.name})")
             if T > cfg.max_positions:
                 raise UsageError(f"{path}: sequence of {T} tokens is longer than the {cfg.max_positions} model {cfg.name} allows")
             ct0 = t.ciphertexts[0]
-            if ct0.slots != layout.S:
-                raise UsageError(f"{path}: {ct0.slots} slots per token, the {layout.name} layout needs {layout.S}")
             need = MIN_INPUT_LEVEL if args.refresh != "none" else params.max_level
             if ct0.level < need:
                 raise UsageError(f"{path}: ciphertexts at level {ct0.level}, model {cfg.name} needs at least {need} "
@@ -202,8 +203,9 @@ def run(args, comm) -> int:
         r = next(i for i, x in enumerate(errs) if x)
         raise Refused(errs[rank] or f"rank {r}: {errs[r]}")
     # every rank has validated everything: from here a failure is a bug or a peer dying -> abort
-    lengths = [len(t.ciphertexts) for t in tensors]
-    total = sum(lengths)
+    lengths = [int(t.shape[0]) for t in tensors]
+    counts = [len(t.ciphertexts) for t in tensors]
+    total = sum(counts)
     if args.strategy == "aegis":
         from .io import rank_range
 
@@ -212,14 +214,16 @@ def run(args, comm) -> int:
     else:
         mine = set(range(total))
     cts = [t.ciphertexts for t in tensors]
-    say(f"aegis_hpc.infer: model {cfg.name}, {layers} layer(s), {len(cts)} sequence(s), {total} tokens, "
-        f"{size} rank(s), strategy {args.strategy}, {params.describe()}")
-    say(f"  {layout.describe()}")
+    slot_use = sum(lengths) * cfg.hidden / (total * params.slots)
+    say(f"aegis_hpc.infer: model {cfg.name}, {layers} layer(s), {len(cts)} sequence(s), {sum(lengths)} tokens in "
+        f"{total} ciphertexts (slot use {100 * slot_use:.1f} %), {size} rank(s), strategy {args.strategy}, "
+        f"{params.describe()}")
+    say(f"  {layout.describe(max(lengths))}")
     if args.refresh == "client":
         say("  REFRESH MODE: client -- ciphertexts that run out of levels are decrypted and re-encrypted "
             "by the key holder, WHICH SEES THOSE INTERMEDIATE VALUES")
     blocks = []
-    # aegis ranks refresh disjoint tokens (sum); replicate/limb ranks all refresh every token (count once)
+    # aegis ranks refresh disjoint blocks (sum); replicate/limb ranks all refresh every block (count once)
     count_op = MPI.SUM if args.strategy == "aegis" else MPI.MAX
     t_start = time.time()
     state = {"t": time.time(), "b": 0}
@@ -248,7 +252,7 @@ def run(args, comm) -> int:
 
     gather, ops_class = None, CipherOps
     if args.strategy == "aegis":
-        gather = parallel_encoder.GroupGather(comm.plane, overlap=not args.no_overlap)
+        gather = parallel_encoder.BlockGather(comm.plane, overlap=not args.no_overlap)
     elif args.strategy == "replicate":
         def ops_class(*a):
             return parallel_encoder.TensorParallelOps(comm.plane, *a)
@@ -266,14 +270,15 @@ def run(args, comm) -> int:
         ops_box.append(_cls(*a))
         return ops_box[-1]
 
-    toks, ops = encrypted.run(ctx, keys, cts, args.model, layers, args.refresh, key_holder,
-                              gather=gather, tokens=mine, on_block=on_block, ops_class=counted_ops)
+    blks, ops = encrypted.run(ctx, keys, cts, args.model, layers, args.refresh, key_holder,
+                              gather=gather, blocks=mine, on_block=on_block, ops_class=counted_ops,
+                              lengths=lengths)
     if args.strategy == "limb":   # whole ciphertexts for the output files
-        for t in toks:
-            t.x = limb_ev.gather(t.x, "output")
+        for b in blks:
+            b.x = limb_ev.gather(b.x, "output")
     wall = time.time() - t_start
-    # outputs: one shard per rank holding tokens of the sequence, then an index
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+    # outputs: one shard per rank holding blocks of the sequence, then an index
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
     write_rank = {s: [] for s in range(len(cts))}
     for s in range(len(cts)):
         for r in range(size):
@@ -285,12 +290,12 @@ def run(args, comm) -> int:
                 write_rank[s].append(0)
     for s, out in enumerate(args.output):
         if rank in write_rank[s]:
-            mine_s = sorted((t for t in toks if t.sid == s), key=lambda t: t.pos)
+            mine_s = sorted((b for b in blks if b.sid == s), key=lambda b: b.idx)
             shard = io.Shard(index=write_rank[s].index(rank), count=len(write_rank[s]),
-                             start=mine_s[0].pos, total=lengths[s])
-            io.write_ciphertexts(io.shard_path(out, rank), [t.x for t in mine_s],
-                                 shape=(lengths[s], cfg.hidden), force=args.force, shard=shard,
-                                 key_id=eval_id, encoder=(cfg.name, layers))
+                             start=mine_s[0].idx, total=counts[s])
+            io.write_ciphertexts(io.shard_path(out, rank), [b.x for b in mine_s],
+                                 shape=(lengths[s], cfg.hidden), packing=io.TOKEN_BLOCKS, force=args.force,
+                                 shard=shard, key_id=eval_id, encoder=(cfg.name, layers))
     comm.c.Barrier()
     if rank == 0:
         for s, out in enumerate(args.output):
@@ -324,7 +329,8 @@ def run(args, comm) -> int:
             import json
 
             doc = {"strategy": args.strategy, "world": size, "model": cfg.name, "layers": layers,
-                   "tokens": total, "blocks": {n: {"seconds": sec, "bytes": int(b)} for n, sec, b in blocks},
+                   "tokens": sum(lengths), "ciphertexts": total, "slot_use": slot_use,
+                   "blocks": {n: {"seconds": sec, "bytes": int(b)} for n, sec, b in blocks},
                    "hidden_seconds": hidden, "comm_wait_seconds": waited, "peak_memory_bytes": peaks,
                    "overlap": not args.no_overlap,
                    "device": backend.name(), "data_plane": comm.plane.kind, "refresh": args.refresh,
@@ -336,7 +342,7 @@ def run(args, comm) -> int:
 
 
 
-MIN_INPUT_LEVEL = 4   # q/k/v, key mask, q.k product, head mask before the first possible refresh
+MIN_INPUT_LEVEL = 2   # a refresh's 1/B and one product: every later step refreshes as it needs
 _REFRESH_COUNT = {"client": "refreshes through the key holder", "bootstrap": "bootstraps",
                   "none": "refreshes"}
 

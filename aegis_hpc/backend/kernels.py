@@ -362,6 +362,34 @@ __device__ __forceinline__ unsigned long long barrett_(unsigned long long x, uns
 }
 """
 
+# ChaCha20 (RFC 8439): one thread per 64-byte block; grid over (row, block) with a
+# per-row nonce. The numpy reference is aegis_hpc.ckks.sampling.chacha20_blocks.
+_SRC += r"""
+__device__ __forceinline__ u32 rotl32(u32 x, int k) { return (x << k) | (x >> (32 - k)); }
+#define QR(a, b, c, d) a += b; d ^= a; d = rotl32(d, 16); c += d; b ^= c; b = rotl32(b, 12); \
+                       a += b; d ^= a; d = rotl32(d, 8);  c += d; b ^= c; b = rotl32(b, 7);
+extern "C" __global__ void chacha20_rows(u32* out, const u32* key, const u32* nonces,
+                                         u32 counter0, long long blocks, long long rows) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= rows * blocks) return;
+    long long r = tid / blocks, b = tid - r * blocks;
+    u32 s[16], x[16];
+    s[0] = 0x61707865u; s[1] = 0x3320646eu; s[2] = 0x79622d32u; s[3] = 0x6b206574u;
+    for (int i = 0; i < 8; ++i) s[4 + i] = key[i];
+    s[12] = counter0 + (u32)b;
+    s[13] = nonces[3 * r]; s[14] = nonces[3 * r + 1]; s[15] = nonces[3 * r + 2];
+    for (int i = 0; i < 16; ++i) x[i] = s[i];
+    for (int i = 0; i < 10; ++i) {
+        QR(x[0], x[4], x[8],  x[12]) QR(x[1], x[5], x[9],  x[13])
+        QR(x[2], x[6], x[10], x[14]) QR(x[3], x[7], x[11], x[15])
+        QR(x[0], x[5], x[10], x[15]) QR(x[1], x[6], x[11], x[12])
+        QR(x[2], x[7], x[8],  x[13]) QR(x[3], x[4], x[9],  x[14])
+    }
+    u32* o = out + (size_t)r * blocks * 16 + (size_t)b * 16;
+    for (int i = 0; i < 16; ++i) o[i] = x[i] + s[i];
+}
+"""
+
 _state: dict = {}
 SMEM_LOG = 12  # 4096 residues (16 KiB) per block for the in-shared-memory stages
 THREADS = 256
@@ -716,3 +744,16 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
             inv = cp.asarray(np.array([pow(big % q, -1, q) for q in key], dtype=np.uint64))[:, None]
             inv_cache[ikey] = inv
     return sub_mul(data[:, :keep], res, inv, qc)
+
+
+def chacha20_rows(key_words, nonces, counter0, blocks):
+    """(rows, blocks * 16) uint32 keystream words: row r under nonce nonces[r], block
+    counters counter0 .. counter0 + blocks - 1 (RFC 8439)."""
+    cp = _cp()
+    rows = len(nonces)
+    out = cp.empty((rows, blocks * 16), dtype=cp.uint32)
+    key = cp.asarray(np.asarray(key_words, dtype=np.uint32))
+    nn = cp.asarray(np.asarray(nonces, dtype=np.uint32).reshape(rows, 3))
+    _fn("chacha20_rows")(_grid(rows * blocks), (THREADS,),
+                         (out, key, nn, np.uint32(counter0), np.int64(blocks), np.int64(rows)))
+    return out

@@ -59,6 +59,8 @@ class Evaluator(LevelMatch):
                 f"this context is {self.params.fingerprint[:16]}…")
         self.keys = keys
         self.ks = KeySwitcher(self.params, self.ring)
+        # work done, for benchmarks: key switches (relinearisations and rotations) and bootstraps
+        self.counts = {"keyswitch": 0, "bootstrap": 0}
 
     # ---- checks -------------------------------------------------------
     def _check(self, *items):
@@ -107,6 +109,12 @@ class Evaluator(LevelMatch):
     def _slots_match(self, a, b, what):
         if a.slots != b.slots:
             raise EvaluationError(f"{what}: slot counts differ ({a.slots} vs {b.slots})")
+
+    def _plain_fits(self, ct, pt, what):
+        """A plaintext of s slots is its s-vector tiled over N/2: it fits any
+        ciphertext whose slot count s divides (a block-periodic mask or diagonal)."""
+        if ct.slots % pt.slots:
+            raise EvaluationError(f"{what}: a {pt.slots}-slot plaintext does not tile {ct.slots} slots")
 
     def _level_product(self, level):
         p = self.params
@@ -157,7 +165,7 @@ class Evaluator(LevelMatch):
             if b.level < a.level:
                 a = self.drop_level(a, a.level - b.level)
             self._same_scale(a, b, "add plaintext")
-            self._slots_match(a, b, "add plaintext")
+            self._plain_fits(a, b, "add plaintext")
             limbs = self._limbs(a)
             qc, pb = self._qc(limbs), self._pt_rows(b.expanded(self.xp), limbs)
             data = a.data.copy()
@@ -218,7 +226,7 @@ class Evaluator(LevelMatch):
                                  scale=self.rescale_target_scale(ct.scale, ct.level))
         if pt.level < ct.level:
             ct = self.drop_level(ct, ct.level - pt.level)
-        self._slots_match(ct, pt, "mul_plain")
+        self._plain_fits(ct, pt, "mul_plain")
         limbs = self._limbs(ct)
         rows = self._pt_rows(pt, limbs)
         if pt.run > 1:   # each value stands for a run: broadcast it, no expanded copy
@@ -263,6 +271,7 @@ class Evaluator(LevelMatch):
 
     def _switch(self, d, key, level):
         """(u0, u1) with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step."""
+        self.counts["keyswitch"] += 1
         return self._moddown(self._inner(self._modup(d, level), key, level), level)
 
     def square(self, a, rescale: bool = False):
@@ -307,6 +316,7 @@ class Evaluator(LevelMatch):
     def _galois_hoisted(self, ct, elements_and_names):
         self._check(ct)
         keys = [self._galois_key(g, name) for g, name in elements_and_names]
+        self.counts["keyswitch"] += len(keys)
         ext = self._modup(ct.data[1], ct.level)
         qc = self._qc(self._limbs(ct))
         out = []
@@ -322,8 +332,9 @@ class Evaluator(LevelMatch):
         n = self.params.n
         steps = list(steps)
         todo = [s for s in steps if s % ct.slots != 0]
+        # steps that are multiples of the slot count are the identity: no ModUp for them alone
         rotated = self._galois_hoisted(
-            ct, [(galois_element_for_rotation(s, n), f"rotation {s}") for s in todo])
+            ct, [(galois_element_for_rotation(s, n), f"rotation {s}") for s in todo]) if todo else []
         result = dict(zip(todo, rotated))
         for s in steps:
             if s % ct.slots == 0:
@@ -351,4 +362,5 @@ class Evaluator(LevelMatch):
         """Refresh a ciphertext to more levels (needs keygen(bootstrap=True) keys)."""
         from .bootstrap import bootstrap
 
+        self.counts["bootstrap"] += 1
         return bootstrap(self, ct)

@@ -102,8 +102,10 @@ class KeyGenerator:
                          fingerprint=self.params.fingerprint)
 
     def uniform(self, seed: bytes, idx):
+        """Uniform rows over the primes `idx` from a 32-byte seed (ChaCha20, sampling.py),
+        generated where the ring lives (numpy or the GPU kernel, the same values)."""
         primes = [self.params.qp[i] for i in idx]
-        return self.xp.asarray(uniform_mod(Stream(seed, "uniform-a"), primes, self.params.n))
+        return uniform_mod(seed, primes, self.params.n, self.xp)
 
     def public_key(self, sk: SecretKey) -> PublicKey:
         xp = self.xp

@@ -35,8 +35,12 @@ def pow2_parts(amount: int) -> list[int]:
 
 
 class LinearTransform:
+    """y = M x over `slots` slots. `period` < slots: every diagonal is `period`-periodic
+    (stored as its first `period` values, encoded as `period`-slot plaintexts: compact,
+    N/(2 period) times smaller); `block_diagonal` builds such a transform."""
+
     def __init__(self, matrix=None, diagonals: dict | None = None, slots: int | None = None,
-                 baby_steps: int | None = None, keys: str = "pow2"):
+                 baby_steps: int | None = None, keys: str = "pow2", period: int | None = None):
         if (matrix is None) == (diagonals is None):
             raise ValueError("give exactly one of matrix or diagonals")
         if keys not in KEY_SETS:
@@ -61,6 +65,10 @@ class LinearTransform:
             if n is None:
                 raise ValueError("slots is required with diagonals")
             diagonals = {int(k) % n: np.asarray(v) for k, v in diagonals.items()}
+        self.period = period or n
+        if n % self.period or any(np.size(v) != self.period for v in diagonals.values()):
+            raise ValueError(f"diagonals of a {n}-slot transform with period {self.period} must hold "
+                             f"{self.period} values, and the period must divide {n}")
         self.slots = n
         self.diagonals = diagonals
         self.keys = keys
@@ -77,6 +85,42 @@ class LinearTransform:
         runs = [[giants[i] for i in c] for c in cut]
         self._run_steps = [(run, self._giant_steps(run)) for run in runs if run]
         self._plaintexts = {}
+
+    @classmethod
+    def block_diagonal(cls, matrix, block: int, slots: int, **kw) -> "LinearTransform":
+        """The same block x block matrix on each of the slots/block consecutive blocks
+        (token rows packed `block` slots apart): y_b = M x_b. Its diagonals are the
+        offsets -block < k < block, each block-periodic."""
+        m = np.zeros((block, block))
+        src = np.asarray(matrix)
+        if src.ndim != 2 or max(src.shape) > block or slots % block:
+            raise ValueError(f"{src.shape} matrix does not fit blocks of {block} of {slots} slots")
+        m[: src.shape[0], : src.shape[1]] = src
+        rows = np.arange(block)
+        diagonals = {}
+        for k in range(1 - block, block):
+            cols = rows + k
+            ok = (cols >= 0) & (cols < block)
+            d = np.zeros(block)
+            d[ok] = m[rows[ok], cols[ok]]
+            if np.any(d):
+                diagonals[k] = d
+        return cls(diagonals=diagonals, slots=slots, period=block, **kw)
+
+    def block_matrix(self) -> np.ndarray:
+        """The period x period matrix applied to each block (period < slots), or the whole one."""
+        P, n = self.period, self.slots
+        m = np.zeros((P, P))
+        rows = np.arange(P)
+        for k, d in self.diagonals.items():
+            k = k if k < n // 2 else k - n
+            if P == n:
+                m[rows, (rows + k) % n] = d
+            else:
+                cols = rows + k
+                ok = (cols >= 0) & (cols < P)
+                m[rows[ok], cols[ok]] = d[ok]
+        return m
 
     def _split(self):
         groups: dict[int, list[int]] = {}
@@ -135,7 +179,7 @@ class LinearTransform:
             order = [(k, giant) for giant, ks in self._groups.items() for k in ks]
             rows = np.stack([np.roll(self.diagonals[k], giant) for k, giant in order])
             pts = dict(zip((k for k, _ in order), ev.ctx.encode_many(rows, level=level, scale=scale,
-                                                                     slots=self.slots, compact=True)))
+                                                                     slots=self.period, compact=True)))
             self._plaintexts = {key: pts}  # keep one level's encoding: weights are large
         return pts
 
@@ -151,8 +195,9 @@ class LinearTransform:
         sum of tensor parallelism. Partials of i = 0..n-1 add up (mod each
         prime) to exactly the unrescaled full result, because every run is
         computed whole on one rank and the full result is the sum of the runs."""
-        if ct.slots != self.slots:
-            raise ValueError(f"transform for {self.slots} slots applied to a {ct.slots}-slot ciphertext")
+        if self.slots % ct.slots or ct.slots % self.period:
+            raise ValueError(f"transform for {self.slots} slots (period {self.period}) applied to a "
+                             f"{ct.slots}-slot ciphertext")
         if not self._groups:
             raise ValueError("empty linear transform")
         scale = ev.rescale_target_scale(ct.scale, ct.level)

@@ -1,9 +1,15 @@
 """Cryptographic randomness for secrets, errors and uniform polynomials.
 
-Every stream is SHAKE-256 of a 32-byte seed plus a domain label. Fresh seeds
-come from os.urandom, so secret material never touches numpy's PRNG; a
-uniform polynomial can be regenerated from its seed, which is what lets key
-files store the `a` halves of keys as 32 bytes.
+Secrets and errors come from SHAKE-256 of a 32-byte seed plus a domain label
+(`Stream`). The uniform halves `a` of keys and encryptions, the bulk of the
+randomness (tens of MB per switching key at N = 2^16), come from ChaCha20
+(RFC 8439) in counter mode: key = the 32-byte seed, nonce = (the prime, a
+label word, 0), one independent stream per prime, 32-bit words masked to the
+prime's bit length and rejected at or above it (no bias). The same function
+runs as numpy (the reference) and as a CUDA kernel (backend.kernels,
+bit-identical), so a key's `a` is regenerated from its seed on any machine
+(key files store seeds). Fresh seeds come from os.urandom, so secret material
+never touches numpy's PRNG.
 """
 
 from __future__ import annotations
@@ -40,17 +46,87 @@ class Stream:
         return np.frombuffer(self.read(4 * count), dtype=np.uint32)
 
 
-def uniform_mod(stream: Stream, primes, n: int) -> np.ndarray:
-    """(len(primes), n) uint64, each row uniform mod its prime (rejection sampling, no bias)."""
-    out = np.empty((len(primes), n), dtype=np.uint64)
-    for i, q in enumerate(primes):
-        mask = (1 << int(q).bit_length()) - 1
-        got = np.empty(0, dtype=np.uint32)
+UNIFORM_STREAM = "chacha20-rfc8439-v1"   # the seed -> uniform `a` map; key files record it
+_SIGMA = np.array([0x61707865, 0x3320646E, 0x79622D32, 0x6B206574], dtype=np.uint32)
+_UNIFORM_LABEL = 0x61656769   # "aegi": the nonce word of uniform `a` halves
+
+
+def _rotl(x, k):
+    return (x << np.uint32(k)) | (x >> np.uint32(32 - k))
+
+
+def chacha20_rows(key_words, nonces, counter0: int, blocks: int) -> np.ndarray:
+    """(rows, blocks * 16) uint32 ChaCha20 keystream words (RFC 8439, 20 rounds):
+    row r under nonce nonces[r], block counters counter0 ... The numpy reference of
+    backend.kernels.chacha20_rows."""
+    nonces = np.asarray(nonces, dtype=np.uint32).reshape(-1, 3)
+    rows = len(nonces)
+    s = np.empty((16, rows, blocks), dtype=np.uint32)
+    s[0:4] = _SIGMA[:, None, None]
+    s[4:12] = np.asarray(key_words, dtype=np.uint32)[:, None, None]
+    s[12] = (np.arange(blocks, dtype=np.uint64) + counter0).astype(np.uint32)[None, :]
+    s[13:16] = nonces.T[:, :, None]
+    x = s.copy()
+
+    def qr(a, b, c, d):
+        x[a] += x[b]; x[d] ^= x[a]; x[d] = _rotl(x[d], 16)
+        x[c] += x[d]; x[b] ^= x[c]; x[b] = _rotl(x[b], 12)
+        x[a] += x[b]; x[d] ^= x[a]; x[d] = _rotl(x[d], 8)
+        x[c] += x[d]; x[b] ^= x[c]; x[b] = _rotl(x[b], 7)
+
+    with np.errstate(over="ignore"):
+        for _ in range(10):
+            qr(0, 4, 8, 12); qr(1, 5, 9, 13); qr(2, 6, 10, 14); qr(3, 7, 11, 15)
+            qr(0, 5, 10, 15); qr(1, 6, 11, 12); qr(2, 7, 8, 13); qr(3, 4, 9, 14)
+        x += s
+    return np.ascontiguousarray(x.transpose(1, 2, 0)).reshape(rows, blocks * 16)
+
+
+def _key_words(seed: bytes):
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"seed must be {SEED_BYTES} bytes")
+    return np.frombuffer(seed, dtype="<u4")
+
+
+def uniform_mod(seed: bytes, primes, n: int, xp=np) -> object:
+    """(len(primes), n) uint64 (on xp's device), row i uniform mod primes[i]: its own
+    ChaCha20 stream (nonce = (prime, label, 0)), words masked to the prime's bit
+    length, those below it kept in order (rejection: no bias). A row depends on its
+    prime alone, so any subset of rows regenerates the same values."""
+    key = _key_words(seed)
+    primes = [int(q) for q in primes]
+    nonces = np.array([[q, _UNIFORM_LABEL, 0] for q in primes], dtype=np.uint32)
+    masks = np.array([(1 << q.bit_length()) - 1 for q in primes], dtype=np.uint32)[:, None]
+    qs = np.array(primes, dtype=np.uint32)[:, None]
+    # 3n words: n accepted with overwhelming probability (acceptance > 1/2); a short row draws on
+    blocks = -(-3 * n // 16)
+    gpu = xp is not np
+    if gpu:
+        from ..backend import kernels
+
+        words = kernels.chacha20_rows(key, nonces, 0, blocks) & xp.asarray(masks)
+        ok = words < xp.asarray(qs)
+    else:
+        words = chacha20_rows(key, nonces, 0, blocks) & masks
+        ok = words < qs
+    pos = xp.cumsum(ok, axis=1) - 1
+    out = xp.zeros((len(primes), n), dtype=xp.uint64)
+    keep = ok & (pos < n)
+    rows = xp.broadcast_to(xp.arange(len(primes))[:, None], ok.shape)
+    out[rows[keep], pos[keep]] = words[keep]
+    short = np.flatnonzero(to_host(ok.sum(axis=1)) < n)
+    for i in short:                 # never in practice: P(Bin(3n, 1/2) < n) is negligible
+        got, counter = to_host(words[i][ok[i]]), blocks
         while got.size < n:
-            draw = stream.uint32(2 * n + 64) & np.uint32(mask)
-            got = np.concatenate([got, draw[draw < q]])
-        out[i] = got[:n]
+            more = chacha20_rows(key, nonces[i], counter, blocks)[0] & masks[i]
+            got = np.concatenate([got, more[more < qs[i]]])
+            counter += blocks
+        out[i] = xp.asarray(got[:n].astype(np.uint64))
     return out
+
+
+def to_host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def ternary(stream: Stream, n: int, hamming_weight: int | None = None) -> np.ndarray:

@@ -4,8 +4,9 @@ The format is described in docs/formats.md. Every reader raises FormatError
 (one-line message) for any file it cannot trust.
 """
 
-from .ciphertexts import (ROW_PER_CIPHERTEXT, CiphertextTensor, Shard, decode_rows, rank_range,
-                          read_ciphertexts, shard_path, write_ciphertexts, write_index)
+from .ciphertexts import (ROW_PER_CIPHERTEXT, TOKEN_BLOCKS, CiphertextTensor, Shard, decode_rows, pack_rows,
+                          rank_range, read_ciphertexts, row_slots, rows_per_ciphertext, shard_path,
+                          write_ciphertexts, write_index)
 from .container import (FORMAT, FORMAT_VERSION, KINDS, FormatError, OutputExistsError, atomic_output,
                         check_output)
 from .inspect import describe
@@ -20,5 +21,6 @@ __all__ = [
     "write_secret_key", "read_eval_keys", "write_eval_keys", "secret_key_id", "eval_key_id", "LooseSecretKeyWarning",
     "has_bootstrap_keys",
     "write_ciphertexts", "read_ciphertexts", "write_index", "CiphertextTensor", "Shard", "rank_range",
-    "shard_path", "decode_rows", "ROW_PER_CIPHERTEXT", "read_weights", "write_weights", "describe",
+    "shard_path", "decode_rows", "ROW_PER_CIPHERTEXT", "TOKEN_BLOCKS", "pack_rows", "row_slots",
+    "rows_per_ciphertext", "read_weights", "write_weights", "describe",
 ]

@@ -24,7 +24,35 @@ from . import container
 from .container import FormatError
 
 ROW_PER_CIPHERTEXT = "row-per-ciphertext"
+TOKEN_BLOCKS = "token-blocks"
+PACKINGS = (ROW_PER_CIPHERTEXT, TOKEN_BLOCKS)
 STORAGE = ("single", "shard", "index")
+
+
+def row_slots(features: int) -> int:
+    """Slots of one row in a token-blocks tensor: the power of two at or above the features."""
+    return 1 << max(0, int(features - 1).bit_length())
+
+
+def rows_per_ciphertext(rows: int, features: int, max_slots: int) -> int:
+    """B of a token-blocks tensor: a ciphertext holds B consecutive rows, row b in slots
+    [b S, b S + features) of B S slots; B is the power of two at or above `rows`, at
+    most max_slots / S (the ring's slots)."""
+    S = row_slots(features)
+    return max(1, min(1 << max(0, int(rows - 1).bit_length()), max_slots // S))
+
+
+def pack_rows(values, max_slots: int) -> list:
+    """A (rows, features) array as the slot vectors of its token-blocks ciphertexts."""
+    values = np.asarray(values)
+    T, F = values.shape
+    S, B = row_slots(F), rows_per_ciphertext(T, F, max_slots)
+    out = []
+    for lo in range(0, T, B):
+        v = np.zeros((B, S), dtype=values.dtype)
+        v[: min(B, T - lo), :F] = values[lo:lo + B]
+        out.append(v.ravel())
+    return out
 
 
 @dataclass
@@ -160,10 +188,18 @@ def _meta(path, g, n) -> dict:
     if len(meta["shape"]) != 2 or min(meta["shape"]) < 1 or meta["count"] < 1 or not (
             0 <= meta["start"] and meta["start"] + meta["count"] <= meta["total"]):
         raise FormatError(f"{path}: inconsistent tensor layout attributes")
+    if meta["packing"] not in PACKINGS:
+        raise FormatError(f"{path}: unknown packing {meta['packing']!r}")
     if meta["packing"] == ROW_PER_CIPHERTEXT and (meta["shape"][0] != meta["total"]
                                                   or meta["shape"][1] > meta["slots"]):
         raise FormatError(f"{path}: shape {meta['shape']} does not match {meta['total']} ciphertexts "
                           f"of {meta['slots']} slots packed {ROW_PER_CIPHERTEXT}")
+    if meta["packing"] == TOKEN_BLOCKS:
+        T, F = meta["shape"]
+        B = rows_per_ciphertext(T, F, n // 2)
+        if meta["slots"] != B * row_slots(F) or meta["total"] != -(-T // B):
+            raise FormatError(f"{path}: shape {meta['shape']} does not match {meta['total']} ciphertexts "
+                              f"of {meta['slots']} slots packed {TOKEN_BLOCKS}")
     return meta
 
 
@@ -262,10 +298,13 @@ def shard_path(base, rank: int) -> str:
 
 
 def decode_rows(ctx, tensor: CiphertextTensor, sk) -> np.ndarray:
-    """Decrypt a row-per-ciphertext tensor back to its (tokens, features) array."""
-    if tensor.packing != ROW_PER_CIPHERTEXT:
-        raise FormatError(f"packing {tensor.packing!r} cannot be unpacked here "
-                          f"(only {ROW_PER_CIPHERTEXT!r})")
-    features = tensor.shape[1]
-    rows = [np.asarray(to_numpy(ctx.decrypt(ct, sk)))[:features] for ct in tensor.ciphertexts]
-    return np.stack(rows)
+    """Decrypt a tensor back to its (tokens, features) array."""
+    T, F = tensor.shape
+    if tensor.packing == ROW_PER_CIPHERTEXT:
+        rows = [np.asarray(to_numpy(ctx.decrypt(ct, sk)))[:F] for ct in tensor.ciphertexts]
+        return np.stack(rows)
+    if tensor.start or len(tensor.ciphertexts) != tensor.total:
+        raise FormatError("only a whole token-blocks tensor can be unpacked")
+    S = row_slots(F)
+    blocks = [np.asarray(to_numpy(ctx.decrypt(ct, sk))).reshape(-1, S)[:, :F] for ct in tensor.ciphertexts]
+    return np.concatenate(blocks)[:T]

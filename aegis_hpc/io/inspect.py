@@ -14,7 +14,7 @@ from . import container
 # writer adds) stays hidden, so inspect cannot leak material by accident.
 _SHOWN = {"level", "scale", "slots", "limbs", "is_complex", "packing", "count", "total", "start",
           "storage", "shape", "shard_index", "shard_count", "shard_files", "element", "rotation",
-          "key_id", "name", "insecure", "description"}
+          "key_id", "name", "insecure", "description", "model", "layers"}
 
 
 def _fmt(name, value) -> str:
@@ -23,6 +23,19 @@ def _fmt(name, value) -> str:
     if isinstance(value, np.ndarray):
         return "[" + ", ".join(str(x) for x in value.tolist()) + "]"
     return str(value)
+
+
+def _packing_line(attrs, root, f) -> str:
+    """Rows per ciphertext and slot use: the share of the ring's slots the values fill."""
+    from .ciphertexts import ROW_PER_CIPHERTEXT, row_slots
+
+    T, F = (int(x) for x in np.asarray(attrs["shape"]).ravel())
+    total, slots = int(attrs["total"]), int(attrs["slots"])
+    data = f["ciphertexts/data"]
+    ring_slots = data.shape[-1] // 2
+    per_ct = 1 if attrs["packing"] == ROW_PER_CIPHERTEXT else slots // row_slots(F)
+    return (f"packing {attrs['packing']}: {T} x {F} values, {per_ct} row(s) per ciphertext of {slots} slots; "
+            f"slot use {100.0 * T * F / (total * ring_slots):.1f} % of {total} x {ring_slots} ring slots")
 
 
 def describe(path, verify: bool = False) -> list[str]:
@@ -46,6 +59,8 @@ def describe(path, verify: bool = False) -> list[str]:
             shown = [f"{k}={_fmt(k, obj.attrs[k])}" for k in sorted(obj.attrs) if k in _SHOWN]
             if isinstance(obj, h5py.Group):
                 lines.append(f"/{name}/" + (f"  {' '.join(shown)}" if shown else ""))
+                if name == "ciphertexts" and "shape" in obj.attrs:
+                    lines.append("  " + _packing_line(obj.attrs, f["/"].attrs, f))
                 return
             raw = obj.size * obj.dtype.itemsize
             kind = "virtual" if obj.is_virtual else (

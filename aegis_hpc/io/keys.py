@@ -17,7 +17,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..ckks import Context
 from ..ckks.keys import EvaluationKeys, PublicKey, SecretKey, SwitchingKey, galois_element_conjugate
-from ..ckks.sampling import SEED_BYTES
+from ..ckks.sampling import SEED_BYTES, UNIFORM_STREAM
 from . import container, params as params_io
 from .container import FormatError
 
@@ -119,6 +119,7 @@ def write_eval_keys(path, params, keys: EvaluationKeys, force: bool = False,
             raise FormatError("evaluation keys belong to another parameter set than the one given")
     with container.create(path, "public-keys", params.fingerprint, force=force) as f:
         f.attrs["seed_compression"] = bool(seed_compression)
+        f.attrs["uniform_stream"] = UNIFORM_STREAM
         if key_id:
             f.attrs["key_id"] = key_id
         params_io.write_group(f, params)
@@ -158,12 +159,13 @@ def _read_switching_key(g, ctx, digits: int | None = None, rows: list | None = N
     moduli = [p.qp[i] for i in key_rows]
     container.below_moduli(b, moduli, f"{g.file.filename}: {g.name}/b")
     seeds = _seeds(g, shape[0])
-    # the key was drawn as uniform(seed, rows) on exactly these rows (KeyGenerator.switching_key)
-    a = np.stack([to_numpy(kg.uniform(s, key_rows)).astype(np.uint32) for s in seeds])
-    if "a" in g:
-        _check_stored_a(g, a, shape)
+    # the key was drawn as uniform(seed, rows) on these rows (KeyGenerator.switching_key),
+    # regenerated where the ring lives (the GPU kernel on a GPU: no host round trip)
     xp = ctx.xp
-    return SwitchingKey(b=xp.asarray(b), a=xp.asarray(a), seeds=seeds, fingerprint=p.fingerprint)
+    a = xp.stack([kg.uniform(s, key_rows).astype(np.uint32) for s in seeds])
+    if "a" in g:
+        _check_stored_a(g, to_numpy(a), shape)
+    return SwitchingKey(b=xp.asarray(b), a=a, seeds=seeds, fingerprint=p.fingerprint)
 
 
 def _check_stored_a(g, regenerated, shape) -> None:
@@ -175,6 +177,10 @@ def _check_stored_a(g, regenerated, shape) -> None:
 def read_eval_keys(path, ctx: Context | None = None):
     """(context, EvaluationKeys). Refuses secret-key files."""
     with container.open_checked(path, "public-keys") as f:
+        stream = f.attrs.get("uniform_stream")
+        if stream != UNIFORM_STREAM:
+            raise FormatError(f"{path}: its uniform key halves come from {stream or 'SHAKE-256 (before chacha20)'}, "
+                              f"this version regenerates them with {UNIFORM_STREAM}: generate the keys again")
         ctx = _context_for(f, ctx)
         p, kg, xp = ctx.params, ctx.keygenerator, ctx.xp
         pub = container.group(f, "public")

@@ -1,21 +1,20 @@
-"""Encoder blocks written once against nn.ops (mirror and encrypted runs).
+"""Encoder blocks on packed token blocks, written once against nn.ops (mirror and encrypted runs).
 
-Tokens are `Tok(gid, sid, pos, x)`; a rank holds any subset of them (the
-token shard). The only cross-token step is attention, which needs k and v
-of every token of the sentence, packed G tokens to a ciphertext. Each rank
-packs its own tokens into partial groups first, so what crosses the wire is
-the packed groups, G times fewer ciphertexts than the tokens' k and v:
-`gather(partials) -> {(sid, g0): [(K, V) part of each rank holding tokens
-of that group]}` is passed in (the distributed runtime's all-gather, or
-`one_process_gather`); the parts add up exactly (mod each prime) to the
-group one rank would have packed. Every other step touches one token and
-needs no traffic.
+A `Blk` is one ciphertext: B consecutive tokens of one sequence (nn/packing.py,
+layout "token-blocks"). A rank holds any subset of the blocks (the token
+shard). The only cross-block step is attention, which needs k and v of every
+block of the sequence: `gather(partials) -> {(sid, block): [(K, V)]}` is
+passed in (the distributed runtime's all-gather, or `one_process_gather`).
+Every other step touches one block and needs no traffic.
 
 The non-linear steps are nn/functions.py's; this file adds the layout: the
-sums over keys (rotations by multiples of S within a group ciphertext, then
-across groups) and over features (rotations within the S slots).
+sums over a token's features (within its row: sum to the row's first slot,
+mask, broadcast back), the attention's shifts and compact scores, and the
+sums over keys (add the key blocks' and groups' ciphertexts, then the dh
+slots of each head). Padding tokens of a sequence's last block are zero and
+stay zero: biases, LayerNorm weights and masks are zero on them.
 
-Refresh tags name the site and the token, so the key holder's re-encryption
+Refresh tags name the site and the block, so the key holder's re-encryption
 randomness, and hence the output, is the same whatever the rank count; every
 refresh carries the bound of its value (nn/domains.py).
 """
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ckks import LinearTransform
 from . import approx as approx_mod
 from . import functions as fn
 from . import models
@@ -37,15 +35,16 @@ from .packing import Layout
 
 
 @dataclass
-class Tok:
-    gid: int
-    sid: int
-    pos: int
+class Blk:
+    gid: int          # block id, unique over the run (tags, ranks)
+    sid: int          # sequence
+    idx: int          # block of the sequence
+    valid: int        # real tokens in this block
     x: object
 
 
 class PreparedModel:
-    """Weights as padded S x S transforms and slot vectors, built once per run."""
+    """Weights as block-diagonal transforms (S x S per token row) and S-slot vectors."""
 
     def __init__(self, name: str, layout: Layout, layers: int):
         self.cfg = cfg = models.config(name)
@@ -57,18 +56,13 @@ class PreparedModel:
         scale_q = 1.0 / math.sqrt(cfg.head_dim)
         for i in range(layers):
             p = f"encoder.layer.{i}."
-
-            def lt(m):
-                full = np.zeros((S, S))
-                full[: m.shape[0], : m.shape[1]] = m
-                return LinearTransform(matrix=full, slots=S)
-
             d = {
-                "q": lt(w[p + "attention.self.query.weight"] * scale_q),
+                "q": L.transform(w[p + "attention.self.query.weight"] * scale_q),
                 "bq": L.pad(w[p + "attention.self.query.bias"] * scale_q),
-                "k": lt(w[p + "attention.self.key.weight"]), "bk": L.pad(w[p + "attention.self.key.bias"]),
-                "v": lt(w[p + "attention.self.value.weight"]), "bv": L.pad(w[p + "attention.self.value.bias"]),
-                "o": lt(w[p + "attention.output.dense.weight"]),
+                "k": L.transform(w[p + "attention.self.key.weight"]), "bk": L.pad(w[p + "attention.self.key.bias"]),
+                "v": L.transform(w[p + "attention.self.value.weight"]),
+                "bv": L.pad(w[p + "attention.self.value.bias"]),
+                "o": L.transform(w[p + "attention.output.dense.weight"]),
                 "bo": L.pad(w[p + "attention.output.dense.bias"]),
                 "g1": L.pad(w[p + "attention.output.LayerNorm.weight"]),
                 "b1": L.pad(w[p + "attention.output.LayerNorm.bias"]),
@@ -82,15 +76,13 @@ class PreparedModel:
             scale, offset = approx[i].gelu.input_map()
             wu, bu = wu * scale, bu * scale + offset
             for c in range(L.chunks):
-                d["up"].append(lt(wu[c * S:(c + 1) * S]))
+                d["up"].append(L.transform(wu[c * S:(c + 1) * S]))
                 d["bup"].append(L.pad(bu[c * S:(c + 1) * S]))
-                d["down"].append(lt(wd[:, c * S:(c + 1) * S]))
+                d["down"].append(L.transform(wd[:, c * S:(c + 1) * S]))
             self.layers.append(d)
 
     def release(self, i: int):
-        """Drop layer i's cached plaintext diagonals. At N=2^14 a 512 x 512
-        transform's encoding is 512 plaintexts, ~0.6-0.9 GB of device memory:
-        all 60 of MiniLM's stay ~40 GB, one layer's ~7 GB (several ranks on one GPU)."""
+        """Drop layer i's cached plaintext diagonals (device memory between layers)."""
         W = self.layers[i]
         for lt in [W["q"], W["k"], W["v"], W["o"], *W["up"], *W["down"]]:
             lt._plaintexts = {}
@@ -102,8 +94,23 @@ def _rotsum(ops, x, steps):
     return x
 
 
+def shift_tree(ops, x, count, unit):
+    """{u: rot(x, u * unit)} for u < count: u is its parent (u minus its lowest
+    bit) rotated by that bit, one key switch each, the children of a parent
+    hoisted together; only keys for unit * 2^j are needed."""
+    out = {0: x}
+    for parent in range(count):
+        low = parent & -parent if parent else 1 << count.bit_length()
+        kids = [parent + (1 << i) for i in range(low.bit_length() - 1) if parent + (1 << i) < count]
+        if kids:
+            got = ops.rotate_many(out[parent], [(u - parent) * unit for u in kids])
+            for u in kids:
+                out[u] = got[(u - parent) * unit]
+    return out
+
+
 def one_process_gather(partials, work=()):
-    """The gather of a run in one process: every group has one part."""
+    """The gather of a run in one process: every block has one part."""
     for w in work:
         w()
     return {key: [kv] for key, kv in partials.items()}
@@ -122,7 +129,7 @@ def _gather_during(gather, items, work):
 class _Bounds:
     """Refresh bounds of one layer's values, from its domains (nn/domains.py)."""
 
-    def __init__(self, cfg, d, gelu_approx):
+    def __init__(self, d, gelu_approx):
         self.x = float(d.x.max())
         self.q, self.k, self.v = (float(d.qkv[n].max()) for n in ("q", "k", "v"))
         self.mid = float(d.mid.max())
@@ -138,140 +145,173 @@ class EncoderRunner:
         self.cfg = model.cfg
         self.lengths = list(lengths)
         dom = domains or Domains(self.cfg.name)
-        self.bounds = [_Bounds(self.cfg, dom[i], approx[i].gelu) for i in range(len(approx))]
+        self.bounds = [_Bounds(dom[i], approx[i].gelu) for i in range(len(approx))]
+        self._masks = {}
 
-    # ---- masks (plaintext, cached by key in CipherOps) -------------------
-    def _block_mask(self, G, jj):
-        S = self.L.S
-        m = np.zeros(S * G)
-        m[jj * S: jj * S + self.cfg.hidden] = 1.0
-        return m
+    # ---- per-block plaintexts (cached; CipherOps caches their encodings by key) ----
+    def _B(self, sid):
+        return self.L.tokens_per_ct(self.lengths[sid])
 
-    def _head_mask(self, G, nvalid, scale):
-        """Keeps each head's sum (first slot of the head) of the valid key blocks,
-        times the softmax's change of variable (scale)."""
-        S, dh = self.L.S, self.cfg.head_dim
-        m = np.zeros(S * G)
-        for jj in range(nvalid):
-            m[jj * S: jj * S + self.cfg.hidden: dh] = scale
-        return m
+    def _rows(self, vec, B, valid):
+        """An S-slot vector on each of the first `valid` token rows of a block."""
+        key = ("rows", id(vec), B, valid)
+        if key not in self._masks:
+            m = np.zeros((B, self.L.S))
+            m[:valid] = vec
+            self._masks[key] = m.ravel()
+        return self._masks[key]
 
-    def _valid(self, G, nvalid):
-        S = self.L.S
-        m = np.zeros(S * G)
-        for jj in range(nvalid):
-            m[jj * S: jj * S + self.cfg.hidden] = 1.0
-        return m
+    def _mask(self, kind, *args):
+        key = (kind,) + args
+        if key not in self._masks:
+            self._masks[key] = getattr(self.L, kind)(*args)
+        return self._masks[key]
 
-    # ---- blocks ---------------------------------------------------------
-    def _pack(self, i, t, k, v, partials):
-        """Add token t's k and v, masked to its block jj of its group, to this
-        rank's partial group (sid, g0)."""
-        ops, L, b = self.ops, self.L, self.bounds[i]
-        G = L.group_size(self.lengths[t.sid])
-        g0 = t.pos // G * G
-        jj = t.pos - g0
-        k = ops.mul_plain(ops.view(ops.need(k, 1, f"L{i}/K/t{t.gid}", b.k), L.S * G),
-                          self._block_mask(G, jj), ("blk", G, jj))
-        v = ops.mul_plain(ops.view(ops.need(v, 1, f"L{i}/V/t{t.gid}", b.v), L.S * G),
-                          self._block_mask(G, jj), ("blk", G, jj))
-        key = (t.sid, g0)
-        if key in partials:
-            K, V = partials[key]
-            k, v = ops.add(K, k), ops.add(V, v)
-        partials[key] = (k, v)
+    def _bias(self, ops, x, vec, blk, name):
+        B = self._B(blk.sid)
+        return ops.add_plain(x, self._rows(vec, B, blk.valid), (name, id(vec), B, blk.valid))
 
-    def attention(self, i, toks, gather):
-        ops, W, a, L, b = self.ops, self.m.layers[i], self.approx[i], self.L, self.bounds[i]
+    # ---- layout reductions --------------------------------------------------------
+    def _sum_features(self, blk):
+        """A token's sum over its row, in every slot of the row (0 on padding rows)."""
+        ops, L = self.ops, self.L
+        B = self._B(blk.sid)
+        start = self._mask("row_start_mask", B, blk.valid)
+
+        # before the mask a slot holds the sum of a window over two rows: twice the bound
+        def sum_features(x, tag, bound):
+            x = ops.need(_rotsum(ops, x, L.row_sum_steps()), 1, tag, 2 * bound)
+            x = ops.mul_plain(x, start, ("rowstart", B, blk.valid))
+            return _rotsum(ops, x, [-s for s in L.row_sum_steps()])
+        return sum_features
+
+    def _sum_keys(self, blk):
+        """Over every key (the key blocks' and groups' ciphertexts, then the dh offsets
+        of each head block), in every slot of the head block (0 on padding queries)."""
+        ops, L = self.ops, self.L
+        B = self._B(blk.sid)
+        start = self._mask("head_start_mask", B, blk.valid)
+
+        def sum_keys(parts, tag, bound):
+            total = parts[0]
+            for x in parts[1:]:
+                total = ops.add(total, x)
+            total = ops.need(_rotsum(ops, total, L.head_sum_steps()), 1, tag, 2 * bound)
+            total = ops.mul_plain(total, start, ("headstart", B, blk.valid))
+            return _rotsum(ops, total, [-s for s in L.head_sum_steps()])
+        return sum_keys
+
+    def _layernorm(self, blk, h, gamma, beta, approx, tag, h_bound):
+        B = self._B(blk.sid)
+        return fn.layernorm(self.ops, h, self._rows(gamma, B, blk.valid), self._rows(beta, B, blk.valid), approx,
+                            self._sum_features(blk), self.cfg.hidden, self.cfg.ln_eps, tag, h_bound, sum_levels=1,
+                            active=self._mask("token_mask", B, blk.valid, self.L.S))
+
+    # ---- blocks -------------------------------------------------------------------
+    def attention(self, i, blocks, gather):
+        ops, W, a, b = self.ops, self.m.layers[i], self.approx[i], self.bounds[i]
         qs, partials = {}, {}
-        for t in toks:
-            x = ops.need(t.x, 1, f"L{i}/qkv/t{t.gid}", b.x)
-            t.x = x
-            k = ops.add_plain(ops.lintrans(x, W["k"]), W["bk"], ("bk", i))
-            v = ops.add_plain(ops.lintrans(x, W["v"]), W["bv"], ("bv", i))
-            self._pack(i, t, k, v, partials)
+        for blk in blocks:
+            x = blk.x = ops.need(blk.x, 1, f"L{i}/qkv/t{blk.gid}", b.x)
+            k = self._bias(ops, ops.lintrans(x, W["k"]), W["bk"], blk, ("bk", i))
+            v = self._bias(ops, ops.lintrans(x, W["v"]), W["bv"], blk, ("bv", i))
+            partials[(blk.sid, blk.idx)] = (ops.need(k, 1, f"L{i}/K/t{blk.gid}", b.k),
+                                            ops.need(v, 1, f"L{i}/V/t{blk.gid}", b.v))
 
-        def q_of(t):
+        def q_of(blk):
             def work():
-                qs[t.gid] = ops.add_plain(ops.lintrans(t.x, W["q"]), W["bq"], ("bq", i))
+                qs[blk.gid] = self._bias(ops, ops.lintrans(blk.x, W["q"]), W["bq"], blk, ("bq", i))
             return work
 
-        parts = _gather_during(gather, partials, [q_of(t) for t in toks])
+        parts = _gather_during(gather, partials, [q_of(blk) for blk in blocks])
         del partials
-        for sid in sorted({t.sid for t in toks}):
-            T = self.lengths[sid]
-            G = L.group_size(T)
-            groups = []
-            for g0 in range(0, T, G):
-                (K, V), *rest = parts[(sid, g0)]
-                for K2, V2 in rest:
-                    K, V = ops.add(K, K2), ops.add(V, V2)
-                groups.append((g0, min(G, T - g0), K, V))
-            # each token is finished before the next is attended: only x and q
-            # of the local tokens stay alive, not their attention outputs too
-            for t in toks:
-                if t.sid == sid:
-                    out = self._attend(i, t.gid, qs.pop(t.gid), groups, G, T)
-                    o = ops.lintrans(ops.need(out, 1, f"L{i}/o/t{t.gid}", b.v * EDGE), W["o"])
-                    o = ops.add_plain(o, W["bo"], ("bo", i))
-                    t.x = self._layernorm(ops.add(t.x, o), W["g1"], W["b1"], a.ln1, f"L{i}/ln1/t{t.gid}",
-                                          b.residual)
-        return toks
+        for blk in blocks:
+            T = self.lengths[blk.sid]
+            keys = []
+            for j in range(self.L.blocks(T)):
+                (K, V), *rest = parts[(blk.sid, j)]
+                keys.append((j, self.L.block_tokens(T, j), K, V))
+            out = self._attend(i, blk, qs.pop(blk.gid), keys)
+            o = ops.lintrans(ops.need(out, 1, f"L{i}/o/t{blk.gid}", b.v * EDGE), W["o"])
+            o = self._bias(ops, o, W["bo"], blk, ("bo", i))
+            blk.x = self._layernorm(blk, ops.add(blk.x, o), W["g1"], W["b1"], a.ln1, f"L{i}/ln1/t{blk.gid}",
+                                    b.residual)
+        return blocks
 
-    def _sum_features(self, x):
-        return _rotsum(self.ops, x, self.L.feature_sum_steps())
+    def _shifts(self, x, B):
+        """{(g, u): x rotated so key token (b + g dh + u) mod B sits under query b, moved
+        right by u slots}: giants by a tree over dh S 2^j, babies by one over (S - 1) 2^j."""
+        L, dh = self.L, self.L.dh
+        out = {}
+        for g, xg in shift_tree(self.ops, x, L.groups(B), dh * L.S).items():
+            for u, xu in shift_tree(self.ops, xg, min(dh, B - g * dh), L.S - 1).items():
+                out[(g, u)] = xu
+        return out
 
-    def _layernorm(self, h, gamma, beta, approx, tag, h_bound):
-        return fn.layernorm(self.ops, h, gamma, beta, approx, self._sum_features, self.cfg.hidden,
-                            self.cfg.ln_eps, tag, h_bound)
-
-    def _attend(self, i, gid, q, groups, G, T):
+    def _attend(self, i, blk, q, keys):
         ops, L, b = self.ops, self.L, self.bounds[i]
+        T, B, dh = self.lengths[blk.sid], self._B(blk.sid), L.dh
         sm = self.approx[i].softmax(T)
-        tag = f"L{i}/att/t{gid}"
-
-        def sum_keys(parts):
-            total = None
-            for x in parts:
-                x = _rotsum(ops, x, L.block_sum_steps(G))
-                total = x if total is None else ops.add(total, x)
-            return total
-
-        q = ops.view(ops.need(q, 1, tag + "/q", b.q), L.S * G)
+        tag = f"L{i}/att/t{blk.gid}"
+        # Q moved right by u (u < dh): the head sum of row b's product lands in slot h dh + u
+        qs = shift_tree(ops, ops.need(q, 1, tag + "/q", b.q), min(dh, B), -1)
         scores, valid = [], []
-        for g0, nvalid, K, V in groups:
-            tg = f"{tag}/g{g0}"
-            p = ops.mul(q, ops.need(K, 1, tg + "/k", b.k))
-            p = _rotsum(ops, p, L.head_sum_steps())
-            # the softmax's change of variable (exp_scale) rides on the head mask
-            p = ops.mul_plain(ops.need(p, 1, tg + "/qk", b.score), self._head_mask(G, nvalid, sm.exp_scale),
-                              ("hm", G, nvalid, sm.exp_scale))
-            scores.append(_rotsum(ops, p, [-s for s in L.head_sum_steps()]))
-            valid.append(self._valid(G, nvalid))
-        # y = exp_scale (s - rowmean) + exp_offset, 0 on padding keys until the mask
-        total = ops.need(sum_keys(scores), 1, tag + "/sum", b.score * sm.exp_scale * T)
+        for j, k_valid, K, V in keys:
+            ks = self._shifts(K, B)       # B rotated copies: one key block at a time
+            for g in range(L.groups(B)):
+                z = None
+                for u in range(min(dh, B - g * dh)):
+                    p = ops.mul(qs[u], ks[(g, u)])
+                    p = ops.need(_rotsum(ops, p, L.head_sum_steps()), 1, f"{tag}/g{j}/c{g}/u{u}", b.score)
+                    # the softmax's change of variable (exp_scale) rides on the mask
+                    m = self._mask("score_mask", B, blk.valid, k_valid, g, u)
+                    p = ops.mul_plain(p, m * sm.exp_scale, ("score", B, blk.valid, k_valid, g, u, sm.exp_scale))
+                    z = p if z is None else ops.add(z, p)
+                scores.append(z)
+                valid.append(self._mask("score_mask", B, blk.valid, k_valid, g))
+            del ks
+        del qs
+        sum_keys = self._sum_keys(blk)
+        # y = exp_scale (s - rowmean) + exp_offset; 0 + offset where a part has no key
+        total = sum_keys(scores, tag + "/sum", b.score * sm.exp_scale * T)
         ys = []
-        for j, (s, m) in enumerate(zip(scores, valid)):
-            mean = ops.mul_plain(total, m / T, ("mean", id(m), T))
+        for s, m in zip(scores, valid):
+            mean = ops.mul_plain(total, m / T, ("mean", B, id(m), T))
             ys.append(ops.add_const(ops.sub(s, mean), sm.exp_offset))
-        p, inv, p_bound = fn.softmax(ops, ys, valid, T, sm, sum_keys, tag)
-        num = sum_keys([ops.mul(ops.need(x, 1, f"{tag}/g{g0}/p", p_bound), ops.need(V, 1, f"{tag}/g{g0}/v", b.v))
-                        for x, (g0, _, _, V) in zip(p, groups)])
-        # p = final_scale P with sum P in the final domain: |num| <= final_scale D max|v|
+        p, inv, p_bound = fn.softmax(ops, ys, valid, T, sm, sum_keys, tag,
+                                     active=self._mask("token_mask", B, blk.valid, self.cfg.hidden))
+        # A V: each score broadcast over its head's dh slots from slot h dh + u onwards,
+        # times V moved the same way; acc[u] holds offset u, undone by rot(., u)
+        acc = {}
+        it = iter(p)
+        for j, k_valid, _, V in keys:
+            vs = self._shifts(V, B)
+            for g in range(L.groups(B)):
+                pg = ops.need(next(it), 2, f"{tag}/g{j}/c{g}/p", p_bound)
+                for u in range(min(dh, B - g * dh)):
+                    m = self._mask("score_mask", B, blk.valid, k_valid, g, u)
+                    x = ops.mul_plain(pg, m, ("sel", B, blk.valid, k_valid, g, u))
+                    x = _rotsum(ops, x, [-s for s in L.head_sum_steps()])
+                    x = ops.mul(ops.need(x, 1, f"{tag}/g{j}/c{g}/a{u}", p_bound), vs[(g, u)])
+                    acc[u] = x if u not in acc else ops.add(acc[u], x)
+        # Horner: acc_0 + rot(acc_1 + rot(acc_2 + ..., 1), 1) = sum_u rot(acc_u, u)
         num_bound = sm.final_scale * sm.final_domain.hi * b.v * EDGE
-        res = ops.mul(ops.need(num, 1, tag + "/num", num_bound), inv)
-        return ops.view(res, L.S)
+        out = None
+        for u in sorted(acc, reverse=True):
+            out = acc[u] if out is None else ops.add(acc[u], ops.rotate(out, 1))
+        res = ops.mul(ops.need(out, 1, tag + "/num", num_bound), inv)
+        return res
 
-    def ffn(self, i, toks):
+    def ffn(self, i, blocks):
         ops, W, a, L, b = self.ops, self.m.layers[i], self.approx[i], self.L, self.bounds[i]
-        for t in toks:
-            x = ops.need(t.x, 1, f"L{i}/up/t{t.gid}", b.mid)
+        for blk in blocks:
+            x = ops.need(blk.x, 1, f"L{i}/up/t{blk.gid}", b.mid)
             d = None
             for c in range(L.chunks):
-                u = ops.add_plain(ops.lintrans(x, W["up"][c]), W["bup"][c], ("bup", i, c))
-                g = fn.gelu(ops, u, a.gelu, f"L{i}/gelu/t{t.gid}/c{c}")
-                y = ops.lintrans(ops.need(g, 1, f"L{i}/down/t{t.gid}/c{c}", b.gelu), W["down"][c])
+                u = self._bias(ops, ops.lintrans(x, W["up"][c]), W["bup"][c], blk, ("bup", i, c))
+                g = fn.gelu(ops, u, a.gelu, f"L{i}/gelu/t{blk.gid}/c{c}")
+                y = ops.lintrans(ops.need(g, 1, f"L{i}/down/t{blk.gid}/c{c}", b.gelu), W["down"][c])
                 d = y if d is None else ops.add(d, y)
-            d = ops.add_plain(d, W["bd"], ("bd", i))
-            t.x = self._layernorm(ops.add(x, d), W["g2"], W["b2"], a.ln2, f"L{i}/ln2/t{t.gid}", b.residual)
-        return toks
+            d = self._bias(ops, d, W["bd"], blk, ("bd", i))
+            blk.x = self._layernorm(blk, ops.add(x, d), W["g2"], W["b2"], a.ln2, f"L{i}/ln2/t{blk.gid}", b.residual)
+        return blocks

@@ -2,45 +2,44 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import models
 from . import refresh as refresh_mod
-from .block import EncoderRunner, Tok, one_process_gather
+from .block import Blk, EncoderRunner, one_process_gather
 from .mirror import prepared
-from .ops import CipherOps, KeyHolder
+from .ops import CipherOps
 
 
-def encrypt_rows(ctx, key, embedded, slots):
-    out = []
-    for rows in embedded:
-        out.append([ctx.encrypt(np.pad(r, (0, slots - r.size)), key, slots=slots) for r in rows])
-    return out
+def encrypt_blocks(ctx, key, embedded, layout):
+    """Each sequence (tokens x hidden) as its packed blocks (nn/packing.py)."""
+    return [[ctx.encrypt(v, key, slots=v.size) for v in layout.pack(rows)] for rows in embedded]
 
 
 def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, gather=None,
-        tokens=None, on_block=None, ops_class=CipherOps):
-    """cts: list (sentences) of lists of token ciphertexts. Returns the same shape.
+        blocks=None, on_block=None, ops_class=CipherOps, lengths=None):
+    """cts: list (sequences) of lists of block ciphertexts; lengths: tokens per sequence.
+    Returns the blocks (Blk, this process's: `blocks` = their gids, default all) and the ops.
     ops_class: CipherOps or a distributed variant (aegis_hpc.parallel.encoder)."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
     model = prepared(name, ctx.params.slots, layers)
     ops = ops_class(ctx, ctx.evaluator(keys), refresh, key_holder)
     approx = refresh_mod.prepare(ops, name, layers, ctx.params.slots)
-    lengths = [len(s) for s in cts]
+    L = model.layout
+    if lengths is None:
+        raise ValueError("lengths (tokens per sequence) are required")
     runner = EncoderRunner(ops, model, approx, lengths)
-    toks, gid = [], 0
+    mine, gid = [], 0
     for sid, row in enumerate(cts):
-        for pos, ct in enumerate(row):
-            if tokens is None or gid in tokens:
-                toks.append(Tok(gid, sid, pos, ct))
+        for j, ct in enumerate(row):
+            if blocks is None or gid in blocks:
+                mine.append(Blk(gid, sid, j, L.block_tokens(lengths[sid], j), ct))
             gid += 1
     gather = gather or one_process_gather
     for i in range(layers):
-        runner.attention(i, toks, gather)
+        runner.attention(i, mine, gather)
         if on_block:
             on_block(i, "attention")
-        runner.ffn(i, toks)
+        runner.ffn(i, mine)
         if on_block:
             on_block(i, "ffn")
-    return toks, ops
+    return mine, ops

@@ -2,9 +2,11 @@
 
 The same code runs on ciphertexts (CipherOps), on the plaintext mirror's slot
 vectors (PlainOps) and on whole float64 matrices (MatrixOps, the fast mirror
-of nn.mirror.encode). What a layout provides is passed in: `sum_keys(parts)`
-(one value per query row, over every key, broadcast back over the row's
-slots) and `sum_features(x)` (a token's sum, broadcast over its features).
+of nn.mirror.encode). What a layout provides is passed in: `sum_keys(parts,
+tag, bound)` (one value per query row and head, over every key, broadcast
+back over the slots it came from) and `sum_features(x, tag, bound)` (a
+token's sum, broadcast over its features); `bound` bounds the sum, for a
+refresh the layout may need on the way (its masks take a level).
 
 Every `need` names its site and gives the bound of the value it refreshes:
 bootstrapping divides by it, the key holder of `--refresh client` checks it,
@@ -44,23 +46,32 @@ def gelu(ops, u, approx: GeluApprox, tag):
 
 
 # ---- LayerNorm -----------------------------------------------------------------------------
+def _offset(ops, x, c, active, key):
+    """x + c where the layout's sums are real (`active`: a plaintext mask; None: all).
+    Elsewhere (padding tokens, heads) the sums are 0 and stay 0: the polynomial
+    then sees y = 0, the middle of its interval, instead of an offset outside it."""
+    return ops.add_const(x, c) if active is None else ops.add_plain(x, active * c, (key, id(active), c))
+
+
 def layernorm(ops, h, gamma, beta, approx: InvSqrtApprox, sum_features, d: int, eps: float, tag,
-              h_bound: float):
+              h_bound: float, sum_levels: int = 0, active=None):
     """gamma (h - mean) / sqrt(var + eps) + beta over the token's d features.
 
     var' = a var + o lies in [-1, 1] (a, o: approx.input_scale) at no extra level:
-    a and sqrt(a) ride on the products that make the mean and the mean square."""
+    a and sqrt(a) ride on the products that make the mean and the mean square.
+    sum_levels: levels the layout's sum_features takes (a mask); active: where
+    its sums are real (see _offset)."""
     a, o = approx.input_scale()
-    h = ops.need(h, 2, tag + "/in", h_bound)
-    s1 = sum_features(h)
-    s2 = sum_features(ops.mul(h, h))
+    h = ops.need(h, 2 + sum_levels, tag + "/in", h_bound)
+    s1 = sum_features(h, tag + "/s1", d * h_bound)
+    s2 = sum_features(ops.mul(h, h), tag + "/s2", d * h_bound * h_bound)
     m = ops.mul_const(s1, math.sqrt(a) / d)
-    var = ops.add_const(ops.sub(ops.mul_const(s2, a / d), ops.mul(m, m)), o + a * eps)
+    var = _offset(ops, ops.sub(ops.mul_const(s2, a / d), ops.mul(m, m)), o + a * eps, active, "ln-offset")
     y = ops.cheb(var, approx.start, tag + "/isq", EDGE)
     y_bound = (1.0 + approx.error) / math.sqrt(approx.domain.lo) * EDGE
     if approx.newton:
         # -v/2 from var' (the exact affine map back), beside the start polynomial
-        vh = ops.mul_const(ops.add_const(var, -o), -0.5 / a)
+        vh = ops.mul_const(_offset(ops, var, -o, active, "ln-back"), -0.5 / a)
         # a Newton step from the start's error e lands below 1.5 e^2 and above it
         start_bound = 1.5 / math.sqrt(approx.domain.lo)
         for k in range(approx.newton):
@@ -75,12 +86,13 @@ def layernorm(ops, h, gamma, beta, approx: InvSqrtApprox, sum_features, d: int, 
 
 
 # ---- softmax -------------------------------------------------------------------------------
-def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag):
+def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag, active=None):
     """Normalize-and-square softmax (approx.SoftmaxApprox) of score rows.
 
     y_parts: the scores of the row's key groups as y = exp_scale (s - rowmean) +
     exp_offset, in [-1, 1] (the caller folds the map into its masks). valid[j]: the
-    plaintext validity mask of part j (0 on padding keys); n: valid keys. Returns (p_parts, inv,
+    plaintext validity mask of part j (0 on padding keys); n: valid keys; active:
+    where the sums over keys are real (see _offset). Returns (p_parts, inv,
     p_bound): the attention output is sum_keys(p * V) * inv."""
     e_bound = series_bound(sm.exp)
     p = []
@@ -91,16 +103,16 @@ def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag):
     p_bound = e_bound * sm.mask_scale(n)
     for t, st in enumerate(sm.steps):
         p = [ops.need(x, 2, f"{tag}/g{j}/p{t}", p_bound) for j, x in enumerate(p)]
-        S = sum_keys([ops.mul(x, x) for x in p])
+        S = sum_keys([ops.mul(x, x) for x in p], f"{tag}/S{t}", st.scale * st.domain.hi * EDGE)
         g_series = sm.g(t)
-        g = ops.cheb(ops.add_const(S, st.offset), g_series, f"{tag}/s{t}", EDGE)
+        g = ops.cheb(_offset(ops, S, st.offset, active, "sm-step"), g_series, f"{tag}/s{t}", EDGE)
         g = ops.need(g, 1, f"{tag}/s{t}g", series_bound(g_series))
         # p g = sqrt(next) P / sqrt(S) (1 +- err) with P <= sqrt(S)
         q_bound = math.sqrt(sm._next_scale(t)) * (1.0 + st.error) * EDGE
         p = [_square(ops, ops.need(ops.mul(x, g), 1, f"{tag}/g{j}/q{t}", q_bound)) for j, x in enumerate(p)]
         p_bound = q_bound * q_bound
-    D = sum_keys(p)
-    inv = ops.cheb(ops.add_const(D, sm.final_offset), sm.final, f"{tag}/inv", EDGE)
+    D = sum_keys(p, f"{tag}/D", sm.final_scale * sm.final_domain.hi * EDGE)
+    inv = ops.cheb(_offset(ops, D, sm.final_offset, active, "sm-final"), sm.final, f"{tag}/inv", EDGE)
     inv_bound = series_bound(sm.final) * EDGE
     for k in range(sm.final_newton):
         inv = ops.need(inv, 2, f"{tag}/inv{k}", inv_bound)

@@ -20,7 +20,7 @@ import numpy as np
 from . import approx as approx_mod
 from . import functions as fn
 from . import models
-from .block import EncoderRunner, PreparedModel, Tok, one_process_gather
+from .block import Blk, EncoderRunner, PreparedModel, one_process_gather
 from .domains import Domains
 from .ops import MatrixOps, PlainOps
 from .packing import Layout
@@ -48,17 +48,16 @@ def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 
     approx = prepare(ops, name, layers, slots)
     lengths = [len(x) for x in embedded]
     runner = EncoderRunner(ops, model, approx, lengths)
-    toks, gid = [], 0
+    L = model.layout
+    blocks = []
     for sid, rows in enumerate(embedded):
-        for pos, r in enumerate(rows):
-            toks.append(Tok(gid, sid, pos, ops.encrypt(r, model.layout.S)))
-            gid += 1
+        for j, vec in enumerate(L.pack(rows)):
+            blocks.append(Blk(len(blocks), sid, j, L.block_tokens(len(rows), j), ops.encrypt(vec, vec.size)))
     for i in range(layers):
-        runner.attention(i, toks, one_process_gather)
-        runner.ffn(i, toks)
-    out = []
-    for sid in range(len(embedded)):
-        out.append(np.stack([ops.decrypt(t.x)[: cfg.hidden] for t in toks if t.sid == sid]))
+        runner.attention(i, blocks, one_process_gather)
+        runner.ffn(i, blocks)
+    out = [L.unpack([ops.decrypt(b.x) for b in blocks if b.sid == sid], len(rows), cfg.hidden)
+           for sid, rows in enumerate(embedded)]
     return out, ops.stats
 
 
@@ -71,10 +70,10 @@ def encode(name: str, x: np.ndarray, layers: int | None = None, ops: MatrixOps |
     ops = ops or MatrixOps()
     T, H, dh, d = x.shape[0], cfg.heads, cfg.head_dim, cfg.hidden
 
-    def sum_keys(parts):
+    def sum_keys(parts, tag, bound):
         return sum(p.sum(-1, keepdims=True) for p in parts)
 
-    def sum_features(v):
+    def sum_features(v, tag, bound):
         return v.sum(-1, keepdims=True)
 
     for i in range(layers):

@@ -203,13 +203,13 @@ def cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def required_rotations(name: str, params, max_tokens: int | None = None) -> list:
+def required_rotations(name: str, params) -> list:
     """Galois rotation steps the encrypted encoder of `name` uses under `params`
-    (a ckks Parameters or anything with .slots). Keygen --for-model calls this."""
+    (a ckks Parameters or anything with .slots), at every sequence length.
+    Keygen --for-model calls this."""
     from .packing import Layout
 
-    cfg = config(name)
-    return Layout(cfg, params.slots, max_tokens).rotations()
+    return Layout(config(name), params.slots).rotations()
 
 
 def load_calibration(name: str) -> dict:

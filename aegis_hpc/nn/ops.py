@@ -225,7 +225,8 @@ class PlainOps(_Refreshing):
 
     def lintrans(self, a, lt):
         self.stats.tick("rotate", lt.key_switches())
-        return PV(_dense(lt) @ a.v, a.level - 1)
+        m = _dense(lt)
+        return PV((a.v.reshape(-1, lt.period) @ m.T).ravel(), a.level - 1)
 
     def view(self, a, slots):
         if slots >= a.slots:
@@ -248,14 +249,10 @@ class PlainOps(_Refreshing):
 
 
 def _dense(lt):
-    """The transform as a dense matrix, built once (the mirror applies it per token)."""
+    """The transform's (block) matrix, built once (the mirror applies it per block)."""
     m = getattr(lt, "_dense", None)
     if m is None:
-        m = np.zeros((lt.slots, lt.slots))
-        rows = np.arange(lt.slots)
-        for k, d in lt.diagonals.items():
-            m[rows, (rows + k) % lt.slots] = d
-        lt._dense = m
+        m = lt._dense = lt.block_matrix()
     return m
 
 

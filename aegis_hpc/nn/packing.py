@@ -1,35 +1,30 @@
 """Packing of a tokens x features activation matrix into CKKS slots.
 
-Layout "token-rows" (the only one so far):
+Layout "token-blocks": a ciphertext holds B consecutive tokens of one
+sequence, token b in slots [b S, b S + hidden) with S = 2^ceil(log2 hidden)
+(the rest of its S slots zero). B = N/(2S) (MiniLM at N=2^16: 64 tokens,
+bert-base: 32), or the power of two at or above the sequence's length for a
+shorter one (then the ciphertext has B S slots, sparse). A sequence of T
+tokens is ceil(T/B) blocks; the last one's padding tokens are zero and stay
+zero (every bias, LayerNorm weight and mask is zero there).
 
-- One ciphertext per token. Its S = 2^ceil(log2(hidden)) slots hold the
-  token's features (zero padded), using sparse packing: a ciphertext of S
-  slots is the same plaintext as the S-vector tiled across all N/2 slots, so
-  rotations are cyclic over S and cost the same as on a full ciphertext.
-  Token-wise work (linear layers, bias, GELU, LayerNorm, residuals) therefore
-  touches one ciphertext and needs no traffic between ranks that own
-  different tokens: the planner's token shard. A head shard is a slot range
-  of every ciphertext (heads are contiguous blocks of head_dim slots) and a
-  limb shard is a row range of the (2, limbs, N) array; neither changes the
-  slot layout.
-- FFN activations (intermediate > S) are ceil(intermediate / S) ciphertexts
-  of S slots ("chunks").
-- Linear layers: y = W x is a BSGS diagonal transform over S slots
-  (ckks.LinearTransform); W is padded to S x S, FFN weights are split into
-  S x S blocks; the plaintext diagonals are encoded once per level and
-  cached. 1/sqrt(head_dim) is folded into W_q and b_q.
-- Attention (per sentence, tokens grouped G = min(2^ceil(log2 T), N/2 / S)
-  to a ciphertext): because an S-slot ciphertext *is* its vector tiled,
-  viewing it as S*G slots costs nothing. K_g = sum_j mask_j * view(k_j) puts
-  key token j of group g into slot block j (one plaintext product per
-  token). For query i, view(q_i) * K_g multiplies q_i with every key of the
-  group at once; log2(head_dim) rotations sum each head block, a mask keeps
-  the head sums (and drops padded tokens) and log2(head_dim) more rotations
-  broadcast each score back over its head block. exp runs slot-wise on all
-  (key, head) pairs at once; log2(G) rotations by multiples of S sum over
-  keys, giving the softmax denominator and, after a product with V_g (built
-  like K_g), the numerator sum_j e_ij v_j in every slot block. The result,
-  S-periodic, is viewed back as an S-slot ciphertext.
+- Token-wise work is block-wise: a linear layer is the same S x S matrix on
+  every token row, a transform whose 2S - 1 diagonals are S-periodic
+  (LinearTransform.block_diagonal: compact S-slot plaintexts, ~2 sqrt(2S)
+  key switches for B tokens at once). FFN activations are ceil(FFN / S)
+  chunk ciphertexts. A token's sums (LayerNorm) are rotations within its
+  row (sum to the row's first slot, mask, broadcast back).
+- Attention of a query block and a key block runs over the B token shifts
+  r: a rotation by r S moves key token (b + r) mod B under query token b.
+  With r = g dh + u (dh the head size), the product of rot(Q, -u) and
+  rot(K, r S - u) has head h's dh terms in slots [h dh + u, h dh + u + dh) of
+  each row, so the head sum lands in slot h dh + u: the scores of dh shifts
+  share one ciphertext ("compact scores", slot (b, h dh + u) holds the score
+  of query b with key (b + g dh + u) mod B, head h). Softmax runs on these;
+  its sums over keys add the key blocks' and groups' ciphertexts and then
+  the dh slots of each head block. A V = sum over shifts of each score,
+  broadcast over its head's dh slots, times rot(V, r S - u); the dh offsets u
+  are undone by a Horner chain of rotations by one.
 """
 
 from __future__ import annotations
@@ -39,6 +34,7 @@ import math
 import numpy as np
 
 from ..ckks import LinearTransform
+from ..io import ciphertexts as files
 
 
 class PackingError(ValueError):
@@ -49,53 +45,136 @@ def pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
-class Layout:
-    name = "token-rows"
+def _log2(n: int) -> int:
+    return int(math.log2(n))
 
-    def __init__(self, cfg, max_slots: int, max_tokens: int | None = None):
+
+class Layout:
+    name = "token-blocks"
+
+    def __init__(self, cfg, max_slots: int):
         self.cfg = cfg
-        self.S = pow2(cfg.hidden)
+        self.S = files.row_slots(cfg.hidden)
         if self.S > max_slots:
             raise PackingError(f"hidden size {cfg.hidden} needs {self.S} slots; the ring has {max_slots}")
         if cfg.head_dim & (cfg.head_dim - 1):
             raise PackingError("head_dim must be a power of two for the rotation sums")
         self.max_slots = max_slots
+        self.dh = cfg.head_dim
         self.chunks = -(-cfg.intermediate // self.S)
-        self.max_tokens = max_tokens or cfg.max_positions
-        self.G_max = max(1, min(pow2(self.max_tokens), max_slots // self.S))
+        self.B_max = max_slots // self.S
 
-    def group_size(self, tokens: int) -> int:
-        return max(1, min(pow2(tokens), self.G_max))
+    # ---- shapes ----------------------------------------------------------------
+    def tokens_per_ct(self, tokens: int) -> int:
+        """B for a sequence of `tokens` tokens (a power of two): the file format's rule
+        (io.ciphertexts.rows_per_ciphertext), so client and server agree."""
+        return files.rows_per_ciphertext(tokens, self.cfg.hidden, self.max_slots)
 
-    def head_sum_steps(self):
-        return [1 << k for k in range(int(math.log2(self.cfg.head_dim)))]
+    def slots(self, tokens: int) -> int:
+        return self.tokens_per_ct(tokens) * self.S
 
-    def feature_sum_steps(self):
-        return [1 << k for k in range(int(math.log2(self.S)))]
+    def blocks(self, tokens: int) -> int:
+        return -(-tokens // self.tokens_per_ct(tokens))
 
-    def block_sum_steps(self, G: int):
-        return [self.S << k for k in range(int(math.log2(G)))]
+    def block_tokens(self, tokens: int, block: int) -> int:
+        """Valid tokens of block `block` of a `tokens`-token sequence."""
+        B = self.tokens_per_ct(tokens)
+        return max(0, min(B, tokens - block * B))
 
-    def linear_rotations(self):
-        h, f, S = self.cfg.hidden, self.cfg.intermediate, self.S
-        rots = set()
-        shapes = {(h, h)} | {(min(S, f - c * S), h) for c in range(self.chunks)} \
-            | {(h, min(S, f - c * S)) for c in range(self.chunks)}
-        for shape in shapes:
-            rots |= set(LinearTransform(matrix=np.ones(shape), slots=S).rotations())
-        return rots
+    def groups(self, B: int) -> int:
+        """Compact score ciphertexts per (query block, key block): dh shifts each."""
+        return -(-B // self.dh)
 
-    def rotations(self):
-        r = set(self.linear_rotations())
-        r |= set(self.head_sum_steps()) | {-s for s in self.head_sum_steps()}
-        r |= set(self.feature_sum_steps()) | set(self.block_sum_steps(self.G_max))
-        return sorted(r)
-
-    def pad(self, vec, n=None):
-        out = np.zeros(n or self.S)
+    def pad(self, vec) -> np.ndarray:
+        """A feature vector as one token row's S slots."""
+        out = np.zeros(self.S)
         out[: len(vec)] = vec
         return out
 
-    def describe(self):
-        return (f"layout {self.name}: {self.S} slots/token, FFN in {self.chunks} chunk(s), "
-                f"up to {self.G_max} keys per attention ciphertext")
+    # ---- client side: matrices <-> slot vectors -----------------------------------
+    def pack(self, rows) -> list:
+        """(tokens, hidden) float rows -> one slot vector per block."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.shape[1] != self.cfg.hidden:
+            raise PackingError(f"rows of {rows.shape[1]} features; the model has {self.cfg.hidden}")
+        return files.pack_rows(rows, self.max_slots)
+
+    def unpack(self, vectors, tokens: int, features: int) -> np.ndarray:
+        B = self.tokens_per_ct(tokens)
+        rows = [np.asarray(v, dtype=np.float64).reshape(B, self.S)[:, :features] for v in vectors]
+        return np.concatenate(rows)[:tokens]
+
+    # ---- masks (plaintext slot vectors of one block) ------------------------------
+    def token_mask(self, B: int, valid: int, width: int | None = None) -> np.ndarray:
+        """1 on the first `width` (hidden) slots of each of the first `valid` token rows."""
+        m = np.zeros((B, self.S))
+        m[:valid, : width or self.cfg.hidden] = 1.0
+        return m.ravel()
+
+    def row_start_mask(self, B: int, valid: int) -> np.ndarray:
+        m = np.zeros((B, self.S))
+        m[:valid, 0] = 1.0
+        return m.ravel()
+
+    def score_mask(self, B: int, q_valid: int, k_valid: int, g: int, u: int | None = None) -> np.ndarray:
+        """Compact-score slots of group g (all offsets u, or one) with a valid query,
+        a valid key ((b + g dh + u) mod B < k_valid) and a real head."""
+        m = np.zeros((B, self.S))
+        H, dh = self.cfg.heads, self.dh
+        us = range(dh) if u is None else [u]
+        for uu in us:
+            r = g * dh + uu
+            if r >= B:
+                continue
+            b = np.arange(q_valid)
+            ok = b[(b + r) % B < k_valid]
+            for h in range(H):
+                m[ok, h * dh + uu] = 1.0
+        return m.ravel()
+
+    def head_start_mask(self, B: int, q_valid: int) -> np.ndarray:
+        m = np.zeros((B, self.S))
+        m[:q_valid, 0: self.cfg.hidden: self.dh] = 1.0
+        return m.ravel()
+
+    # ---- rotation steps -----------------------------------------------------------
+    def row_sum_steps(self):
+        return [1 << k for k in range(_log2(self.S))]
+
+    def head_sum_steps(self):
+        return [1 << k for k in range(_log2(self.dh))]
+
+    def key_shift(self, g: int, u: int):
+        """Rotation of K and V that puts key token (b + g dh + u) mod B under query b,
+        moved right by u slots: a baby u (S - 1) and a giant g dh S."""
+        return u * (self.S - 1), g * self.dh * self.S
+
+    def rotations(self) -> list:
+        """Every rotation step the encoder uses at any sequence length (a key for step s
+        rotates an n-slot ciphertext by s mod n, so one set serves every block size)."""
+        r = set(self.linear_rotations())
+        r |= set(self.row_sum_steps()) | {-s for s in self.row_sum_steps()}
+        r |= set(self.head_sum_steps()) | {-s for s in self.head_sum_steps()}
+        # key shifts: babies u (S - 1) by a tree over (S - 1) 2^j, giants by dh S 2^j;
+        # Q's -u by the head steps' -2^j; the Horner chain of the output by 1
+        r |= {(self.S - 1) << j for j in range(_log2(self.dh))}
+        r |= {self.dh * self.S << j for j in range(max(0, _log2(max(1, self.B_max // self.dh))))}
+        r = {x % self.max_slots for x in r}
+        r.discard(0)
+        return sorted(r)
+
+    def transform(self, matrix) -> LinearTransform:
+        """A weight matrix (at most S x S) on every token row of a block, at any block size."""
+        return LinearTransform.block_diagonal(matrix, self.S, self.max_slots)
+
+    def linear_rotations(self):
+        return set(self.transform(np.ones((self.S, self.S))).rotations())
+
+    def describe(self, tokens: int | None = None):
+        T = tokens or self.cfg.max_positions
+        return (f"layout {self.name}: {self.S} slots per token, {self.tokens_per_ct(T)} tokens per ciphertext "
+                f"({self.slots(T)} slots), FFN in {self.chunks} chunk(s)")
+
+    def slot_use(self, tokens: int, ring_slots: int) -> float:
+        """Fraction of the ring's slots the sequence's hidden states occupy."""
+        return tokens * self.cfg.hidden / (self.blocks(tokens) * ring_slots)

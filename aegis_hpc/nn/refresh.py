@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from ..ckks.bootstrap import bootstrap_rotations
 from . import approx as approx_mod
-from . import models
 from .ops import SPARE_LEVELS, DepthError
 
 # the most levels one step of the encoder asks for at once (LayerNorm's input:
@@ -40,13 +39,10 @@ def prepare(ops, name: str, layers: int, slots: int) -> list:
 
 
 def slot_counts(name: str, params) -> list:
-    """Slot counts bootstrapping runs at: a token's S, and S*G_max for every attention
-    group (each slot count needs its own rotation keys, ~300 MB each at N=2^16, so
-    S*G slots are bootstrapped as S*G_max: the same plaintext, tiled)."""
-    from .packing import Layout
-
-    layout = Layout(models.config(name), params.slots)
-    return sorted({layout.S, layout.S * layout.G_max})
+    """Slot counts bootstrapping runs at: the ring's (every token-block ciphertext has
+    B S slots, and n slots are also any multiple of n, the vector tiled; each slot
+    count needs its own rotation keys, ~300 MB each at N=2^16, so one count serves)."""
+    return [params.slots]
 
 
 def required_rotations(name: str, params) -> list:

@@ -1,9 +1,9 @@
 """The collectives of the distributed encrypted encoder (python -m aegis_hpc.infer).
 
-- `GroupGather` (strategy aegis, token sharding): attention's k/v all-gather,
-  one `iallgather` of this rank's packed k/v groups, in flight while the q
-  projections run (an `OverlapScheduler` polls it between them, so host MPI
-  progresses; its report gives the hidden time).
+- `BlockGather` (strategy aegis, token-block sharding): attention's k/v
+  all-gather, one `iallgather` of this rank's k and v blocks, in flight while
+  the q projections run (an `OverlapScheduler` polls it between them, so host
+  MPI progresses; its report gives the hidden time).
 - `TensorParallelOps` (strategy replicate): every rank holds every token;
   each linear layer's runs of giant-step groups are split across ranks and the
   unrescaled partial products are all-reduced (exact, mod each prime), then
@@ -45,13 +45,12 @@ class OverlapTotals:
         return max(0.0, self.in_flight_s - self.blocked_s)
 
 
-class GroupGather:
+class BlockGather:
     """gather(partials, work) for EncoderRunner.attention (strategy aegis,
-    token sharding): partials are this rank's packed k/v groups {(sid, g0):
-    (K, V)}, built from its own tokens only; one all-gather of them, in
-    flight while `work` (the q projections) runs, gives every rank every
-    group's parts {(sid, g0): [(K, V) of each rank holding a part, by rank]}.
-    G tokens share a ciphertext, so this sends G times fewer ciphertexts than
+    token-block sharding): partials are this rank's k and v blocks {(sid,
+    block): (K, V)}; one all-gather of them, in flight while `work` (the q
+    projections) runs, gives every rank every block {(sid, block): [(K, V)]}.
+    B tokens share a ciphertext, so this sends B times fewer ciphertexts than
     gathering each token's k and v."""
 
     def __init__(self, comm, site: str = SITE_KV, overlap: bool = True):
@@ -70,12 +69,12 @@ class GroupGather:
             return {key: [kv] for key, kv in partials.items()}
         items = sorted(partials.items())
         shapes = {tuple(c.data.shape) for _, kv in items for c in kv}
-        # which groups, at which level and scale, each rank holds: control plane
+        # which blocks, at which level and scale, each rank holds: control plane
         # (a rank without tokens still takes part, and must learn the shape)
         listing = self.comm.mpi.allgather(([(key, _meta(K), _meta(V)) for key, (K, V) in items], shapes))
         all_shapes = set().union(*(sh for _, sh in listing))
         if len(all_shapes) != 1:
-            raise CommError(f"k/v groups differ in shape across ranks: {sorted(all_shapes)}")
+            raise CommError(f"k/v blocks differ in shape across ranks: {sorted(all_shapes)}")
         shape = all_shapes.pop()
         # iallgather needs equal blocks: pad to the longest list (padding is sent, so counted)
         width = max(len(lst) for lst, _ in listing)

@@ -9,44 +9,42 @@ the encoder's own code (nn.block.EncoderRunner over nn.ops.CipherOps, the
 real LinearTransform.evaluate and evaluate_chebyshev) on a counting
 evaluator whose ciphertexts carry only a level, and records every key switch
 (ModUp, ModDown) and rescale with the level it runs at, by block. So the
-packing (nn.packing "token-rows": one ciphertext of S = 2^ceil(log2 hidden)
-slots per token, attention over groups of G keys per ciphertext), the
-polynomial degrees and the refresh points are those of infer. Two traces (one
-and two query tokens) separate per-token work from per-sentence work (each
-rank builds the packed key/value groups of the whole sentence). The same
-transfers, run through the real collectives on dummy ciphertext-shaped
-arrays (`aegis_hpc.parallel.skeleton`), count exactly the predicted bytes.
+packing (nn.packing "token-blocks": B tokens of S = 2^ceil(log2 hidden)
+slots per ciphertext, attention over token shifts with compact scores), the
+polynomial degrees and the refresh points are those of infer. Two traces
+(one and two query blocks) separate per-block work from per-sequence work.
+The same transfers, run through the real collectives on dummy
+ciphertext-shaped arrays (`aegis_hpc.parallel.skeleton`), count exactly the
+predicted bytes.
 
-Weights are dense, so every transform uses all S diagonals (BSGS, hoisted
-baby steps). The approximations are the model's own (nn/approx.py on its
-calibration): their degrees and step counts decide the levels and refreshes.
+Weights are dense, so every transform uses all 2S - 1 block diagonals
+(BSGS, hoisted baby steps). The approximations are the model's own
+(nn/approx.py on its calibration): their degrees and step counts decide the
+levels and refreshes.
 
 What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
-- aegis (what infer does; tokens split over ranks): every linear layer,
-  GELU, LayerNorm and residual is token-local; attention all-gathers k and
-  v once per layer, packed by each rank into G tokens per ciphertext (a
-  group split between two ranks is sent by both, its parts then added).
+- aegis (what infer does; token blocks split over ranks): every linear
+  layer, GELU, LayerNorm and residual is block-local; attention all-gathers
+  each rank's k and v blocks once per layer.
 - limb (prior multi-GPU CKKS designs, same packing and attention algorithm;
-  every rank holds every token, limbs split over ranks): each key switch
+  every rank holds every block, limbs split over ranks): each key switch
   all-gathers c1 over Q_l for ModUp (a hoisted group of rotations shares one)
   and the 2 x |P| special-prime limbs for ModDown; each rescale all-gathers
   the dropped prime group of both polynomials.
 - replicate (tensor parallelism, infer's baseline): every rank holds every
-  token; each linear layer's runs of giant-step groups are split over the ranks and
-  the unrescaled partial outputs all-reduced (one ciphertext per transform
-  per token); everything else is replicated, as is memory.
+  block; each linear layer's runs of giant-step groups are split over the
+  ranks and the unrescaled partial outputs all-reduced (one ciphertext per
+  transform per block); everything else is replicated, as is memory.
 
-Memory per GPU (uint64 words in memory, as the core stores ciphertexts):
-the attention peak - x and q of local tokens at the top level (a token's
-attention output is finished into x before the next is attended), the
-packed k/v groups' parts (all ranks', the all-gather's result) and the
-2 ceil(T / G) summed groups at the k/v level - + Galois and relinearization keys (uint32,
-dnum digits over P and Q; the power-of-two rotation set of
-ckks.LinearTransform's default key set) + weights: the float64 diagonals of
-every transform (what PreparedModel holds) and one transform's encoded
-diagonals at the top level, compact (the BSGS working set; LinearTransform
-caches each transform's, which a GPU run at N = 2^16 cannot afford - see
-`cached_encodings_bytes`).
+Memory per GPU (uint64 words in memory, as the core stores ciphertexts): the
+local blocks' x and q at the top level, every k and v block of the sequence
+at the k/v level (the all-gather's result), the attention working set of one
+query block (dh shifted copies of q, B shifted copies of one key block, the
+compact scores and probabilities of every key block, dh accumulators) +
+Galois and relinearization keys (uint32, dnum digits over P and Q) +
+weights: the float64 block diagonals of every transform (what PreparedModel
+holds) and one transform's compact encoding at the top level (the BSGS
+working set; caching every transform's is `cached_encodings_bytes`).
 """
 
 from __future__ import annotations
@@ -205,16 +203,13 @@ class _RoleTransform:
 
 
 class _Model:
-    """PreparedModel's shape with dense all-ones transforms (no weights loaded)."""
+    """PreparedModel's shape with dense all-ones block transforms (no weights loaded)."""
 
     def __init__(self, cfg, layout, layers):
         import numpy as np
 
-        from ..ckks import LinearTransform
-
-        S = layout.S
-        dense = LinearTransform(diagonals={k: np.ones(S) for k in range(S)}, slots=S)
-        vec = np.zeros(S)
+        dense = layout.transform(np.ones((layout.S, layout.S)))
+        vec = np.zeros(layout.S)
         self.cfg, self.layout = cfg, layout
         self.layers = []
         for _ in range(layers):
@@ -229,13 +224,15 @@ class _Model:
 
 @dataclass
 class Trace:
-    per_token: dict          # (block, kind, level) -> count for one token, all layers
+    per_block: dict          # (block, kind, level) -> count for one query block, all layers
     shared: dict             # the same, once per sentence per replica
     kv_levels: list          # level of the gathered k and v, per layer
-    refreshes_per_token: int
+    refreshes_per_block: int
     refreshes_shared: int
     S: int
-    G: int
+    B: int                   # tokens per ciphertext
+    blocks: int              # ciphertexts of the sequence
+    dh: int
     keys: int                # Galois keys + relinearization
     calibration: str
 
@@ -248,26 +245,23 @@ def _approx(name, layers):
 
 def _trace_once(name, params, tokens, layers, queries):
     from ..nn import models
-    from ..nn.block import EncoderRunner, Tok
+    from ..nn.block import Blk, EncoderRunner
     from ..nn.ops import CipherOps
     from ..nn.packing import Layout
 
     cfg = models.config(name)
-    layout = Layout(cfg, params.slots, max(tokens, cfg.max_positions))
+    layout = Layout(cfg, params.slots)
     model = _Model(cfg, layout, layers)
     approx, src = _approx(cfg.name, layers)
     ev = TraceEvaluator(params)
     holder = _KeyHolder(ev, params.max_level)
     ops = CipherOps(ev.ctx, ev, "client", holder)
     kv_levels = []
+    slots = layout.slots(tokens)
 
     class Runner(EncoderRunner):
-        # attention's own steps: packing k/v into groups and attending, which
-        # run between the QKV and out_proj transforms of other tokens
-        def _pack(self, *a, **kw):
-            ev.block = "attention"
-            return super()._pack(*a, **kw)
-
+        # attention's own steps (the shifts, scores, softmax, A V), which run
+        # between the QKV and out_proj transforms of other blocks
         def _attend(self, *a, **kw):
             ev.block = "attention"
             return super()._attend(*a, **kw)
@@ -283,32 +277,37 @@ def _trace_once(name, params, tokens, layers, queries):
         ev.block = "attention"
         k, v = next(iter(partials.values()))
         kv_levels.append(k.level)
-        return {(0, g0): [(_Ct(k.level, k.slots), _Ct(v.level, v.slots))]
-                for g0 in range(0, tokens, layout.group_size(tokens))}
+        return {(0, j): [(_Ct(k.level, k.slots), _Ct(v.level, v.slots))] for j in range(layout.blocks(tokens))}
 
     runner = Runner(ops, model, approx, [tokens])
-    toks = [Tok(i, 0, i, _Ct(params.max_level, layout.S)) for i in range(queries)]
+    blocks = [Blk(j, 0, j, layout.block_tokens(tokens, j), _Ct(params.max_level, slots)) for j in range(queries)]
     for i in range(layers):
-        runner.attention(i, toks, gather)
-        runner.ffn(i, toks)
+        runner.attention(i, blocks, gather)
+        runner.ffn(i, blocks)
     return ev.counts, holder.count, kv_levels, layout, src
 
 
-def trace(name, params, tokens, layers=None) -> Trace:
+def trace(name, params, tokens, layers=None, sequences: int = 1) -> Trace:
+    """The encoder on `sequences` sequences of `tokens` tokens each."""
     from ..nn import models
     from ..nn.packing import Layout
 
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
+    layout = Layout(cfg, params.slots)
+    nb = layout.blocks(tokens)
     one, r1, kv, layout, src = _trace_once(name, params, tokens, layers, 1)
-    two, r2, _, _, _ = _trace_once(name, params, tokens, layers, 2)
-    per = {k: two.get(k, 0) - one.get(k, 0) for k in set(one) | set(two)}
-    shared = {k: one.get(k, 0) - per.get(k, 0) for k in one}
+    if nb > 1:
+        two, r2, _, _, _ = _trace_once(name, params, tokens, layers, 2)
+        per = {k: two.get(k, 0) - one.get(k, 0) for k in set(one) | set(two)}
+        shared = {k: one.get(k, 0) - per.get(k, 0) for k in one}
+        r_per, r_shared = r2 - r1, r1 - (r2 - r1)
+    else:
+        per, shared, r_per, r_shared = dict(one), {}, r1, 0
     per = {k: v for k, v in per.items() if v}
-    shared = {k: v for k, v in shared.items() if v}
-    rot_keys = len(Layout(cfg, params.slots, max(tokens, cfg.max_positions)).rotations())
-    return Trace(per, shared, kv, r2 - r1, r1 - (r2 - r1), layout.S, layout.group_size(tokens),
-                 rot_keys + 1, src)
+    shared = {k: sequences * v for k, v in shared.items() if v}
+    return Trace(per, shared, kv, r_per, sequences * r_shared, layout.S, layout.tokens_per_ct(tokens),
+                 sequences * nb, cfg.head_dim, len(layout.rotations()) + 1, src)
 
 
 # ---- transfers -------------------------------------------------------------------
@@ -375,10 +374,10 @@ def _merge(transfers):
     return [replace(k, count=c) for k, c in merged.items() if c]
 
 
-def limb_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
+def limb_transfers(tr: Trace, params, world) -> list[Transfer]:
     out = []
     split, full = ShardSpec("replicated", "split"), ShardSpec("replicated", "full")
-    for rows, counts in ((tokens, tr.per_token), (1, tr.shared)):
+    for rows, counts in ((tr.blocks, tr.per_block), (1, tr.shared)):
         for (block, kind, level), c in sorted(counts.items()):
             if kind == "lintrans":
                 continue
@@ -388,32 +387,29 @@ def limb_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
     return _merge(out)
 
 
-def packed_groups_per_rank(tokens, world, G) -> int:
-    """Most k/v groups (G tokens per ciphertext) any rank holds a part of,
-    with tokens split as io.rank_range splits them: the all-gather's width."""
+def blocks_per_rank(blocks, world) -> int:
+    """Most token blocks any rank holds, split as io.rank_range splits them: the
+    all-gather's width (every rank sends that many, padding included)."""
     from ..io import rank_range
 
-    def touched(sl):
-        return 0 if sl.stop <= sl.start else (sl.stop - 1) // G - sl.start // G + 1
-
-    return max(touched(rank_range(tokens, r, world)) for r in range(world))
+    return max(len(range(*rank_range(blocks, r, world).indices(blocks))) for r in range(world))
 
 
-def aegis_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
-    width = packed_groups_per_rank(tokens, world, tr.G)
+def aegis_transfers(tr: Trace, params, world) -> list[Transfer]:
+    width = blocks_per_rank(tr.blocks, world)
     out = [Transfer("attention", "kv.allgather", "allgather", width * world, 2, 2, params.limbs_at(lv), "q", lv,
                     ShardSpec("token", "full"), ShardSpec("replicated", "full"), (world, 1), 1)
            for lv in tr.kv_levels]
     return _merge(out)
 
 
-def replicate_transfers(tr: Trace, params, tokens, world) -> list[Transfer]:
-    """One all-reduce of the unrescaled output per transform per token (each
+def replicate_transfers(tr: Trace, params, world) -> list[Transfer]:
+    """One all-reduce of the unrescaled output per transform per block (each
     rank computes a share of the runs of giant-step groups)."""
     rep = ShardSpec("replicated", "full")
     out = [Transfer(block, "lintrans.allreduce", "allreduce", 1, 1, 2, params.limbs_at(level), "q", level,
                     rep, rep, (world, 1), rows * c)
-           for rows, counts in ((tokens, tr.per_token), (1, tr.shared))
+           for rows, counts in ((tr.blocks, tr.per_block), (1, tr.shared))
            for (block, kind, level), c in sorted(counts.items()) if kind == "lintrans"]
     return _merge(out)
 
@@ -435,29 +431,30 @@ def _ct_bytes(params, level, limb_groups=1):
     return 2 * limb_block(params.limbs_at(level), limb_groups) * params.n * CT_WORD
 
 
-def memory(tr: Trace, cfg, params, tokens, strategy, world, layers) -> Memory:
+def memory(tr: Trace, cfg, params, strategy, world, layers) -> Memory:
     lg = world if strategy == "limb" else 1
-    local = tokens // world if strategy == "aegis" else tokens
+    local = blocks_per_rank(tr.blocks, world) if strategy == "aegis" else tr.blocks
     kv = min(tr.kv_levels)
     top = params.max_level
-    groups = math.ceil(tokens / tr.G)
-    # packed k/v: this rank's partial groups, the all-gather's buffer (every
-    # rank's parts) and the summed groups; strategies that hold every token
-    # hold every group
-    parts = packed_groups_per_rank(tokens, world, tr.G) * world if strategy == "aegis" else groups
-    cts = 2 * local * _ct_bytes(params, top, lg) + 2 * (parts + groups) * _ct_bytes(params, kv, lg)
+    groups = -(-tr.B // tr.dh)
+    # x and q of the local blocks; every k and v block (the all-gather's result,
+    # with its padding for aegis); one query block's attention working set
+    gathered = blocks_per_rank(tr.blocks, world) * world if strategy == "aegis" else tr.blocks
+    working = 2 * min(tr.dh, tr.B) + tr.B + 2 * tr.blocks * groups   # (one sequence: an upper bound)
+    cts = 2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg)
     ext = params.limbs_at(top) + len(params.p)
     digits = len(params.digits_at(top))
     keys = tr.keys * 2 * digits * limb_block(ext, lg) * params.n * KEY_WORD
     chunks = math.ceil(cfg.intermediate / tr.S)
-    raw = layers * (4 + 2 * chunks) * tr.S * tr.S * 8
+    diagonals = 2 * tr.S - 1
+    raw = layers * (4 + 2 * chunks) * diagonals * tr.S * 8
     return Memory(cts, keys, raw + _encoded_transform_bytes(tr.S, limb_block(params.limbs_at(top), lg), params))
 
 
 def _encoded_transform_bytes(S, limbs, params) -> int:
-    """S diagonals of S slots, compact: 2S values per limb (one per run of
-    N/(2S) equal NTT values)."""
-    return S * limbs * min(params.n, 2 * S) * PT_WORD
+    """2S - 1 block diagonals, S-periodic, compact: 2S values per limb (one per run
+    of N/(2S) equal NTT values)."""
+    return (2 * S - 1) * limbs * min(params.n, 2 * S) * PT_WORD
 
 
 def cached_encodings_bytes(tr: Trace, cfg, params, layers) -> int:
@@ -512,35 +509,34 @@ class Planner:
     layers: int | None = None
     link: LinkModel = field(default_factory=LinkModel)
     trace: Trace | None = None     # the trace does not depend on the GPU count: share it
+    sequences: int = 1
 
     def __post_init__(self):
         from ..nn import models
 
         self.cfg = models.config(self.model_name)
         self.layers = self.cfg.layers if self.layers is None else self.layers
-        if self.tokens % self.world:
-            raise ValueError(f"{self.tokens} tokens do not split evenly over {self.world} GPUs")
         if self.trace is None:
-            self.trace = trace(self.model_name, self.params, self.tokens, self.layers)
+            self.trace = trace(self.model_name, self.params, self.tokens, self.layers, self.sequences)
 
     def _plan(self, strategy, grid, transfers):
-        mem = memory(self.trace, self.cfg, self.params, self.tokens, strategy, self.world, self.layers)
+        mem = memory(self.trace, self.cfg, self.params, strategy, self.world, self.layers)
         return Plan(strategy, grid, transfers, mem, self.params.n, self.link)
 
     def single_gpu_memory(self) -> Memory:
-        return memory(self.trace, self.cfg, self.params, self.tokens, "replicate", 1, self.layers)
+        return memory(self.trace, self.cfg, self.params, "replicate", 1, self.layers)
 
     def aegis(self) -> Plan:
         return self._plan("aegis", (self.world, 1),
-                          aegis_transfers(self.trace, self.params, self.tokens, self.world))
+                          aegis_transfers(self.trace, self.params, self.world))
 
     def limb(self) -> Plan:
         return self._plan("limb", (1, self.world),
-                          limb_transfers(self.trace, self.params, self.tokens, self.world))
+                          limb_transfers(self.trace, self.params, self.world))
 
     def replicate(self) -> Plan:
         return self._plan("replicate", (self.world, 1),
-                          replicate_transfers(self.trace, self.params, self.tokens, self.world))
+                          replicate_transfers(self.trace, self.params, self.world))
 
     def plans(self) -> dict:
         return {"aegis": self.aegis(), "limb": self.limb(), "replicate": self.replicate()}
@@ -548,7 +544,7 @@ class Planner:
     def primitive_counts(self) -> dict:
         """Whole-encoder key switches (ModDowns) and rescales per block, all tokens."""
         out = {b: {"keyswitch": 0, "rescale": 0} for b in BLOCKS}
-        for rows, counts in ((self.tokens, self.trace.per_token), (1, self.trace.shared)):
+        for rows, counts in ((self.trace.blocks, self.trace.per_block), (1, self.trace.shared)):
             for (block, kind, _), c in counts.items():
                 if kind == "moddown":
                     out[block]["keyswitch"] += rows * c
@@ -573,8 +569,10 @@ def summary(pl: Planner) -> dict:
     single = pl.single_gpu_memory()
     tr = pl.trace
     out = {"model": pl.cfg.name, "layers": pl.layers, "tokens": pl.tokens, "gpus": pl.world,
-           "params": pl.params.describe(), "slots_per_token": tr.S, "keys_per_attention_ct": tr.G,
-           "switching_keys": tr.keys, "refreshes": pl.tokens * tr.refreshes_per_token + tr.refreshes_shared,
+           "params": pl.params.describe(), "slots_per_token": tr.S, "tokens_per_ciphertext": tr.B,
+           "ciphertexts": tr.blocks,
+           "slot_use": pl.sequences * pl.tokens * pl.cfg.hidden / (tr.blocks * pl.params.slots),
+           "switching_keys": tr.keys, "refreshes": tr.blocks * tr.refreshes_per_block + tr.refreshes_shared,
            "calibration": tr.calibration, "primitives": pl.primitive_counts(),
            "single_gpu_memory": single.total,
            "cached_encodings_bytes": cached_encodings_bytes(tr, pl.cfg, pl.params, pl.layers),
@@ -599,9 +597,9 @@ def report(pl: Planner) -> str:
         f"model {s['model']}: {pl.layers} layer(s), hidden {pl.cfg.hidden}, {pl.cfg.heads} heads, "
         f"FFN {pl.cfg.intermediate}; {pl.tokens} tokens; {w} GPUs",
         f"CKKS {p.describe()}",
-        f"packing (infer's token-rows): one ciphertext of {s['slots_per_token']} slots per token, "
-        f"{s['keys_per_attention_ct']} keys per attention ciphertext; {s['switching_keys']} switching keys; "
-        f"{s['refreshes']} refreshes (client round trips, not priced); polynomial ranges of "
+        f"packing (infer's token-blocks): {s['tokens_per_ciphertext']} tokens of {s['slots_per_token']} slots "
+        f"per ciphertext, {s['ciphertexts']} ciphertexts (slot use {100 * s['slot_use']:.1f} %); "
+        f"{s['switching_keys']} switching keys; {s['refreshes']} refreshes (not priced); approximations of "
         f"'{s['calibration']}'",
         "key switches / rescales per block, whole encoder: " + ", ".join(
             f"{b} {c['keyswitch']:,}/{c['rescale']:,}" for b, c in s["primitives"].items()),

@@ -18,39 +18,38 @@ def keyed(comm):
     return ctx, sk, keys, lt
 
 
-def partial_groups(ctx, sk, rank, sl, G):
-    """What `rank` holds for its tokens `sl`: one (K, V) part per group it
-    touches; seeded, so every rank can rebuild every other rank's parts."""
-    keys = sorted({(0, g // G * G) for g in range(sl.start, sl.stop)})
-    return {key: (ctx.encrypt(np.full(8, 100 * rank + key[1]), sk, slots=8, level=2, seed=b"K%d.%d" % (rank, key[1])),
-                  ctx.encrypt(np.full(8, -key[1]), sk, slots=8, level=2, seed=b"V%d.%d" % (rank, key[1])))
-            for key in keys}
+def rank_blocks(ctx, sk, rank, sl):
+    """What `rank` holds for its token blocks `sl`: (K, V) of each; seeded, so every
+    rank can rebuild every other rank's blocks."""
+    return {(0, j): (ctx.encrypt(np.full(8, 100 * rank + j), sk, slots=8, level=2, seed=b"K%d.%d" % (rank, j)),
+                     ctx.encrypt(np.full(8, -j), sk, slots=8, level=2, seed=b"V%d.%d" % (rank, j)))
+            for j in range(sl.start, sl.stop)}
 
 
 @pytest.mark.mpi(min_size=2)
-def test_group_gather_returns_every_part_and_runs_the_work(comm, keyed):
+def test_block_gather_returns_every_block_and_runs_the_work(comm, keyed):
     from aegis_hpc.parallel.comm import wire_bytes
-    from aegis_hpc.parallel.encoder import GroupGather
-    from aegis_hpc.parallel.planner import packed_groups_per_rank
+    from aegis_hpc.parallel.encoder import BlockGather
+    from aegis_hpc.parallel.planner import blocks_per_rank
     from aegis_hpc.io import rank_range
 
     ctx, sk, _, _ = keyed
-    total, G = 2 * comm.size + 1, 3     # uneven shards, groups split between ranks
+    total = 2 * comm.size + 1           # uneven shards
     ranges = [rank_range(total, r, comm.size) for r in range(comm.size)]
-    every = [partial_groups(ctx, sk, r, sl, G) for r, sl in enumerate(ranges)]
+    every = [rank_blocks(ctx, sk, r, sl) for r, sl in enumerate(ranges)]
     done = []
     comm.stats.reset()
-    gather = GroupGather(comm, site="t-kv")
+    gather = BlockGather(comm, site="t-kv")
     out = gather(every[comm.rank], [lambda: done.append(1), lambda: done.append(2)])
     assert done == [1, 2]
-    assert sorted(out) == [(0, g0) for g0 in range(0, total, G)]
+    assert sorted(out) == [(0, j) for j in range(total)]
     for key, parts in out.items():
-        want = [p[key] for p in every if key in p]      # by rank
-        assert len(parts) == len(want)
+        want = [p[key] for p in every if key in p]      # the one rank holding it
+        assert len(parts) == len(want) == 1
         for (k, v), (k0, v0) in zip(parts, want):
             assert np.array_equal(host(k.data), host(k0.data)) and np.array_equal(host(v.data), host(v0.data))
             assert (k.level, k.scale, k.slots) == (k0.level, k0.scale, k0.slots)
-    width = packed_groups_per_rank(total, comm.size, G)
+    width = blocks_per_rank(total, comm.size)
     assert width == max(len(p) for p in every)
     ct_size = every[0][(0, 0)][0].data.size
     assert comm.stats.sites["t-kv"].bytes_sent == wire_bytes("allgather", width * 2 * ct_size, comm.size)
@@ -87,12 +86,12 @@ def lt_apply(lt, v):
 def test_q_work_runs_during_the_gather_only_with_overlap(comm, keyed, overlap):
     """infer --no-overlap: the q projections run before the k/v gather starts, the
     baseline for the time the overlap hides; the gathered groups are the same."""
-    from aegis_hpc.parallel.encoder import GroupGather
+    from aegis_hpc.parallel.encoder import BlockGather
     from aegis_hpc.nn.block import _gather_during
 
     ctx, sk, _, _ = keyed
-    every = [partial_groups(ctx, sk, r, range(r, r + 1), 1) for r in range(comm.size)]
-    gather = GroupGather(comm, site="t-kv-order", overlap=overlap)
+    every = [rank_blocks(ctx, sk, r, range(r, r + 1)) for r in range(comm.size)]
+    gather = BlockGather(comm, site="t-kv-order", overlap=overlap)
     events, start = [], comm.iallgather
     comm.iallgather = lambda *a, **k: (events.append("gather"), start(*a, **k))[1]
     try:

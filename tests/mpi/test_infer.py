@@ -23,8 +23,11 @@ from conftest import launcher_env
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = launcher_env(PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
 pytestmark = pytest.mark.mpi
-TEXT, TOKENS = "Birds sing", 4      # [CLS] birds sing [SEP]: splits evenly over 1, 2 and 4 ranks
-SHORT = 2                           # "" -> [CLS] [SEP]: limb and replicate run every token on every rank
+# 41 tokens: 2 blocks of 32 at N = 2^11; two sequences of it, 4 blocks, split over 1, 2 and 4 ranks
+TEXT = ("Birds sing in the morning, and the river runs over grey stones while the old mill turns "
+        "slowly in the wind near the village where we were born, long before the first snow of the year.")
+TOKENS, SEQUENCES = 41, 2
+SHORT = 2                           # "" -> [CLS] [SEP]: one block; limb and replicate run it on every rank
 
 
 def sh(*args, n=None, timeout=900):
@@ -59,6 +62,8 @@ def work(comm, tmp_path_factory):
             r = sh("aegis_hpc.client", "encrypt", "--public-key", str(d / "keys/eval.h5"), "--model", "tiny",
                    "--text", text, "--out", str(d / f"{name}.h5"))
             assert r.returncode == 0, r.stderr
+        assert models_tokens(TEXT) == TOKENS
+        for name in ("s", "short"):
             r1 = infer(d, f"{name}1.h5", 1, inp=f"{name}.h5")
             assert r1.returncode == 0, r1.stderr
         return d
@@ -78,9 +83,19 @@ def ready(work):
     return work
 
 
+def models_tokens(text):
+    from aegis_hpc.nn import models
+
+    return len(models.tokenize([text], 1 << 20)[0])
+
+
 def infer(d, out, n, *extra, inp="s.h5", keys="keys/eval.h5", holder="keys/secret.h5"):
+    """The input `inp` as SEQUENCES sequences (the same text twice, outputs out and out2)
+    for the long input, one for the others."""
+    seqs = SEQUENCES if inp == "s.h5" else 1
+    outs = [str(d / out)] + [str(d / f"{out}.{k}.h5") for k in range(1, seqs)]
     return sh("aegis_hpc.infer", "--model", "tiny", "--layers", "1", "--keys", str(d / keys),
-              "--input", str(d / inp), "--output", str(d / out), "--key-holder", str(d / holder),
+              "--input", *[str(d / inp)] * seqs, "--output", *outs, "--key-holder", str(d / holder),
               "--seed", "00ff", *extra, n=n)
 
 
@@ -89,18 +104,18 @@ def data(path):
         return f["ciphertexts/data"][...]
 
 
-def planned(world, strategy, tokens):
+def planned(world, strategy, tokens, sequences):
     """The planner's bytes, summed over ranks, for infer's run (its trace of the encoder)."""
     from aegis_hpc.ckks.params import preset
     from aegis_hpc.parallel import planner
 
     params = preset("test")
-    tr = planner.trace("tiny", params, tokens, 1)
-    transfers = getattr(planner, f"{strategy}_transfers")(tr, params, tokens, world)
+    tr = planner.trace("tiny", params, tokens, 1, sequences)
+    transfers = getattr(planner, f"{strategy}_transfers")(tr, params, world)
     return sum(planner.predicted_bytes(t, params.n) for t in transfers)
 
 
-def run_strategy(d, strategy, world, name="s", tokens=TOKENS):
+def run_strategy(d, strategy, world, name="s", tokens=TOKENS * SEQUENCES):
     out = f"{name}-{strategy}{world}.h5"
     r = infer(d, out, world, "--strategy", strategy, "--summary", str(d / f"{out}.json"), inp=f"{name}.h5")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -118,10 +133,8 @@ def run_strategy(d, strategy, world, name="s", tokens=TOKENS):
 def test_aegis_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
     def check():
         d = ready(work)
-        if TOKENS % comm.size:
-            pytest.skip(f"{TOKENS} tokens do not split over {comm.size} ranks")
         s, total = run_strategy(d, "aegis", comm.size)
-        assert total == planned(comm.size, "aegis", TOKENS) > 0
+        assert total == planned(comm.size, "aegis", TOKENS, SEQUENCES) > 0
         assert s["blocks"]["layer 0 ffn"]["bytes"] == 0          # only attention talks
         assert 0 <= s["comm_wait_seconds"] and 0 <= s["hidden_seconds"]
         dec = sh("aegis_hpc.client", "decrypt", "--key", str(d / "keys/secret.h5"), "--input",
@@ -138,7 +151,7 @@ def test_aegis_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
 def test_limb_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
     def check():
         _, total = run_strategy(ready(work), "limb", comm.size, "short", SHORT)
-        assert total == planned(comm.size, "limb", SHORT) > 0
+        assert total == planned(comm.size, "limb", SHORT, 1) > 0
 
     rank0_only(comm, check)
 
@@ -178,12 +191,12 @@ def test_bad_inputs_fail_with_one_line(comm, work):
         ctx, keys = io.read_eval_keys(d / "keys/eval.h5")
         t = io.read_ciphertexts(d / "s.h5", ctx.params)
         ev = ctx.evaluator(keys)
-        low = [ev.drop_level(c, c.level - 2) for c in t.ciphertexts]
-        io.write_ciphertexts(d / "low.h5", low, shape=t.shape)
+        low = [ev.drop_level(c, c.level - 1) for c in t.ciphertexts]
+        io.write_ciphertexts(d / "low.h5", low, shape=t.shape, packing=io.TOKEN_BLOCKS)
         assert "level" in _one_line_error(infer(d, "x2.h5", 2, inp="low.h5"))[0]
-        # too-long sequence
-        long = [t.ciphertexts[0]] * 65
-        io.write_ciphertexts(d / "long.h5", long, shape=(65, 32))
+        # too-long sequence: 65 tokens, 3 blocks of 32
+        long = [t.ciphertexts[0]] * 3
+        io.write_ciphertexts(d / "long.h5", long, shape=(65, 32), packing=io.TOKEN_BLOCKS)
         assert "longer" in _one_line_error(infer(d, "x3.h5", 1, inp="long.h5"))[0]
         # missing and corrupt files
         assert _one_line_error(infer(d, "x4.h5", 2, inp="nope.h5"))

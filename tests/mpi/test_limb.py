@@ -96,10 +96,10 @@ def test_limb_exchanges_send_what_the_planner_predicts(comm, setup):
     tev = planner.TraceEvaluator(params)
     ct = planner._Ct
     _workload(tev, ct(a.level, a.slots), ct(b.level, b.slots), lt, ct(x.level, x.slots), series)
-    tr = planner.Trace(per_token=tev.counts, shared={}, kv_levels=[], refreshes_per_token=0,
-                       refreshes_shared=0, S=16, G=1, keys=0, calibration="")
+    tr = planner.Trace(per_block=tev.counts, shared={}, kv_levels=[], refreshes_per_block=0,
+                       refreshes_shared=0, S=16, B=1, blocks=1, dh=16, keys=0, calibration="")
     predicted = dict.fromkeys(counted, 0)
-    for t in planner.limb_transfers(tr, params, 1, comm.size):
+    for t in planner.limb_transfers(tr, params, comm.size):
         predicted[{"q": "modup", "p": "moddown", "qtop": "rescale"}[t.basis]] += planner.predicted_bytes(t, params.n)
     assert counted == predicted
     assert all(v > 0 for v in counted.values())

@@ -61,7 +61,10 @@ def test_replicate_matches_and_only_linear_layers_talk(planner, skeleton):
 def test_trace_refreshes_where_the_mirror_does(comm, planner, params):
     from aegis_hpc.nn import mirror
 
-    x = np.random.default_rng(0).normal(size=(planner.tokens, 32))
+    from aegis_hpc.nn import models
+
+    x = models.embed_text("tiny", ["word " * (planner.tokens - 2)])[0]
+    assert len(x) == planner.tokens
     _, stats = mirror.run("tiny", [x], layers=1, slots=params.slots, max_level=params.max_level)
     tr = planner.trace
-    assert planner.tokens * tr.refreshes_per_token + tr.refreshes_shared == stats.refreshes
+    assert tr.blocks * tr.refreshes_per_block + tr.refreshes_shared == stats.refreshes

@@ -48,9 +48,10 @@ def refused(*args, match):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    """A key directory, an input matrix and its ciphertext file, made with the CLI."""
+    """A key directory, an input matrix and its ciphertext file, made with the CLI:
+    150 rows of 10 values pack 64 rows (of 16 slots) to a ciphertext at N = 2^11, 3 ciphertexts."""
     d = tmp_path_factory.mktemp("client")
-    x = np.random.default_rng(5).uniform(-1, 1, (6, 10))
+    x = np.random.default_rng(5).uniform(-1, 1, (150, 10))
     np.save(d / "x.npy", x)
     cli("keygen", "--preset", "test", "--rotations", "1,-1,4", "--out", d / "keys")
     cli("encrypt", "--key", d / "keys/secret.h5", "--input", d / "x.npy", "--out", d / "ct.h5")
@@ -92,9 +93,9 @@ def test_another_key_of_the_same_parameters_is_refused(work, tmp_path):
     assert io.read_ciphertexts(d / "ct.h5", ctx.params).key_id == tensor.key_id == own
     paths = [io.shard_path(tmp_path / "i.h5", r) for r in range(2)]
     for r, p in enumerate(paths):
-        part = io.rank_range(6, r, 2)
-        io.write_ciphertexts(p, tensor.ciphertexts[part], shape=x.shape, shard=io.Shard(r, 2, part.start, 6),
-                             key_id=own)
+        part = io.rank_range(3, r, 2)
+        io.write_ciphertexts(p, tensor.ciphertexts[part], shape=x.shape, packing=io.TOKEN_BLOCKS,
+                             shard=io.Shard(r, 2, part.start, 3), key_id=own)
     io.write_index(tmp_path / "i.h5", paths)
     assert io.read_ciphertexts(tmp_path / "i.h5", ctx.params).key_id == own
     for name in ("p.h5", "i.h5"):
@@ -108,10 +109,12 @@ def test_decrypt_accepts_an_index_of_shards(work, tmp_path):
     ctx_path = d / "keys/secret.h5"
     ctx, _ = io.read_secret_key(ctx_path)
     cts = io.read_ciphertexts(d / "ct.h5", ctx.params).ciphertexts
+    assert len(cts) == 3
     paths = [io.shard_path(tmp_path / "i.h5", r) for r in range(2)]
     for r, p in enumerate(paths):
-        part = io.rank_range(6, r, 2)
-        io.write_ciphertexts(p, cts[part], shape=x.shape, shard=io.Shard(r, 2, part.start, 6))
+        part = io.rank_range(3, r, 2)
+        io.write_ciphertexts(p, cts[part], shape=x.shape, packing=io.TOKEN_BLOCKS,
+                             shard=io.Shard(r, 2, part.start, 3))
     io.write_index(tmp_path / "i.h5", paths)
     cli("decrypt", "--key", ctx_path, "--input", tmp_path / "i.h5", "--out", tmp_path / "r.npy")
     assert np.max(np.abs(np.load(tmp_path / "r.npy") - x)) < DECRYPT_TOL
@@ -149,7 +152,9 @@ def test_inspect_shows_structure_not_key_material(work):
     out = cli("inspect", "--verify", d / "keys/secret.h5").stdout
     assert "kind: secret-key" in out and "checksums ok" in out
     out = cli("inspect", d / "ct.h5").stdout
-    assert "level=10" in out and "shape=[6, 10]" in out and "packing=row-per-ciphertext" in out
+    assert "level=10" in out and "shape=[150, 10]" in out and "packing=token-blocks" in out
+    # 1500 values in 3 ciphertexts of 1024 slots
+    assert "64 row(s) per ciphertext of 1024 slots; slot use 48.8 % of 3 x 1024 ring slots" in out
 
 
 # ---- user mistakes --------------------------------------------------------------------------

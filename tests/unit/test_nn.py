@@ -82,11 +82,16 @@ def test_mirror_reports_inputs_outside_the_domain():
 
 
 def test_required_rotations():
-    from aegis_hpc.ckks import preset
+    """tiny (S = 32 slots per token, head size 16) at N = 2^11 (1024 slots): row sums
+    and their broadcast (+-1..16), head sums (+-1..8), key shifts (31 * 2^j babies,
+    16 * 32 = 512 giants), and the block-diagonal transforms' power-of-two steps."""
+    from aegis_hpc.ckks import LinearTransform, preset
 
-    r = models.required_rotations("tiny", preset("test"))
-    assert {1, 2, 4, 8, 16, -1, -8, 32} <= set(r)
-    assert 0 not in r
+    r = set(models.required_rotations("tiny", preset("test")))
+    pm = {1 << k for k in range(5)} | {1024 - (1 << k) for k in range(5)}
+    shifts = {31 << j for j in range(4)} | {512}
+    linear = set(LinearTransform.block_diagonal(np.ones((32, 32)), 32, 1024).rotations())
+    assert r == pm | shifts | linear and 0 not in r
 
 
 def _one_layer(ctx, name, emb):
@@ -97,12 +102,12 @@ def _one_layer(ctx, name, emb):
     from aegis_hpc.nn.ops import KeyHolder
 
     sk, keys = ctx.keygen(rotations=models.required_rotations(name, ctx.params))
-    S = mirror.prepared(name, ctx.params.slots, 1).layout.S
-    cts = encrypted.encrypt_rows(ctx, keys, emb, S)
+    layout = mirror.prepared(name, ctx.params.slots, 1).layout
+    cts = encrypted.encrypt_blocks(ctx, keys, emb, layout)
     kh = KeyHolder(ctx, sk, seed=bytes(32))
-    toks, ops = encrypted.run(ctx, keys, cts, name, layers=1, key_holder=kh)
+    blocks, ops = encrypted.run(ctx, keys, cts, name, layers=1, key_holder=kh, lengths=[len(emb[0])])
     hidden = models.config(name).hidden
-    dec = np.stack([ctx.decrypt(t.x, sk)[:hidden] for t in toks])
+    dec = layout.unpack([ctx.decrypt(b.x, sk) for b in blocks], len(emb[0]), hidden)
     mir, mstats = mirror.run(name, emb, 1, ctx.params.slots, ctx.params.max_level)
     ref = reference.encode(name, emb[0], 1)
     return dec, mir[0], ref, kh.count, ops.stats.refreshes, mstats.refreshes

@@ -4,15 +4,31 @@ import numpy as np
 
 from aegis_hpc.ckks import Context, build
 from aegis_hpc.ckks.params import ERROR_ETA
-from aegis_hpc.ckks.sampling import Stream, centered_binomial, fresh_seed, ternary, uniform_mod
+from aegis_hpc.ckks.sampling import (Stream, centered_binomial, chacha20_rows, fresh_seed, ternary,
+                                     uniform_mod)
+
+
+def test_chacha20_is_rfc_8439():
+    """RFC 8439 section 2.3.2: key 00..1f, nonce 00:00:00:09:00:00:00:4a:00:00:00:00, counter 1."""
+    key = np.frombuffer(bytes(range(32)), dtype="<u4")
+    nonce = np.frombuffer(bytes.fromhex("000000090000004a00000000"), dtype="<u4")
+    words = chacha20_rows(key, [nonce], 1, 1)[0]
+    assert " ".join(f"{w:08x}" for w in words) == (
+        "e4e7f110 15593bd1 1fdd0f50 c47120a3 c7f4d1c7 0368c033 9aaa2204 4e6cd4c3 "
+        "466482d2 09aa9f07 05d7c214 a2028bd9 d19c12b5 b94e16de e883d0cb 4e3c50a2")
+    # counters run on: block 2 of a two-block call is block 1 of a call from counter 2
+    two = chacha20_rows(key, [nonce], 1, 2)[0]
+    assert np.array_equal(two[16:], chacha20_rows(key, [nonce], 2, 1)[0])
 
 
 def test_uniform_is_reproducible_from_its_seed_and_in_range():
     seed = fresh_seed()
-    primes = [1073479681, 1071513601]
-    a = uniform_mod(Stream(seed, "x"), primes, 4096)
-    assert np.array_equal(a, uniform_mod(Stream(seed, "x"), primes, 4096))
-    assert not np.array_equal(a, uniform_mod(Stream(seed, "y"), primes, 4096))
+    primes = [1073479681, 1071513601, 268369921]        # 30-, 30- and 28-bit
+    a = uniform_mod(seed, primes, 4096)
+    assert np.array_equal(a, uniform_mod(seed, primes, 4096))
+    assert not np.array_equal(a, uniform_mod(fresh_seed(), primes, 4096))
+    # a row depends on its prime alone: any subset of rows gives the same values
+    assert np.array_equal(a[2], uniform_mod(seed, primes[2:], 4096)[0])
     assert (a < np.array(primes, dtype=np.uint64)[:, None]).all()
     # mean of a uniform variable on [0, q): q/2 within 5 standard errors
     for row, q in zip(a, primes):

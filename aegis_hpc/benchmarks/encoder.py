@@ -1,0 +1,181 @@
+"""``python -m aegis_hpc.bench encoder``: the whole encrypted encoder, end to end, server-only.
+
+One process plays client and server: keys (with bootstrapping keys), public-key
+encryption of real text (validation corpus lines, or its passages joined and
+cut to exactly --tokens tokens), the encoder with refresh by bootstrapping (no
+key holder), decryption. Per input and layer it reports the time of each
+block, the bootstraps and key switches, and the peak device memory; the
+result is checked against the plaintext mirror (same circuit, float64: max
+|decrypted - mirror|) and the float model (cosine of the mean-pooled output).
+
+    python -m aegis_hpc.bench encoder --model minilm --preset n16-boot --tokens 128
+    python -m aegis_hpc.bench encoder --model minilm --preset n16-boot --lines 3,40,57
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import numpy as np
+
+from .. import backend
+from ..ckks import Context
+from ..nn import encrypted, mirror, models, reference
+from ..nn.calibrate import read_sentences, validation_corpus_path
+from ..nn.ops import CipherOps, bootstrap_level
+from ..nn.refresh import required_rotations as boot_rotations
+from .machine import describe, report, slug
+
+
+def _peak_bytes():
+    if backend.is_gpu():
+        import cupy
+
+        return int(cupy.get_default_memory_pool().total_bytes())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def inputs(args):
+    """[(label, token ids)]: lines of the passages file, or the first --tokens tokens of
+    the file's passages joined ([CLS] ... [SEP])."""
+    path = args.passages or validation_corpus_path()
+    texts = read_sentences(path)
+    cfg = models.config(args.model)
+    out = []
+    if args.lines:
+        for line in (int(x) for x in args.lines.split(",")):
+            if not 1 <= line <= len(texts):
+                raise ValueError(f"--lines {line}: {path} has {len(texts)} lines")
+            ids = models.tokenize([texts[line - 1]], cfg.max_positions)[0]
+            out.append((f"line {line}", ids))
+    for T in (int(x) for x in (args.tokens or "").split(",") if x):
+        if not 2 <= T <= cfg.max_positions:
+            raise ValueError(f"--tokens {T}: model {cfg.name} takes 2..{cfg.max_positions}")
+        body = []
+        for ids in models.tokenize(texts, 1 << 30):
+            body.extend(int(t) for t in ids[1:-1])
+            if len(body) >= T - 2:
+                break
+        first = models.tokenize(texts[:1], 1 << 30)[0]
+        out.append((f"{T} tokens", np.array([first[0]] + body[: T - 2] + [first[-1]])))
+    if not out:
+        raise ValueError("give --lines or --tokens")
+    return out
+
+
+def run(args) -> dict:
+    t0 = time.perf_counter()
+    ctx = Context.from_preset(args.preset)
+    p = ctx.params
+    cfg = models.config(args.model)
+    layers = cfg.layers if args.layers is None else args.layers
+    boot = args.refresh == "bootstrap"
+    rot = models.required_rotations(args.model, p) + (boot_rotations(args.model, p) if boot else [])
+    t = time.perf_counter()
+    sk, keys = ctx.keygen(rotations=rot, bootstrap=boot)
+    backend.sync()
+    keygen_s = time.perf_counter() - t
+    layout = mirror.prepared(args.model, p.slots, layers).layout
+    print(f"{p.describe()}; backend {backend.name()}; {len(keys.galois)} rotation keys in {keygen_s:.1f} s",
+          flush=True)
+    rows = []
+    for label, ids in inputs(args):
+        x = models.embed_ids(args.model, ids)
+        T = len(ids)
+        t = time.perf_counter()
+        cts = encrypted.encrypt_blocks(ctx, keys.public, [x], layout)
+        backend.sync()
+        encrypt_s = time.perf_counter() - t
+        ev_counts = []
+        marks = {"t": time.perf_counter()}
+        per_layer = []
+
+        def on_block(i, what, _ops=[]):
+            backend.sync()
+            now = time.perf_counter()
+            c = dict(ops_box[0].ev.counts)
+            prev = ev_counts[-1] if ev_counts else {k: 0 for k in c}
+            if what == "attention":
+                per_layer.append({"layer": i})
+            per_layer[-1][what + "_s"] = now - marks["t"]
+            per_layer[-1][what + "_keyswitches"] = c["keyswitch"] - prev["keyswitch"]
+            per_layer[-1][what + "_bootstraps"] = c["bootstrap"] - prev["bootstrap"]
+            ev_counts.append(c)
+            marks["t"] = now
+            print(f"  {label}: layer {i} {what:9s} {per_layer[-1][what + '_s']:7.1f} s  "
+                  f"{per_layer[-1][what + '_bootstraps']:4d} bootstraps  "
+                  f"{per_layer[-1][what + '_keyswitches']:6d} key switches", flush=True)
+
+        ops_box = []
+
+        def ops_class(*a):
+            ops_box.append(CipherOps(*a))
+            return ops_box[0]
+
+        t = time.perf_counter()
+        blocks, ops = encrypted.run(ctx, keys, cts, args.model, layers, args.refresh, None,
+                                    on_block=on_block, ops_class=ops_class, lengths=[T])
+        backend.sync()
+        run_s = time.perf_counter() - t
+        dec = layout.unpack([ctx.decrypt(b.x, sk) for b in blocks], T, cfg.hidden)
+        mir, mstats = mirror.run(args.model, [x], layers, p.slots, p.max_level, args.refresh,
+                                 bootstrap_level(p) if boot else None)
+        ref = reference.encode(args.model, x, layers)
+        row = {
+            "input": label, "tokens": T, "ciphertexts": len(cts[0]),
+            "slot_use": T * cfg.hidden / (len(cts[0]) * p.slots),
+            "encrypt_s": encrypt_s, "encoder_s": run_s, "layers": per_layer,
+            "bootstraps": ops.ev.counts["bootstrap"], "keyswitches": ops.ev.counts["keyswitch"],
+            "mirror_refreshes": mstats.refreshes,
+            "max_abs_vs_mirror": float(np.abs(dec - mir[0]).max()),
+            "cosine_vs_float": models.cosine(models.mean_pool(dec), models.mean_pool(ref)),
+            "max_abs_vs_float": float(np.abs(dec - ref).max()),
+            "peak_memory_bytes": _peak_bytes(),
+        }
+        rows.append(row)
+        print(f"{label}: {T} tokens in {row['ciphertexts']} ciphertext(s), encoder {run_s:.1f} s "
+              f"({run_s / layers:.1f} s per layer), {row['bootstraps']} bootstraps, {row['keyswitches']} key "
+              f"switches; cosine vs float {row['cosine_vs_float']:.6f}, max |enc - mirror| "
+              f"{row['max_abs_vs_mirror']:.2e}", flush=True)
+    return {"model": cfg.name, "layers": layers, "preset": args.preset, "params": p.describe(),
+            "refresh": args.refresh, "keygen_s": keygen_s, "rotation_keys": len(keys.galois),
+            "machine": describe(backend.name()), "inputs": rows, "wall_s": time.perf_counter() - t0,
+            "command": "python -m aegis_hpc.bench encoder " + " ".join(args.argv)}
+
+
+def table(res) -> str:
+    lines = [f"# Encrypted encoder, end to end: {res['model']}, {res['layers']} layer(s), {res['preset']}, "
+             f"refresh {res['refresh']}", "",
+             f"command: `{res['command']}`", "",
+             f"machine: {res['machine'].get('gpu', {}) and res['machine']['gpu'].get('name') or res['machine']['cpu']}"
+             f" ({res['machine']['backend']}); {res['params']}; keygen {res['keygen_s']:.1f} s "
+             f"({res['rotation_keys']} rotation keys)", "",
+             "| input | tokens | ciphertexts | slot use | encrypt s | encoder s | s/layer | bootstraps | "
+             "key switches | cos vs float | max abs vs mirror | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["inputs"]:
+        lines.append(f"| {r['input']} | {r['tokens']} | {r['ciphertexts']} | {100 * r['slot_use']:.1f} % | "
+                     f"{r['encrypt_s']:.2f} | {r['encoder_s']:.1f} | {r['encoder_s'] / res['layers']:.1f} | "
+                     f"{r['bootstraps']} | {r['keyswitches']} | {r['cosine_vs_float']:.6f} | "
+                     f"{r['max_abs_vs_mirror']:.2e} | {r['peak_memory_bytes'] / 2**30:.1f} |")
+    lines += ["", "Per layer (attention block / FFN block): seconds, bootstraps, key switches", ""]
+    for r in res["inputs"]:
+        for layer in r["layers"]:
+            lines.append(f"- {r['input']}, layer {layer['layer']}: {layer.get('attention_s', 0):.1f} s / "
+                         f"{layer.get('ffn_s', 0):.1f} s; {layer.get('attention_bootstraps', 0)} / "
+                         f"{layer.get('ffn_bootstraps', 0)} bootstraps; {layer.get('attention_keyswitches', 0)} / "
+                         f"{layer.get('ffn_keyswitches', 0)} key switches")
+    return "\n".join(lines) + "\n"
+
+
+def main(args) -> int:
+    try:
+        res = run(args)
+    except (ValueError, OSError, models.ModelError) as e:
+        print(f"bench encoder: error: {e}", file=sys.stderr)
+        return 2
+    stem = f"encoder-{res['model']}-{res['layers']}l-{slug(res['machine'])}-{res['machine']['backend']}-{res['preset']}"
+    report(res, table(res), args, stem)
+    return 0
