@@ -135,3 +135,16 @@ def test_deep_polynomial_with_refreshes_matches_the_series():
     assert refreshed and len(refreshed) == len(set(refreshed))     # unique tags: unique re-encryptions
     with pytest.raises(ValueError, match="needs 8 levels"):
         evaluate_chebyshev(PlainEvaluator(), PV(x, 3), series)
+
+
+def test_series_bound_is_the_interval_s_not_beyond(minilm):
+    """A refresh bound is what bootstrapping divides by: MiniLM's degree-255 GELU is
+    below ~50 on [-1, 1] but ~10^8 at 1.01, and a bound from there cost every
+    refresh of its output ~2^27 of precision (found on the bootstrapped encoder)."""
+    _, apx = minilm
+    g = apx[0].gelu.series
+    assert g.degree == 255
+    ys = np.linspace(-1, 1, 100001)
+    inside = np.abs(g(ys)).max()
+    assert inside <= functions.series_bound(g) <= inside * functions.EDGE * (1 + 1e-6)
+    assert abs(g(1.01)) > 1e6 * inside
