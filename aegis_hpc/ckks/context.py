@@ -83,16 +83,21 @@ class Context:
         limbs = self.params.limbs_at(level)
         scale = self.params.scale_at(level) if scale is None else scale
         rows = np.asarray(rows)
-        coeffs, slots = self.encoder.to_coefficients_many(rows, scale, slots)
+        # only every stride-th coefficient of a sparse plaintext can be non-zero: the
+        # host computes those (an FFT of 2 slots per row), the device spreads them
+        small, slots = self.encoder.sparse_coefficients_many(rows, scale, slots)
+        stride = self.params.slots // slots
         xp = self.xp
         q = xp.asarray(np.array(self.params.q[:limbs], dtype=np.int64))[:, None]
         # the residues of a batch take limbs x N words per row, three times over
         # (int64, uint64, NTT): ENCODE_BATCH_BYTES bounds that transient
         step = max(1, ENCODE_BATCH_BYTES // (limbs * self.params.n * 8))
-        run = self.params.slots // slots if compact else 1
+        run = stride if compact else 1
         data = []
-        for lo in range(0, len(coeffs), step):
-            res = (xp.asarray(coeffs[lo:lo + step])[:, None, :] % q).astype(np.uint64)
+        for lo in range(0, len(small), step):
+            part = xp.asarray(small[lo:lo + step])[:, None, :] % q
+            res = xp.zeros((part.shape[0], limbs, self.params.n), dtype=np.uint64)
+            res[..., ::stride] = part.astype(np.uint64)
             res = self.ring.ntt(res, list(range(limbs)))
             data.extend(xp.ascontiguousarray(res[..., ::run]).astype(np.uint32) if run > 1 else res)
         complex_rows = np.iscomplexobj(rows) and bool(np.any(np.imag(rows)))

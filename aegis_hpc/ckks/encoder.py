@@ -17,6 +17,16 @@ class EncodingError(ValueError):
     pass
 
 
+_SUB: dict = {}
+
+
+def _sub_encoder(n: int) -> "Encoder":
+    """The encoder of the ring of degree n (a sparse plaintext's own ring)."""
+    if n not in _SUB:
+        _SUB[n] = Encoder(int(np.log2(n)))
+    return _SUB[n]
+
+
 class Encoder:
     def __init__(self, log_n: int):
         n = 1 << log_n
@@ -54,29 +64,34 @@ class Encoder:
         linear transform's diagonals: hundreds of vectors, one call). numpy's
         FFT runs the same 1-D plan on every row, so each row's coefficients
         are bit-identical to encoding it alone."""
+        small, slots = self.sparse_coefficients_many(rows, scale, slots)
+        stride = self.max_slots // slots
+        coeffs = np.zeros((small.shape[0], self.n), dtype=np.int64)
+        coeffs[:, ::stride] = small
+        return coeffs, slots
+
+    def sparse_coefficients_many(self, rows, scale: float, slots: int | None = None):
+        """The coefficients that can be non-zero, (rows, 2 slots) int64: a vector of
+        `slots` slots tiled over N/2 is a polynomial in X^(N / (2 slots)), m(X) =
+        m'(X^(N / 2 slots)) with m' its encoding in the ring of degree 2 slots; so
+        one FFT of size 2 slots per row (not N). Coefficient k of m' is coefficient
+        k N / (2 slots) of m."""
         z = np.asarray(rows, dtype=np.complex128)
         if z.ndim != 2:
             raise EncodingError("expected a 2-D array of value vectors")
         if not np.all(np.isfinite(z)):
             raise EncodingError("values contain NaN or infinity")
         slots = self.slots_for(z.shape[1], slots)
+        sub = self if 2 * slots == self.n else _sub_encoder(2 * slots)
         full = np.zeros((z.shape[0], slots), dtype=np.complex128)
         full[:, : z.shape[1]] = z
-        full = np.tile(full, (1, self.max_slots // slots))
-        points = np.empty((z.shape[0], self.n), dtype=np.complex128)
-        points[:, self._slot_pos] = full
-        points[:, self._conj_pos] = np.conj(full)
-        m = (np.fft.fft(points, axis=-1) / self.n * self._untwist).real * scale
+        points = np.empty((z.shape[0], sub.n), dtype=np.complex128)
+        points[:, sub._slot_pos] = full
+        points[:, sub._conj_pos] = np.conj(full)
+        m = (np.fft.fft(points, axis=-1) / sub.n * sub._untwist).real * scale
         if np.max(np.abs(m), initial=0.0) >= 2.0 ** 62:
             raise EncodingError(f"values too large for scale 2^{np.log2(scale):.1f} (coefficients overflow 2^62)")
-        coeffs = np.rint(m).astype(np.int64)
-        # the tiled vector's polynomial lies in X^(N/(2*slots)): the other
-        # coefficients are zero exactly, and their float residue must not round
-        # to +-1 (compact plaintexts rely on the runs it gives, see Plaintext)
-        run = self.max_slots // slots
-        if run > 1:
-            coeffs.reshape(len(coeffs), -1, run)[:, :, 1:] = 0
-        return coeffs, slots
+        return np.rint(m).astype(np.int64), slots
 
     def from_coefficients(self, coeffs, scale: float, slots: int):
         """Slots (complex128, length `slots`) of a polynomial with real (float or int) coefficients."""

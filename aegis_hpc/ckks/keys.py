@@ -82,10 +82,12 @@ class KeyGenerator:
         self.key_rows = list(range(nq, nq + npr)) + list(range(nq))  # P first, then Q
 
     def small_to_ntt(self, coeffs, idx):
-        """Small signed integer coefficients -> NTT form over the primes `idx`."""
-        q = np.array([self.params.qp[i] for i in idx], dtype=np.int64)[:, None]
-        res = (np.asarray(coeffs, dtype=np.int64)[None, :] % q).astype(np.uint64)
-        return self.ring.ntt(self.xp.asarray(res), idx)
+        """Small signed integer coefficients -> NTT form over the primes `idx` (the
+        reduction runs where the ring lives)."""
+        xp = self.xp
+        q = xp.asarray(np.array([self.params.qp[i] for i in idx], dtype=np.int64))[:, None]
+        res = (xp.asarray(np.asarray(coeffs, dtype=np.int64))[None, :] % q).astype(np.uint64)
+        return self.ring.ntt(res, idx)
 
     @staticmethod
     def rlwe_b(a, s_ntt, e, qc):
