@@ -65,7 +65,8 @@ def inputs(args):
     return out
 
 
-def run(args) -> dict:
+def run(args, on_input=None) -> dict:
+    """on_input(partial result) after each input, so a run cut short keeps what it measured."""
     t0 = time.perf_counter()
     ctx = Context.from_preset(args.preset)
     p = ctx.params
@@ -81,6 +82,13 @@ def run(args) -> dict:
     print(f"{p.describe()}; backend {backend.name()}; {len(keys.galois)} rotation keys in {keygen_s:.1f} s",
           flush=True)
     rows = []
+
+    def result():
+        return {"model": cfg.name, "layers": layers, "preset": args.preset, "params": p.describe(),
+                "refresh": args.refresh, "keygen_s": keygen_s, "rotation_keys": len(keys.galois),
+                "machine": describe(backend.name()), "inputs": rows, "wall_s": time.perf_counter() - t0,
+                "command": "python -m aegis_hpc.bench encoder " + " ".join(args.argv)}
+
     for label, ids in inputs(args):
         x = models.embed_ids(args.model, ids)
         T = len(ids)
@@ -139,10 +147,9 @@ def run(args) -> dict:
               f"({run_s / layers:.1f} s per layer), {row['bootstraps']} bootstraps, {row['keyswitches']} key "
               f"switches; cosine vs float {row['cosine_vs_float']:.6f}, max |enc - mirror| "
               f"{row['max_abs_vs_mirror']:.2e}", flush=True)
-    return {"model": cfg.name, "layers": layers, "preset": args.preset, "params": p.describe(),
-            "refresh": args.refresh, "keygen_s": keygen_s, "rotation_keys": len(keys.galois),
-            "machine": describe(backend.name()), "inputs": rows, "wall_s": time.perf_counter() - t0,
-            "command": "python -m aegis_hpc.bench encoder " + " ".join(args.argv)}
+        if on_input:
+            on_input(result())
+    return result()
 
 
 def table(res) -> str:
@@ -171,11 +178,14 @@ def table(res) -> str:
 
 
 def main(args) -> int:
+    def save(res):
+        stem = (f"encoder-{res['model']}-{res['layers']}l-{slug(res['machine'])}-{res['machine']['backend']}-"
+                f"{res['preset']}")
+        report(res, table(res), args, stem)
+
     try:
-        res = run(args)
+        run(args, on_input=save)
     except (ValueError, OSError, models.ModelError) as e:
         print(f"bench encoder: error: {e}", file=sys.stderr)
         return 2
-    stem = f"encoder-{res['model']}-{res['layers']}l-{slug(res['machine'])}-{res['machine']['backend']}-{res['preset']}"
-    report(res, table(res), args, stem)
     return 0

@@ -212,10 +212,12 @@ class EncoderRunner:
         ops, W, a, b = self.ops, self.m.layers[i], self.approx[i], self.bounds[i]
         qs, partials = {}, {}
         for blk in blocks:
-            x = blk.x = ops.need(blk.x, 1, f"L{i}/qkv/t{blk.gid}", b.x)
+            # q and k leave the projection with the two levels their products take
+            # (q k, then the score mask): one refresh of x here, not one per key shift
+            x = blk.x = ops.need(blk.x, 3, f"L{i}/qkv/t{blk.gid}", b.x)
             k = self._bias(ops, ops.lintrans(x, W["k"]), W["bk"], blk, ("bk", i))
             v = self._bias(ops, ops.lintrans(x, W["v"]), W["bv"], blk, ("bv", i))
-            partials[(blk.sid, blk.idx)] = (ops.need(k, 1, f"L{i}/K/t{blk.gid}", b.k),
+            partials[(blk.sid, blk.idx)] = (ops.need(k, 2, f"L{i}/K/t{blk.gid}", b.k),
                                             ops.need(v, 1, f"L{i}/V/t{blk.gid}", b.v))
 
         def q_of(blk):
@@ -254,7 +256,7 @@ class EncoderRunner:
         sm = self.approx[i].softmax(T)
         tag = f"L{i}/att/t{blk.gid}"
         # Q moved right by u (u < dh): the head sum of row b's product lands in slot h dh + u
-        qs = shift_tree(ops, ops.need(q, 1, tag + "/q", b.q), min(dh, B), -1)
+        qs = shift_tree(ops, ops.need(q, 2, tag + "/q", b.q), min(dh, B), -1)
         scores, valid = [], []
         for j, k_valid, K, V in keys:
             ks = self._shifts(K, B)       # B rotated copies: one key block at a time
