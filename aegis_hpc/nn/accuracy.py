@@ -122,8 +122,8 @@ def mirror_only(a) -> int:
     table = bucket_table(rows)
     bad = [r for r in rows if not (r["cosine"] >= 0.99 and r["worst_use"] < 1.0 and r["finite"])]
     print("\n".join(table))
-    print(f"{len(rows)} passages, {a.model}, {layers} layer(s): min cosine {min(r['cosine'] for r in rows):.6f}, "
-          f"largest domain use {max(r['worst_use'] for r in rows):.4f}; {time.perf_counter() - t0:.0f} s; "
+    print(f"{len(rows)} passages, {a.model}, {layers} layer(s): min cosine {min(r['cosine'] for r in rows):.10f}, "
+          f"largest domain use {max(r['worst_use'] for r in rows):.7f}; {time.perf_counter() - t0:.0f} s; "
           f"{'FAILED: ' + str(len(bad)) + ' passage(s)' if bad else 'all within bounds'}")
     if a.out:
         from ..benchmarks.machine import describe
@@ -147,8 +147,9 @@ def bucket_table(rows):
         if not rs:
             continue
         worst = max(rs, key=lambda r: r["worst_use"])
-        out.append(f"| {lo}-{hi} | {len(rs)} | {min(r['cosine'] for r in rs):.6f} | "
-                   f"{np.mean([r['cosine'] for r in rs]):.6f} | {worst['worst_use']:.4f} | {worst['worst_site']} |")
+        # "1.000000" would hide both the cosine's distance from 1 and a use of 0.99999 vs 1
+        out.append(f"| {lo}-{hi} | {len(rs)} | {min(r['cosine'] for r in rs):.10f} | "
+                   f"{np.mean([r['cosine'] for r in rs]):.10f} | {worst['worst_use']:.7f} | {worst['worst_site']} |")
     return out
 
 
