@@ -97,3 +97,26 @@ def test_table_has_ratio_per_op():
     }
     table = ops.format_table(result)
     assert "| rotate (1 key switch) | 3.00 | 2.00 | 1.50 |" in table
+
+
+def test_encoder_bench_runs_server_only_and_matches_the_mirror(tmp_path):
+    """`bench encoder` end to end on a bootstrappable ring: every refresh is a
+    bootstrap (no key holder), the decryption matches the float64 mirror of the
+    same circuit and the float model; the per-layer counts add up to the totals."""
+    import json
+
+    argv = ["encoder", "--model", "tiny", "--preset", "test-deep-boot", "--layers", "1", "--tokens", "8",
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("encoder-tiny-1l-*-test-deep-boot.json")
+    res = json.loads(path.read_text())
+    (row,) = res["inputs"]
+    assert row["tokens"] == 8 and row["ciphertexts"] == 1 and row["slot_use"] == 8 * 32 / 1024
+    assert row["bootstraps"] > 0 and row["bootstraps"] == row["mirror_refreshes"]
+    (layer,) = row["layers"]
+    assert layer["attention_bootstraps"] + layer["ffn_bootstraps"] == row["bootstraps"]
+    assert layer["attention_keyswitches"] + layer["ffn_keyswitches"] == row["keyswitches"]
+    # bootstrapping noise at N=2^11 (~2^-20 relative per refresh, ~20 refreshes)
+    assert row["max_abs_vs_mirror"] < 2e-3
+    assert row["cosine_vs_float"] > 0.999
+    assert path.with_suffix(".md").read_text().count("| 8 tokens | 8 | 1 |") == 1
