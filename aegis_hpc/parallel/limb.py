@@ -1,25 +1,32 @@
 """Limb-parallel CKKS evaluation (strategy `limb`, the prior multi-GPU design).
 
 Every rank holds every ciphertext, but only some of its RNS limbs. Limbs are
-dealt cyclically: rank r of P holds the primes q_i with i = r mod P (and the
-special primes p_j with j = r mod P while a key switch runs). Why not
+dealt cyclically: rank r of P holds the primes q_i with i = r mod P. Why not
 contiguous blocks: a rescale drops the top prime group, and contiguous blocks
 of ceil(L/P) would move their boundaries at every level (a re-shard) and put
 the dropped group on one rank; dealt cyclically, ownership never changes as
 levels drop and every prime group is spread over the ranks, so each exchange
 is an all-gather of at most ceil(limbs/P) limbs per rank -- the volumes
-planner.py predicts for `limb` (ModUp: c1 over Q_l; ModDown: both
-polynomials over P; rescale: both polynomials over the dropped group).
+planner.py predicts for `limb` (ModUp: c1 over Q_l; rescale: both
+polynomials over the dropped group).
 
-Additions, plaintext and constant products and the tensor of a ciphertext
-product are limb-local. Key switching all-gathers c1 (ModUp needs every limb
-of a digit), multiplies its own extended limbs with the key, then all-gathers
-the P limbs for ModDown; hoisted rotations share one ModUp gather. Rescale
-all-gathers the dropped group. The ModUp, ModDown and rescale arithmetic is
-the single-rank KeySwitcher / Evaluator code run on the gathered limbs (this
-rank's rows are kept), so the result is bit-identical to one rank's; the
-price is that those steps' NTTs and basis conversions are not yet divided
-among ranks (the inner product with the key and all limb-local ops are).
+Key switching is Cinnamon's "input broadcast" (Jayashankar et al., ASPLOS
+2025): one collective per key switch. The all-gather of c1 gives every rank
+the whole input, so each computes ModUp to its own Q limbs and to all the
+special primes P, the key inner product on those rows, and ModDown of its own
+Q limbs from its own copy of the P part -- no second exchange. The P rows are
+computed on every rank (|P| of the |Q_l| + |P| rows: 6 of 62 at n16) and the
+keys' P rows are held by every rank. Of Cinnamon's two one-collective
+algorithms this is the one for a single key switch of an input every rank
+already needs (hoisted rotations share its gather); output aggregation pays
+off when many key switches sum into one output before it is exchanged, which
+the encoder's rotation trees do not do, and it sends Q_l + P limbs where
+input broadcast sends Q_l. Rescale all-gathers the dropped prime group
+(every rank needs [c]_q_top for its own limbs: the algebra gives no local
+rescale). Additions, plaintext and constant products and the tensor of a
+ciphertext product are limb-local. The ModUp, ModDown and rescale arithmetic
+is the single-rank KeySwitcher / Evaluator code run on the gathered limbs
+(this rank's rows are kept), so the result is bit-identical to one rank's.
 """
 
 from __future__ import annotations
@@ -112,8 +119,9 @@ class LimbEvaluator(Evaluator):
         return out.with_data(self.xp.ascontiguousarray(out.data[:, self.r::self.P]))
 
     def _ext_rows(self, level):
-        """This rank's rows of the extended basis [P, Q_l] (KeySwitcher order)."""
-        return list(range(self.r, self.n_p, self.P)) + [self.n_p + i for i in self.own(self.params.limbs_at(level))]
+        """This rank's rows of the extended basis [P, Q_l] (KeySwitcher order): every
+        special prime (ModDown then needs no exchange) and its own Q_l limbs."""
+        return list(range(self.n_p)) + [self.n_p + i for i in self.own(self.params.limbs_at(level))]
 
     def _modup(self, d, level):
         """ModUp gather of c1 over Q_l; this rank's extended rows of every digit."""
@@ -134,14 +142,12 @@ class LimbEvaluator(Evaluator):
         return acc
 
     def _moddown(self, acc, level):
-        """ModDown gather of both polynomials over P, then the single-rank
-        ModDown; this rank's Q_l limbs of the result."""
+        """The single-rank ModDown on this rank's P rows (all of them) and Q_l
+        limbs; this rank's Q_l limbs of the result. No exchange."""
         limbs = self.params.limbs_at(level)
-        n_pown = len(range(self.r, self.n_p, self.P))
-        p_full = self._gather_rows(acc[:, :n_pown], 0, self.n_p, "moddown")
         full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
-        full[:, : self.n_p] = p_full
-        full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, n_pown:]
+        full[:, : self.n_p] = acc[:, : self.n_p]
+        full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
         return self.ks.moddown(full, level)[:, self.r::self.P]
 
     def bootstrap(self, ct):

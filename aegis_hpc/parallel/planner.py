@@ -26,11 +26,12 @@ What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
 - aegis (what infer does; token blocks split over ranks): every linear
   layer, GELU, LayerNorm and residual is block-local; attention all-gathers
   each rank's k and v blocks once per layer.
-- limb (prior multi-GPU CKKS designs, same packing and attention algorithm;
-  every rank holds every block, limbs split over ranks): each key switch
-  all-gathers c1 over Q_l for ModUp (a hoisted group of rotations shares one)
-  and the 2 x |P| special-prime limbs for ModDown; each rescale all-gathers
-  the dropped prime group of both polynomials.
+- limb (the limb-parallel design of Cinnamon, ASPLOS 2025, same packing and
+  attention algorithm; every rank holds every block, limbs split over
+  ranks): one collective per key switch, the all-gather of c1 over Q_l for
+  ModUp (input broadcast; a hoisted group of rotations shares one); each rank
+  computes the special-prime rows itself, so ModDown sends nothing; each
+  rescale all-gathers the dropped prime group of both polynomials.
 - replicate (tensor parallelism, infer's baseline): every rank holds every
   block; each linear layer's runs of giant-step groups are split over the
   ranks and the unrescaled partial outputs all-reduced (one ciphertext per
@@ -361,8 +362,7 @@ def predicted_bytes(t: Transfer, n: int) -> int:
 
 def _gathers(kind, params, level):
     """(polys, limbs, basis) of the limb gather one primitive needs."""
-    return {"modup": (1, params.limbs_at(level), "q"), "moddown": (2, len(params.p), "p"),
-            "rescale": (2, params.primes_per_level, "qtop")}[kind]
+    return {"modup": (1, params.limbs_at(level), "q"), "rescale": (2, params.primes_per_level, "qtop")}[kind]
 
 
 def _merge(transfers):
@@ -379,7 +379,7 @@ def limb_transfers(tr: Trace, params, world) -> list[Transfer]:
     split, full = ShardSpec("replicated", "split"), ShardSpec("replicated", "full")
     for rows, counts in ((tr.blocks, tr.per_block), (1, tr.shared)):
         for (block, kind, level), c in sorted(counts.items()):
-            if kind == "lintrans":
+            if kind in ("lintrans", "moddown"):      # moddown: limb-local (input broadcast)
                 continue
             polys, limbs, basis = _gathers(kind, params, level)
             out.append(Transfer(block, f"{kind}.{basis}", "redistribute", rows, 1, polys, limbs, basis,
@@ -442,9 +442,10 @@ def memory(tr: Trace, cfg, params, strategy, world, layers) -> Memory:
     gathered = blocks_per_rank(tr.blocks, world) * world if strategy == "aegis" else tr.blocks
     working = 2 * min(tr.dh, tr.B) + tr.B + 2 * tr.blocks * groups   # (one sequence: an upper bound)
     cts = 2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg)
-    ext = params.limbs_at(top) + len(params.p)
     digits = len(params.digits_at(top))
-    keys = tr.keys * 2 * digits * limb_block(ext, lg) * params.n * KEY_WORD
+    # limb: its share of Q's rows and every special prime's (ModDown is local)
+    key_rows = limb_block(params.limbs_at(top), lg) + len(params.p) if lg > 1 else params.limbs_at(top) + len(params.p)
+    keys = tr.keys * 2 * digits * key_rows * params.n * KEY_WORD
     chunks = math.ceil(cfg.intermediate / tr.S)
     diagonals = 2 * tr.S - 1
     raw = layers * (4 + 2 * chunks) * diagonals * tr.S * 8

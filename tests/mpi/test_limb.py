@@ -92,6 +92,7 @@ def test_limb_exchanges_send_what_the_planner_predicts(comm, setup):
     _workload(lev, lev.scatter(a), lev.scatter(b), lt, lev.scatter(x), series)
     counted = {site: comm.mpi.allreduce(comm.stats.total_bytes(f"t-limb/{site}"))
                for site in ("modup", "moddown", "rescale")}
+    assert counted.pop("moddown") == 0        # input broadcast: one collective per key switch
 
     tev = planner.TraceEvaluator(params)
     ct = planner._Ct
@@ -100,6 +101,19 @@ def test_limb_exchanges_send_what_the_planner_predicts(comm, setup):
                        refreshes_shared=0, S=16, B=1, blocks=1, dh=16, keys=0, calibration="")
     predicted = dict.fromkeys(counted, 0)
     for t in planner.limb_transfers(tr, params, comm.size):
-        predicted[{"q": "modup", "p": "moddown", "qtop": "rescale"}[t.basis]] += planner.predicted_bytes(t, params.n)
+        predicted[{"q": "modup", "qtop": "rescale"}[t.basis]] += planner.predicted_bytes(t, params.n)
     assert counted == predicted
     assert all(v > 0 for v in counted.values())
+
+
+@pytest.mark.mpi(min_size=2)
+def test_limb_key_switch_is_one_collective(comm, setup):
+    """Input broadcast: a rotation (one key switch) and a relinearised product
+    each make exactly one all-gather, of c1 for ModUp; ModDown sends nothing."""
+    ctx, sk, ev, lev, a, b = setup
+    A, B = lev.scatter(a), lev.scatter(b)
+    for op in (lambda: lev.rotate(A, 3), lambda: lev.mul(A, B)):
+        comm.stats.reset()
+        op()
+        calls = {k: s.calls for k, s in comm.stats.sites.items() if k.startswith("t-limb/")}
+        assert calls == {"t-limb/modup": 1}
