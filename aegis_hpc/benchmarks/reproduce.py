@@ -81,7 +81,7 @@ def predicted_total(model, preset_name, tokens, layers, world, strategy) -> int:
 
     params = preset(preset_name)
     tr = planner.trace(model, params, tokens, layers)
-    transfers = getattr(planner, f"{strategy}_transfers")(tr, params, tokens, world)
+    transfers = getattr(planner, f"{strategy}_transfers")(tr, params, world)
     return sum(planner.predicted_bytes(t, params.n) for t in transfers)
 
 
@@ -98,7 +98,11 @@ def _failure_line(r):
 
 def _sh(cmd, timeout, env):
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except FileNotFoundError:
+        raise RuntimeError(f"{cmd[0]} not found on PATH (install openmpi, e.g. `make install`, "
+                           "and put the environment's bin/ on PATH)") from None
     return r, time.time() - t0
 
 

@@ -120,3 +120,17 @@ def test_encoder_bench_runs_server_only_and_matches_the_mirror(tmp_path):
     assert row["max_abs_vs_mirror"] < 2e-3
     assert row["cosine_vs_float"] > 0.999
     assert path.with_suffix(".md").read_text().count("| 8 tokens | 8 | 1 |") == 1
+
+
+def test_reproduce_predicts_the_measured_runs_bytes_from_the_planner():
+    """The prediction each measured infer run is compared with is the planner's
+    total for that strategy and rank count (40 tiny tokens: two blocks)."""
+    from aegis_hpc.benchmarks.reproduce import predicted_total
+    from aegis_hpc.ckks.params import preset
+    from aegis_hpc.parallel.planner import Planner
+
+    plans = Planner("tiny", preset("test"), 2, 40, 1).plans()
+    for strategy in ("aegis", "limb", "replicate"):
+        want = sum(plans[strategy].bytes_by_block().values())
+        assert want > 0
+        assert predicted_total("tiny", "test", 40, 1, 2, strategy) == want
