@@ -145,7 +145,7 @@ def cmd_encrypt(args) -> int:
     io.write_ciphertexts(args.out, cts, shape=values.shape, packing=io.TOKEN_BLOCKS,
                          force=args.force, key_id=key_id)
     rows = io.rows_per_ciphertext(values.shape[0], values.shape[1], ctx.params.slots)
-    use = values.size / (len(cts) * ctx.params.slots)
+    use = io.slot_use(values.size, len(cts), ctx.params.slots)
     _say(f"encrypted {values.shape[0]} x {values.shape[1]} -> {len(cts)} ciphertext(s) of {rows} row(s) "
          f"({cts[0].slots} slots, level {cts[0].level}, slot use {100 * use:.1f} %) in "
          f"{time.perf_counter() - t0:.1f} s: {args.out}")

@@ -214,7 +214,7 @@ def run(args, comm) -> int:
     else:
         mine = set(range(total))
     cts = [t.ciphertexts for t in tensors]
-    slot_use = sum(lengths) * cfg.hidden / (total * params.slots)
+    slot_use = io.slot_use(sum(lengths) * cfg.hidden, total, params.slots)
     say(f"aegis_hpc.infer: model {cfg.name}, {layers} layer(s), {len(cts)} sequence(s), {sum(lengths)} tokens in "
         f"{total} ciphertexts (slot use {100 * slot_use:.1f} %), {size} rank(s), strategy {args.strategy}, "
         f"{params.describe()}")

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import backend
 from ..ckks import Context
+from ..io import slot_use
 from ..nn import encrypted, mirror, models, reference
 from ..nn.calibrate import read_sentences, validation_corpus_path
 from ..nn.ops import CipherOps, bootstrap_level
@@ -100,7 +101,7 @@ def run(args, on_input=None) -> dict:
         marks = {"t": time.perf_counter()}
         per_layer = []
 
-        def on_block(i, what, _ops=[]):
+        def on_block(i, what):
             backend.sync()
             now = time.perf_counter()
             c = dict(ops_box[0].ev.counts)
@@ -116,7 +117,7 @@ def run(args, on_input=None) -> dict:
                   f"{per_layer[-1][what + '_bootstraps']:4d} bootstraps  "
                   f"{per_layer[-1][what + '_keyswitches']:6d} key switches", flush=True)
 
-        ops_box = []
+        ops_box = []   # the run's ops, whose evaluator counts on_block reads
 
         def ops_class(*a):
             ops_box.append(CipherOps(*a))
@@ -133,7 +134,7 @@ def run(args, on_input=None) -> dict:
         ref = reference.encode(args.model, x, layers)
         row = {
             "input": label, "tokens": T, "ciphertexts": len(cts[0]),
-            "slot_use": T * cfg.hidden / (len(cts[0]) * p.slots),
+            "slot_use": slot_use(T * cfg.hidden, len(cts[0]), p.slots),
             "encrypt_s": encrypt_s, "encoder_s": run_s, "layers": per_layer,
             "bootstraps": ops.ev.counts["bootstrap"], "keyswitches": ops.ev.counts["keyswitch"],
             "mirror_refreshes": mstats.refreshes,

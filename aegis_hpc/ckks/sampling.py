@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from ..backend import to_numpy
+
 SEED_BYTES = 32
 
 
@@ -100,33 +102,28 @@ def uniform_mod(seed: bytes, primes, n: int, xp=np) -> object:
     qs = np.array(primes, dtype=np.uint32)[:, None]
     # 3n words: n accepted with overwhelming probability (acceptance > 1/2); a short row draws on
     blocks = -(-3 * n // 16)
-    gpu = xp is not np
-    if gpu:
+    if xp is np:
+        stream = chacha20_rows
+    else:
         from ..backend import kernels
 
-        words = kernels.chacha20_rows(key, nonces, 0, blocks) & xp.asarray(masks)
-        ok = words < xp.asarray(qs)
-    else:
-        words = chacha20_rows(key, nonces, 0, blocks) & masks
-        ok = words < qs
+        stream = kernels.chacha20_rows
+    words = stream(key, nonces, 0, blocks) & xp.asarray(masks)
+    ok = words < xp.asarray(qs)
     pos = xp.cumsum(ok, axis=1) - 1
     out = xp.zeros((len(primes), n), dtype=xp.uint64)
     keep = ok & (pos < n)
     rows = xp.broadcast_to(xp.arange(len(primes))[:, None], ok.shape)
     out[rows[keep], pos[keep]] = words[keep]
-    short = np.flatnonzero(to_host(ok.sum(axis=1)) < n)
+    short = np.flatnonzero(to_numpy(ok.sum(axis=1)) < n)
     for i in short:                 # never in practice: P(Bin(3n, 1/2) < n) is negligible
-        got, counter = to_host(words[i][ok[i]]), blocks
+        got, counter = to_numpy(words[i][ok[i]]), blocks
         while got.size < n:
             more = chacha20_rows(key, nonces[i], counter, blocks)[0] & masks[i]
             got = np.concatenate([got, more[more < qs[i]]])
             counter += blocks
         out[i] = xp.asarray(got[:n].astype(np.uint64))
     return out
-
-
-def to_host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def ternary(stream: Stream, n: int, hamming_weight: int | None = None) -> np.ndarray:

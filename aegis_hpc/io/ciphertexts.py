@@ -29,9 +29,13 @@ PACKINGS = (ROW_PER_CIPHERTEXT, TOKEN_BLOCKS)
 STORAGE = ("single", "shard", "index")
 
 
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
 def row_slots(features: int) -> int:
     """Slots of one row in a token-blocks tensor: the power of two at or above the features."""
-    return 1 << max(0, int(features - 1).bit_length())
+    return _pow2_at_least(features)
 
 
 def rows_per_ciphertext(rows: int, features: int, max_slots: int) -> int:
@@ -39,7 +43,12 @@ def rows_per_ciphertext(rows: int, features: int, max_slots: int) -> int:
     [b S, b S + features) of B S slots; B is the power of two at or above `rows`, at
     most max_slots / S (the ring's slots)."""
     S = row_slots(features)
-    return max(1, min(1 << max(0, int(rows - 1).bit_length()), max_slots // S))
+    return max(1, min(_pow2_at_least(rows), max_slots // S))
+
+
+def slot_use(values: int, ciphertexts: int, ring_slots: int) -> float:
+    """The share of the ring's slots that `values` numbers fill in `ciphertexts` ciphertexts."""
+    return values / (ciphertexts * ring_slots)
 
 
 def pack_rows(values, max_slots: int) -> list:
@@ -53,6 +62,14 @@ def pack_rows(values, max_slots: int) -> list:
         v[: min(B, T - lo), :F] = values[lo:lo + B]
         out.append(v.ravel())
     return out
+
+
+def unpack_rows(vectors, rows: int, features: int) -> np.ndarray:
+    """The inverse of pack_rows: the slot vectors of a whole token-blocks tensor
+    (in order) -> its (rows, features) array."""
+    S = row_slots(features)
+    return np.concatenate([np.asarray(v).reshape(-1, S)[:, :features]
+                           for v in vectors])[:rows]
 
 
 @dataclass
@@ -305,6 +322,4 @@ def decode_rows(ctx, tensor: CiphertextTensor, sk) -> np.ndarray:
         return np.stack(rows)
     if tensor.start or len(tensor.ciphertexts) != tensor.total:
         raise FormatError("only a whole token-blocks tensor can be unpacked")
-    S = row_slots(F)
-    blocks = [np.asarray(to_numpy(ctx.decrypt(ct, sk))).reshape(-1, S)[:, :F] for ct in tensor.ciphertexts]
-    return np.concatenate(blocks)[:T]
+    return unpack_rows([to_numpy(ctx.decrypt(ct, sk)) for ct in tensor.ciphertexts], T, F)

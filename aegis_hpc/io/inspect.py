@@ -27,7 +27,7 @@ def _fmt(name, value) -> str:
 
 def _packing_line(attrs, root, f) -> str:
     """Rows per ciphertext and slot use: the share of the ring's slots the values fill."""
-    from .ciphertexts import ROW_PER_CIPHERTEXT, row_slots
+    from .ciphertexts import ROW_PER_CIPHERTEXT, row_slots, slot_use
 
     T, F = (int(x) for x in np.asarray(attrs["shape"]).ravel())
     total, slots = int(attrs["total"]), int(attrs["slots"])
@@ -35,7 +35,7 @@ def _packing_line(attrs, root, f) -> str:
     ring_slots = data.shape[-1] // 2
     per_ct = 1 if attrs["packing"] == ROW_PER_CIPHERTEXT else slots // row_slots(F)
     return (f"packing {attrs['packing']}: {T} x {F} values, {per_ct} row(s) per ciphertext of {slots} slots; "
-            f"slot use {100.0 * T * F / (total * ring_slots):.1f} % of {total} x {ring_slots} ring slots")
+            f"slot use {100.0 * slot_use(T * F, total, ring_slots):.1f} % of {total} x {ring_slots} ring slots")
 
 
 def describe(path, verify: bool = False) -> list[str]:

@@ -172,23 +172,28 @@ class EncoderRunner:
         return ops.add_plain(x, self._rows(vec, B, blk.valid), (name, id(vec), B, blk.valid))
 
     # ---- layout reductions --------------------------------------------------------
+    def _window_sum(self, x, steps, start, key, tag, bound):
+        """Sum over each window of 2^len(steps) slots to the window's first slot (where
+        `start` is 1), then broadcast back over the window. Before the mask a slot
+        holds the sum of a window across two windows: twice the bound."""
+        ops = self.ops
+        x = ops.need(_rotsum(ops, x, steps), 1, tag, 2 * bound)
+        x = ops.mul_plain(x, start, key)
+        return _rotsum(ops, x, [-s for s in steps])
+
     def _sum_features(self, blk):
         """A token's sum over its row, in every slot of the row (0 on padding rows)."""
-        ops, L = self.ops, self.L
         B = self._B(blk.sid)
         start = self._mask("row_start_mask", B, blk.valid)
 
-        # before the mask a slot holds the sum of a window over two rows: twice the bound
         def sum_features(x, tag, bound):
-            x = ops.need(_rotsum(ops, x, L.row_sum_steps()), 1, tag, 2 * bound)
-            x = ops.mul_plain(x, start, ("rowstart", B, blk.valid))
-            return _rotsum(ops, x, [-s for s in L.row_sum_steps()])
+            return self._window_sum(x, self.L.row_sum_steps(), start, ("rowstart", B, blk.valid), tag, bound)
         return sum_features
 
     def _sum_keys(self, blk):
         """Over every key (the key blocks' and groups' ciphertexts, then the dh offsets
         of each head block), in every slot of the head block (0 on padding queries)."""
-        ops, L = self.ops, self.L
+        ops = self.ops
         B = self._B(blk.sid)
         start = self._mask("head_start_mask", B, blk.valid)
 
@@ -196,9 +201,7 @@ class EncoderRunner:
             total = parts[0]
             for x in parts[1:]:
                 total = ops.add(total, x)
-            total = ops.need(_rotsum(ops, total, L.head_sum_steps()), 1, tag, 2 * bound)
-            total = ops.mul_plain(total, start, ("headstart", B, blk.valid))
-            return _rotsum(ops, total, [-s for s in L.head_sum_steps()])
+            return self._window_sum(total, self.L.head_sum_steps(), start, ("headstart", B, blk.valid), tag, bound)
         return sum_keys
 
     def _layernorm(self, blk, h, gamma, beta, approx, tag, h_bound):

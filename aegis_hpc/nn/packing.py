@@ -41,10 +41,6 @@ class PackingError(ValueError):
     pass
 
 
-def pow2(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
-
-
 def _log2(n: int) -> int:
     return int(math.log2(n))
 
@@ -100,9 +96,8 @@ class Layout:
         return files.pack_rows(rows, self.max_slots)
 
     def unpack(self, vectors, tokens: int, features: int) -> np.ndarray:
-        B = self.tokens_per_ct(tokens)
-        rows = [np.asarray(v, dtype=np.float64).reshape(B, self.S)[:, :features] for v in vectors]
-        return np.concatenate(rows)[:tokens]
+        """The slot vectors of a sequence's blocks -> (tokens, features)."""
+        return files.unpack_rows(vectors, tokens, features)
 
     # ---- masks (plaintext slot vectors of one block) ------------------------------
     def token_mask(self, B: int, valid: int, width: int | None = None) -> np.ndarray:
@@ -144,11 +139,6 @@ class Layout:
     def head_sum_steps(self):
         return [1 << k for k in range(_log2(self.dh))]
 
-    def key_shift(self, g: int, u: int):
-        """Rotation of K and V that puts key token (b + g dh + u) mod B under query b,
-        moved right by u slots: a baby u (S - 1) and a giant g dh S."""
-        return u * (self.S - 1), g * self.dh * self.S
-
     def rotations(self) -> list:
         """Every rotation step the encoder uses at any sequence length (a key for step s
         rotates an n-slot ciphertext by s mod n, so one set serves every block size)."""
@@ -174,7 +164,3 @@ class Layout:
         T = tokens or self.cfg.max_positions
         return (f"layout {self.name}: {self.S} slots per token, {self.tokens_per_ct(T)} tokens per ciphertext "
                 f"({self.slots(T)} slots), FFN in {self.chunks} chunk(s)")
-
-    def slot_use(self, tokens: int, ring_slots: int) -> float:
-        """Fraction of the ring's slots the sequence's hidden states occupy."""
-        return tokens * self.cfg.hidden / (self.blocks(tokens) * ring_slots)

@@ -444,7 +444,7 @@ def memory(tr: Trace, cfg, params, strategy, world, layers) -> Memory:
     cts = 2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg)
     digits = len(params.digits_at(top))
     # limb: its share of Q's rows and every special prime's (ModDown is local)
-    key_rows = limb_block(params.limbs_at(top), lg) + len(params.p) if lg > 1 else params.limbs_at(top) + len(params.p)
+    key_rows = limb_block(params.limbs_at(top), lg) + len(params.p)
     keys = tr.keys * 2 * digits * key_rows * params.n * KEY_WORD
     chunks = math.ceil(cfg.intermediate / tr.S)
     diagonals = 2 * tr.S - 1
@@ -566,13 +566,15 @@ def reduction(ours: int, base: int) -> float:
 
 def summary(pl: Planner) -> dict:
     """The numbers of the report, as JSON-able data."""
+    from ..io import slot_use
+
     plans = pl.plans()
     single = pl.single_gpu_memory()
     tr = pl.trace
     out = {"model": pl.cfg.name, "layers": pl.layers, "tokens": pl.tokens, "gpus": pl.world,
            "params": pl.params.describe(), "slots_per_token": tr.S, "tokens_per_ciphertext": tr.B,
            "ciphertexts": tr.blocks,
-           "slot_use": pl.sequences * pl.tokens * pl.cfg.hidden / (tr.blocks * pl.params.slots),
+           "slot_use": slot_use(pl.sequences * pl.tokens * pl.cfg.hidden, tr.blocks, pl.params.slots),
            "switching_keys": tr.keys, "refreshes": tr.blocks * tr.refreshes_per_block + tr.refreshes_shared,
            "calibration": tr.calibration, "primitives": pl.primitive_counts(),
            "single_gpu_memory": single.total,
