@@ -37,185 +37,170 @@ __device__ __forceinline__ u64 barrett(u64 x, u64 q, u64 mu) {
     return r >= q ? r - q : r;
 }
 
-/* One butterfly lane of one limb row: 2^lane_log lanes per row, the row's prime
-   and twiddle tables. Returns false for the padding threads of the last block. */
-struct Lane { int j; int p; u32 q; u64* row; const u32* w; const u32* ws; };
-__device__ __forceinline__ bool lane_of(Lane& L, u64* x, const int* prow, const u32* tw,
-                                        const u32* twsh, const u32* qs, int logn, int lane_log,
-                                        long long rows) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (tid >= (rows << lane_log)) return false;
-    long long r = tid >> lane_log;
-    size_t N = (size_t)1 << logn;
-    L.j = (int)(tid & ((1 << lane_log) - 1));
-    L.p = prow[r];
-    L.q = qs[L.p];
-    L.row = x + (size_t)r * N;
-    L.w = tw + (size_t)L.p * N;
-    L.ws = twsh + (size_t)L.p * N;
-    return true;
+/* The NTT of one row runs in two passes over device memory whatever N is:
+   the stages whose butterflies span more than a C = 2^logc chunk see each row as
+   CH = N / C columns-apart elements x[i*C + k] (i < CH) per column k, an
+   independent CH-point problem one thread keeps in registers ("top"); the other
+   stages stay inside one chunk and run in shared memory ("smem"). Rows may be a
+   selection of an array's rows (rsel: row indices, null for all) so a ModUp can
+   skip the rows it copies; storage is 32- or 64-bit words (Ti, To), arithmetic
+   is 32-bit Shoup throughout. */
+__device__ __forceinline__ size_t row_off(const int* rsel, long long r, int logn) {
+    return (size_t)(rsel ? rsel[r] : r) << logn;
 }
 
-/* One C-element chunk of one limb row, one block each, copied into shared memory
-   (the stages whose butterflies stay inside a chunk run there). */
-struct Chunk { int c; int p; u32 q; u64* base; const u32* w; const u32* ws; };
-__device__ __forceinline__ Chunk chunk_load(u32* s, u64* x, const int* prow, const u32* tw,
-                                            const u32* twsh, const u32* qs, int logn, int logc) {
+/* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 */
+template <typename Ti, typename To, int LOGCH>
+__global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
+                            const u32* psish, const u32* qs, int logn, long long rows) {
+    const int CH = 1 << LOGCH;
+    int logc = logn - LOGCH;
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (rows << logc)) return;
+    long long r = tid >> logc;
+    int k = (int)(tid & ((1 << logc) - 1));
+    int p = prow[r];
+    u32 q = qs[p];
+    size_t off = row_off(rsel, r, logn) + k;
+    const u32* w = psi + ((size_t)p << logn);
+    const u32* ws = psish + ((size_t)p << logn);
+    u32 v[CH];
+#pragma unroll
+    for (int i = 0; i < CH; ++i) v[i] = (u32)src[off + ((size_t)i << logc)];
+#pragma unroll
+    for (int s = 0; s < LOGCH; ++s) {
+        const int m = 1 << s, span = CH >> (s + 1);   /* butterfly half-span t = span * C */
+#pragma unroll
+        for (int g = 0; g < m; ++g) {
+            u32 wv = w[m + g], wsv = ws[m + g];
+#pragma unroll
+            for (int kk = 0; kk < span; ++kk) {
+                int i0 = g * 2 * span + kk;
+                u32 lo = v[i0], t = shoup_mul(v[i0 + span], wv, wsv, q);
+                v[i0] = add_q(lo, t, q);
+                v[i0 + span] = sub_q(lo, t, q);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < CH; ++i) dst[off + ((size_t)i << logc)] = (To)v[i];
+}
+
+/* one C-element chunk of one row per block, stages m = N/C .. N/2 */
+template <typename Ti, typename To>
+__global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
+                             const u32* psish, const u32* qs, int logn, int logc) {
+    extern __shared__ u32 s[];
     int N = 1 << logn, C = 1 << logc;
     int chunks = N >> logc;
     long long r = blockIdx.x / chunks;
-    Chunk k;
-    k.c = blockIdx.x - (int)(r * chunks);
-    k.p = prow[r];
-    k.q = qs[k.p];
-    k.base = x + (size_t)r * N + (size_t)k.c * C;
-    k.w = tw + (size_t)k.p * N;
-    k.ws = twsh + (size_t)k.p * N;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)k.base[i];
+    int c = (int)(blockIdx.x - r * chunks);
+    int p = prow[r];
+    u32 q = qs[p];
+    size_t base = row_off(rsel, r, logn) + (size_t)c * C;
+    const u32* w = psi + ((size_t)p << logn);
+    const u32* ws = psish + ((size_t)p << logn);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)src[base + i];
     __syncthreads();
-    return k;
-}
-
-/* ---- forward NTT (Cooley-Tukey, bit-reversed output) ------------------------ */
-/* two stages (m, 2m) per pass while the butterfly span exceeds a shared-memory chunk */
-extern "C" __global__ void ntt_fwd_r4(u64* x, const int* prow, const u32* psi, const u32* psish,
-                                      const u32* qs, int logn, int m, long long rows) {
-    Lane L;
-    if (!lane_of(L, x, prow, psi, psish, qs, logn, logn - 2, rows)) return;
-    int N = 1 << logn;
-    int t = N / (2 * m);                 /* half-span of stage m */
-    int h = t >> 1;
-    int g = L.j / h, k = L.j - g * h;
-    u32 q = L.q;
-    u64* row = L.row;
-    size_t a = (size_t)g * 2 * t + k;
-    u32 va = (u32)row[a], vb = (u32)row[a + h], vc = (u32)row[a + t], vd = (u32)row[a + t + h];
-    u32 w = L.w[m + g], ws = L.ws[m + g];
-    u32 tc = shoup_mul(vc, w, ws, q), td = shoup_mul(vd, w, ws, q);
-    u32 a1 = add_q(va, tc, q), c1 = sub_q(va, tc, q);
-    u32 b1 = add_q(vb, td, q), d1 = sub_q(vb, td, q);
-    u32 w2 = L.w[2 * m + 2 * g], ws2 = L.ws[2 * m + 2 * g];
-    u32 w3 = L.w[2 * m + 2 * g + 1], ws3 = L.ws[2 * m + 2 * g + 1];
-    u32 tb = shoup_mul(b1, w2, ws2, q), tdd = shoup_mul(d1, w3, ws3, q);
-    row[a] = add_q(a1, tb, q);
-    row[a + h] = sub_q(a1, tb, q);
-    row[a + t] = add_q(c1, tdd, q);
-    row[a + t + h] = sub_q(c1, tdd, q);
-}
-
-extern "C" __global__ void ntt_fwd_r2(u64* x, const int* prow, const u32* psi, const u32* psish,
-                                      const u32* qs, int logn, int m, long long rows) {
-    Lane L;
-    if (!lane_of(L, x, prow, psi, psish, qs, logn, logn - 1, rows)) return;
-    int t = (1 << logn) / (2 * m);
-    int g = L.j / t, k = L.j - g * t;
-    size_t i0 = (size_t)g * 2 * t + k;
-    u32 lo = (u32)L.row[i0], v = shoup_mul((u32)L.row[i0 + t], L.w[m + g], L.ws[m + g], L.q);
-    L.row[i0] = add_q(lo, v, L.q);
-    L.row[i0 + t] = sub_q(lo, v, L.q);
-}
-
-/* the remaining stages (half-span <= C/2) of one C-element chunk, in shared memory */
-extern "C" __global__ void ntt_fwd_smem(u64* x, const int* prow, const u32* psi, const u32* psish,
-                                        const u32* qs, int logn, int logc) {
-    extern __shared__ u32 s[];
-    Chunk ck = chunk_load(s, x, prow, psi, psish, qs, logn, logc);
-    int N = 1 << logn, C = 1 << logc;
-    for (int m = N >> logc; m < N; m <<= 1) {
+    for (int m = chunks; m < N; m <<= 1) {
         int t = N / (2 * m);
         int groups_per_chunk = C / (2 * t);
         for (int j = threadIdx.x; j < C / 2; j += blockDim.x) {
             int g = j / t, k = j - g * t;
-            int gg = ck.c * groups_per_chunk + g;
+            int gg = c * groups_per_chunk + g;
             int i0 = g * 2 * t + k;
             u32 lo = s[i0];
-            u32 v = shoup_mul(s[i0 + t], ck.w[m + gg], ck.ws[m + gg], ck.q);
-            s[i0] = add_q(lo, v, ck.q);
-            s[i0 + t] = sub_q(lo, v, ck.q);
+            u32 v = shoup_mul(s[i0 + t], w[m + gg], ws[m + gg], q);
+            s[i0] = add_q(lo, v, q);
+            s[i0 + t] = sub_q(lo, v, q);
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < C; i += blockDim.x) ck.base[i] = s[i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dst[base + i] = (To)s[i];
 }
 
-/* ---- inverse NTT (Gentleman-Sande), N^-1 folded into the last stage -------- */
-extern "C" __global__ void intt_smem(u64* x, const int* prow, const u32* ipsi, const u32* ipsish,
-                                     const u32* qs, const u32* ninv, const u32* ninvsh,
-                                     int logn, int logc, int scale) {
+/* inverse (Gentleman-Sande): stages t = 1 .. C/2 in shared memory, N^-1 folded in
+   when they are all the stages */
+template <typename Ti, typename To>
+__global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* ipsi,
+                          const u32* ipsish, const u32* qs, const u32* ninv, const u32* ninvsh,
+                          int logn, int logc, int scale) {
     extern __shared__ u32 s[];
-    Chunk ck = chunk_load(s, x, prow, ipsi, ipsish, qs, logn, logc);
     int N = 1 << logn, C = 1 << logc;
+    int chunks = N >> logc;
+    long long r = blockIdx.x / chunks;
+    int c = (int)(blockIdx.x - r * chunks);
+    int p = prow[r];
+    u32 q = qs[p];
+    size_t base = row_off(rsel, r, logn) + (size_t)c * C;
+    const u32* w = ipsi + ((size_t)p << logn);
+    const u32* ws = ipsish + ((size_t)p << logn);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)src[base + i];
+    __syncthreads();
     for (int t = 1; t < C; t <<= 1) {
         int h = N / (2 * t);
         int groups_per_chunk = C / (2 * t);
         for (int j = threadIdx.x; j < C / 2; j += blockDim.x) {
             int g = j / t, k = j - g * t;
-            int gg = ck.c * groups_per_chunk + g;
+            int gg = c * groups_per_chunk + g;
             int i0 = g * 2 * t + k;
             u32 lo = s[i0], hi = s[i0 + t];
-            s[i0] = add_q(lo, hi, ck.q);
-            s[i0 + t] = shoup_mul(sub_q(lo, hi, ck.q), ck.w[h + gg], ck.ws[h + gg], ck.q);
+            s[i0] = add_q(lo, hi, q);
+            s[i0 + t] = shoup_mul(sub_q(lo, hi, q), w[h + gg], ws[h + gg], q);
         }
         __syncthreads();
     }
     if (scale) {
-        u32 ni = ninv[ck.p], nis = ninvsh[ck.p];
-        for (int i = threadIdx.x; i < C; i += blockDim.x) ck.base[i] = shoup_mul(s[i], ni, nis, ck.q);
+        u32 ni = ninv[p], nis = ninvsh[p];
+        for (int i = threadIdx.x; i < C; i += blockDim.x) dst[base + i] = (To)shoup_mul(s[i], ni, nis, q);
     } else {
-        for (int i = threadIdx.x; i < C; i += blockDim.x) ck.base[i] = s[i];
+        for (int i = threadIdx.x; i < C; i += blockDim.x) dst[base + i] = (To)s[i];
     }
 }
 
-/* stages (h, t) then (h/2, 2t) in one pass */
-extern "C" __global__ void intt_r4(u64* x, const int* prow, const u32* ipsi, const u32* ipsish,
-                                   const u32* qs, const u32* ninv, const u32* ninvsh,
-                                   int logn, int t, long long rows, int scale) {
-    Lane L;
-    if (!lane_of(L, x, prow, ipsi, ipsish, qs, logn, logn - 2, rows)) return;
-    int h = (1 << logn) / (2 * t);
-    int g2 = L.j / t, k = L.j - g2 * t;      /* group of stage h/2, span 4t */
-    u32 q = L.q;
-    u64* row = L.row;
-    size_t a = (size_t)g2 * 4 * t + k;
-    u32 va = (u32)row[a], vb = (u32)row[a + t], vc = (u32)row[a + 2 * t], vd = (u32)row[a + 3 * t];
-    u32 a1 = add_q(va, vb, q);
-    u32 b1 = shoup_mul(sub_q(va, vb, q), L.w[h + 2 * g2], L.ws[h + 2 * g2], q);
-    u32 c1 = add_q(vc, vd, q);
-    u32 d1 = shoup_mul(sub_q(vc, vd, q), L.w[h + 2 * g2 + 1], L.ws[h + 2 * g2 + 1], q);
-    u32 w = L.w[h / 2 + g2], ws = L.ws[h / 2 + g2];
-    u32 oa = add_q(a1, c1, q), oc = shoup_mul(sub_q(a1, c1, q), w, ws, q);
-    u32 ob = add_q(b1, d1, q), od = shoup_mul(sub_q(b1, d1, q), w, ws, q);
-    if (scale) {
-        u32 ni = ninv[L.p], nis = ninvsh[L.p];
-        oa = shoup_mul(oa, ni, nis, q); ob = shoup_mul(ob, ni, nis, q);
-        oc = shoup_mul(oc, ni, nis, q); od = shoup_mul(od, ni, nis, q);
+/* inverse, stages t = C .. N/2 (columns in registers), then N^-1; in place */
+template <typename T, int LOGCH>
+__global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi, const u32* ipsish,
+                         const u32* qs, const u32* ninv, const u32* ninvsh, int logn, long long rows) {
+    const int CH = 1 << LOGCH;
+    int logc = logn - LOGCH;
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (rows << logc)) return;
+    long long r = tid >> logc;
+    int k = (int)(tid & ((1 << logc) - 1));
+    int p = prow[r];
+    u32 q = qs[p];
+    size_t off = row_off(rsel, r, logn) + k;
+    const u32* w = ipsi + ((size_t)p << logn);
+    const u32* ws = ipsish + ((size_t)p << logn);
+    u32 v[CH];
+#pragma unroll
+    for (int i = 0; i < CH; ++i) v[i] = (u32)x[off + ((size_t)i << logc)];
+#pragma unroll
+    for (int s = 0; s < LOGCH; ++s) {
+        const int span = 1 << s, h = CH >> (s + 1);   /* half-span t = span * C, h = N / 2t groups */
+#pragma unroll
+        for (int g = 0; g < h; ++g) {
+            u32 wv = w[h + g], wsv = ws[h + g];
+#pragma unroll
+            for (int kk = 0; kk < span; ++kk) {
+                int i0 = g * 2 * span + kk;
+                u32 lo = v[i0], hi = v[i0 + span];
+                v[i0] = add_q(lo, hi, q);
+                v[i0 + span] = shoup_mul(sub_q(lo, hi, q), wv, wsv, q);
+            }
+        }
     }
-    row[a] = oa; row[a + t] = ob; row[a + 2 * t] = oc; row[a + 3 * t] = od;
-}
-
-extern "C" __global__ void intt_r2(u64* x, const int* prow, const u32* ipsi, const u32* ipsish,
-                                   const u32* qs, const u32* ninv, const u32* ninvsh,
-                                   int logn, int t, long long rows, int scale) {
-    Lane L;
-    if (!lane_of(L, x, prow, ipsi, ipsish, qs, logn, logn - 1, rows)) return;
-    int h = (1 << logn) / (2 * t);
-    int g = L.j / t, k = L.j - g * t;
-    u32 q = L.q;
-    size_t i0 = (size_t)g * 2 * t + k;
-    u32 lo = (u32)L.row[i0], hi = (u32)L.row[i0 + t];
-    u32 o0 = add_q(lo, hi, q);
-    u32 o1 = shoup_mul(sub_q(lo, hi, q), L.w[h + g], L.ws[h + g], q);
-    if (scale) {
-        o0 = shoup_mul(o0, ninv[L.p], ninvsh[L.p], q);
-        o1 = shoup_mul(o1, ninv[L.p], ninvsh[L.p], q);
-    }
-    L.row[i0] = o0; L.row[i0 + t] = o1;
+    u32 ni = ninv[p], nis = ninvsh[p];
+#pragma unroll
+    for (int i = 0; i < CH; ++i) x[off + ((size_t)i << logc)] = (T)shoup_mul(v[i], ni, nis, q);
 }
 
 /* ---- key switching: sum_j ext_j[perm] * key_j, automorphism fused as a gather */
-extern "C" __global__ void ks_inner(const u64* ext, const u32* kb, const u32* ka, const i64* perm,
-                                    const u64* qs, const u64* mus, u64* out, int digits, int rows,
-                                    int logn, long long ext_dstride, long long key_dstride) {
+template <typename TE>
+__global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64* perm,
+                         const u64* qs, const u64* mus, u64* out, int digits, int rows,
+                         int logn, long long ext_dstride, long long key_dstride) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
     if (tid >= (long long)rows * N) return;
@@ -225,16 +210,44 @@ extern "C" __global__ void ks_inner(const u64* ext, const u32* kb, const u32* ka
     u64 q = qs[r], mu = mus[r];
     u64 acc0 = 0, acc1 = 0;
     int pending = 0;
-    const u64* e_ = ext + (size_t)r * N + src;
+    const TE* e_ = ext + (size_t)r * N + src;
     size_t koff = (size_t)r * N + n;
     for (int j = 0; j < digits; ++j) {
-        u64 e = e_[(size_t)j * ext_dstride];
+        u64 e = (u64)e_[(size_t)j * ext_dstride];
         acc0 += e * (u64)kb[(size_t)j * key_dstride + koff];
         acc1 += e * (u64)ka[(size_t)j * key_dstride + koff];
         if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
     }
     out[(size_t)r * N + n] = barrett(acc0, q, mu);
     out[(size_t)rows * N + (size_t)r * N + n] = barrett(acc1, q, mu);
+}
+
+/* ---- sum_t ct_t * pt_t over the first `limbs` rows of both polynomials, one pass:
+   a linear transform's inner sums and the bootstrap's DFT stages. A compact plaintext
+   (run 2^run_log) keeps one value per run of equal NTT values. */
+template <typename TP>
+__global__ void mul_plain_sum(const u64* const* cts, const TP* const* pts, const int* run_log,
+                              const long long* ct_poly_stride, int terms, u64* out, const u64* qs,
+                              const u64* mus, int limbs, int logn) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int N = 1 << logn;
+    if (tid >= (long long)limbs * N) return;
+    int r = (int)(tid >> logn);
+    int n = (int)(tid & (N - 1));
+    u64 q = qs[r], mu = mus[r];
+    u64 acc0 = 0, acc1 = 0;
+    int pending = 0;
+    size_t off = (size_t)r * N + n;
+    for (int t = 0; t < terms; ++t) {
+        int rl = run_log[t];
+        u64 w = (u64)pts[t][((size_t)r << (logn - rl)) + (n >> rl)];
+        const u64* c = cts[t];
+        acc0 += c[off] * w;
+        acc1 += c[(size_t)ct_poly_stride[t] + off] * w;
+        if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
+    }
+    out[off] = barrett(acc0, q, mu);
+    out[(size_t)limbs * N + off] = barrett(acc1, q, mu);
 }
 
 /* ---- fast basis conversion A -> B, one thread per (batch, coefficient) ------ */
@@ -265,9 +278,10 @@ extern "C" __global__ void basis_convert(const u64* x, u64* y, const u64* src_q,
     }
 }
 
-/* ---- ModUp of every digit in one pass: rows of the digit copy the input, the
-   others get the fast basis conversion of the digit; all rows then go through one NTT */
-extern "C" __global__ void modup_convert(const u64* coeff, u64* out, const int* digit_start,
+/* ---- ModUp of every digit in one pass: rows of the digit copy the NTT-form input,
+   the others get the fast basis conversion of the digit (then one NTT over those rows
+   only); 32-bit words out, the largest array of a key switch */
+extern "C" __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, const int* digit_start,
                                          const int* digit_len, const u64* hat_inv, const u64* src_q,
                                          const u64* src_mu, const u64* hat_mod, const u64* row_q,
                                          const u64* row_mu, const int* row_limb, int rows, int maxa,
@@ -287,12 +301,12 @@ extern "C" __global__ void modup_convert(const u64* coeff, u64* out, const int* 
         int c = j * maxa + i;
         t[i] = barrett(coeff[(size_t)(s + i) * N + n] * hat_inv[c], src_q[c], src_mu[c]);
     }
-    u64* o = out + (size_t)j * rows * N + n;
+    u32* o = out + (size_t)j * rows * N + n;
     for (int r = r0; r < r1; ++r) {
         int limb = row_limb[r];
         u64 v;
         if (limb >= s && limb < s + len) {
-            v = coeff[(size_t)limb * N + n];
+            v = d_ntt[(size_t)limb * N + n];
         } else {
             u64 q = row_q[r], mu = row_mu[r];
             const u64* hm = hat_mod + ((size_t)j * rows + r) * maxa;
@@ -304,7 +318,44 @@ extern "C" __global__ void modup_convert(const u64* coeff, u64* out, const int* 
             }
             v = barrett(acc, q, mu);
         }
-        o[(size_t)r * N] = v;
+        o[(size_t)r * N] = (u32)v;
+    }
+}
+
+/* ---- ModDown's conversion P -> Q_l with the centring folded in (keyswitch._centre):
+   t_i = [x_i (P/p_i)^-1]_{p_i}; v = round(sum_i t_i / p_i) in the reference's float64
+   order; out_j = (sum_i t_i (P/p_i) - v P) mod q_j */
+#define MAX_P 16
+extern "C" __global__ void moddown_convert(const u64* pc, u64* out, const u64* p_q, const u64* p_mu,
+                                           const u64* hat_inv, const u64* q_q, const u64* q_mu,
+                                           const u64* hat_mod, const u64* neg_p, int n_p, int limbs,
+                                           int logn, long long polys) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int N = 1 << logn;
+    if (tid >= polys * N) return;
+    long long c = tid >> logn;
+    int n = (int)(tid & (N - 1));
+    u64 t[MAX_P];
+    double frac = 0.0;
+    const u64* x = pc + (size_t)c * n_p * N + n;
+    for (int i = 0; i < n_p; ++i) {
+        t[i] = barrett(x[(size_t)i * N] * hat_inv[i], p_q[i], p_mu[i]);
+        double term = __ddiv_rn((double)t[i], (double)p_q[i]);
+        frac = i == 0 ? term : __dadd_rn(frac, term);
+    }
+    int v = (int)floor(__dadd_rn(frac, 0.5));
+    u64* o = out + (size_t)c * limbs * N + n;
+    for (int j = 0; j < limbs; ++j) {
+        u64 q = q_q[j], mu = q_mu[j];
+        const u64* hm = hat_mod + (size_t)j * n_p;
+        u64 acc = 0;
+        int pending = 0;
+        for (int i = 0; i < n_p; ++i) {
+            acc += t[i] * hm[i];
+            if (++pending == 4) { acc = barrett(acc, q, mu); pending = 1; }
+        }
+        u64 s = barrett(acc, q, mu) + neg_p[(size_t)j * (n_p + 1) + v];
+        o[(size_t)j * N] = s >= q ? s - q : s;
     }
 }
 
@@ -404,11 +455,26 @@ def _cp():
     return cupy
 
 
+_WORDS = ("u32", "u64")
+MAX_TOP_LOG = 5  # the register-resident stages: N / 2^SMEM_LOG <= 32 columns (N <= 2^17)
+
+
+def _templates():
+    names = []
+    for ti in _WORDS:
+        for to in _WORDS:
+            names += [f"ntt_fwd_smem<{ti}, {to}>", f"intt_smem<{ti}, {to}>"]
+            names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
+        names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
+        names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>"]
+    return names
+
+
 def _module():
     mod = _state.get("module")
     if mod is None:
         cp = _cp()
-        mod = cp.RawModule(code=_SRC, options=("--std=c++14",))
+        mod = cp.RawModule(code=_SRC, options=("--std=c++14",), name_expressions=_templates())
         _state["module"] = mod
         _state["fn"] = {}
     return mod
@@ -421,6 +487,15 @@ def _fn(name):
         f = _state["module"].get_function(name)
         _state["fn"][name] = f
     return f
+
+
+def _word(a):
+    """Template argument for an array's storage word."""
+    if a.dtype == np.uint32:
+        return "u32"
+    if a.dtype == np.uint64:
+        return "u64"
+    raise TypeError(f"residues stored as {a.dtype}; expected uint32 or uint64")
 
 
 def _ew(name):
@@ -495,11 +570,6 @@ def _prow(ring, idx, rows):
 
 
 # ---------------------------------------------------------------- NTT
-def _prep(a):
-    cp = _cp()
-    return cp.array(a, dtype=np.uint64, order="C", copy=True)
-
-
 def _host_in_host_out(fn):
     """A numpy argument gets a numpy result: callers that hand host arrays keep host semantics."""
     def wrapper(obj, a, *rest, **kw):
@@ -512,79 +582,85 @@ def _host_in_host_out(fn):
     return wrapper
 
 
-def _transform_setup(ring, x, idx):
-    """(rows, device tables, prime of each row, log2 of the shared-memory chunk) of an
-    (I)NTT launch over the limbs of x (primes `idx`); rows == 0: nothing to do."""
-    rows = x.size // ring.n
-    if rows == 0:
-        return 0, None, None, 0
-    return rows, _ring_dev(ring), _prow(ring, list(idx), rows), min(SMEM_LOG, ring.log_n)
+def _transform_io(ring, a, idx, inplace, out_dtype, rows_sel):
+    """(src, dst, rows, row selection, prime of each row, log2 chunk) of an (I)NTT launch.
+
+    rows_sel/idx_of_rows: a device int32 array of row indices into a (R, N) view of a and
+    the matching prime indices (in place only: the other rows are left as they are)."""
+    cp = _cp()
+    src = a if a.flags.c_contiguous else cp.ascontiguousarray(a)
+    if src.dtype not in (np.uint32, np.uint64):
+        src = src.astype(np.uint64)
+    if rows_sel is not None:
+        if not (inplace and src is a):
+            raise ValueError("a row selection transforms a C-contiguous array in place")
+        sel, prow = rows_sel
+        rows = int(sel.size)
+    else:
+        sel = None
+        rows = src.size // ring.n
+        prow = _prow(ring, list(idx), rows) if rows else None
+    if inplace:
+        dst = src
+    else:
+        dst = cp.empty(src.shape, dtype=out_dtype or src.dtype)
+    return src, dst, rows, sel, prow, min(SMEM_LOG, ring.log_n)
+
+
+def _null(p):
+    return p if p is not None else np.uint64(0)
 
 
 @_host_in_host_out
-def ntt(ring, a, idx, inplace=False):
-    """Forward negacyclic NTT of (..., L, N), limbs mod primes `idx`; bit-identical to ring._ntt_ref."""
-    x = a if inplace else _prep(a)
-    rows, d, prow, logc = _transform_setup(ring, x, idx)
+def ntt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
+    """Forward negacyclic NTT of (..., L, N), limbs mod primes `idx`; bit-identical to
+    ring._ntt_ref. Two passes over memory: the top stages column-wise in registers,
+    then the rest chunk-wise in shared memory."""
+    src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
-        return x
-    logn, n = ring.log_n, ring.n
-    chunks = n >> logc
-    m = 1
-    while m < chunks:  # stages whose half-span exceeds a chunk
-        if m * 4 <= chunks:
-            _fn("ntt_fwd_r4")(_grid(rows * n // 4), (THREADS,),
-                              (x, prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int32(m),
-                               np.int64(rows)))
-            m *= 4
-        else:
-            _fn("ntt_fwd_r2")(_grid(rows * n // 2), (THREADS,),
-                              (x, prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int32(m),
-                               np.int64(rows)))
-            m *= 2
-    threads = min(512, (1 << logc) // 2)
-    _fn("ntt_fwd_smem")((rows * chunks,), (threads,),
-                        (x, prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int32(logc)),
-                        shared_mem=4 << logc)
-    return x
+        return dst
+    d = _ring_dev(ring)
+    logn = ring.log_n
+    top = logn - logc
+    if top:
+        _fn(f"ntt_fwd_top<{_word(src)}, {_word(dst)}, {top}>")(
+            _grid(rows << logc), (THREADS,),
+            (src, dst, _null(sel), prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int64(rows)))
+        src = dst
+    _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}>")(
+        (rows << top,), (min(512, (1 << logc) // 2),),
+        (src, dst, _null(sel), prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int32(logc)),
+        shared_mem=4 << logc)
+    return dst
 
 
 @_host_in_host_out
-def intt(ring, a, idx):
-    x = _prep(a)
-    rows, d, prow, logc = _transform_setup(ring, x, idx)
+def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
+    """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref."""
+    src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
-        return x
-    logn, n = ring.log_n, ring.n
-    c = 1 << logc
-    threads = min(512, c // 2)
-    tail = c < n
-    _fn("intt_smem")((rows * (n >> logc),), (threads,),
-                     (x, prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
-                      np.int32(logn), np.int32(logc), np.int32(0 if tail else 1)),
-                     shared_mem=4 << logc)
-    t = c
-    while t < n:
-        if t * 4 <= n:
-            last = t * 4 == n
-            _fn("intt_r4")(_grid(rows * n // 4), (THREADS,),
-                           (x, prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
-                            np.int32(logn), np.int32(t), np.int64(rows), np.int32(last)))
-            t *= 4
-        else:
-            last = t * 2 == n
-            _fn("intt_r2")(_grid(rows * n // 2), (THREADS,),
-                           (x, prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
-                            np.int32(logn), np.int32(t), np.int64(rows), np.int32(last)))
-            t *= 2
-    return x
+        return dst
+    d = _ring_dev(ring)
+    logn = ring.log_n
+    top = logn - logc
+    _fn(f"intt_smem<{_word(src)}, {_word(dst)}>")(
+        (rows << top,), (min(512, (1 << logc) // 2),),
+        (src, dst, _null(sel), prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
+         np.int32(logn), np.int32(logc), np.int32(0 if top else 1)),
+        shared_mem=4 << logc)
+    if top:
+        _fn(f"intt_top<{_word(dst)}, {top}>")(
+            _grid(rows << logc), (THREADS,),
+            (dst, _null(sel), prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
+             np.int32(logn), np.int64(rows)))
+    return dst
 
 
 # ---------------------------------------------------------------- key switching
 def ks_inner(ext, key, qc, rows, perm=None):
     """(2, rows, N): sum over digits j of ext[j][:, perm] * (key.b[j], key.a[j]) mod q (rows P then Q)."""
     cp = _cp()
-    ext = cp.ascontiguousarray(cp.asarray(ext), dtype=np.uint64)
+    ext = cp.ascontiguousarray(cp.asarray(ext))
     kb = cp.ascontiguousarray(cp.asarray(key.b), dtype=np.uint32)
     ka = cp.ascontiguousarray(cp.asarray(key.a), dtype=np.uint32)
     digits, _, n = ext.shape
@@ -594,10 +670,36 @@ def ks_inner(ext, key, qc, rows, perm=None):
     mu = _mu_col(qc).ravel()
     if perm is not None:
         perm = cp.ascontiguousarray(perm, dtype=np.int64)
-    _fn("ks_inner")(_grid(rows * n), (THREADS,),
+    _fn(f"ks_inner<{_word(ext)}>")(_grid(rows * n), (THREADS,),
                     (ext, kb, ka, perm if perm is not None else np.uint64(0), q, cp.ascontiguousarray(mu),
                      out, np.int32(digits), np.int32(rows), np.int32(logn),
                      np.int64(ext.shape[1] * n), np.int64(kb.shape[1] * n)))
+    return out
+
+
+def mul_plain_sum(ct_rows, pt_rows, runs, qc):
+    """sum_t ct_t * pt_t mod q -> (2, limbs, N) uint64, None where the operands do not fit
+    the kernel (the caller then takes the reference path).
+
+    ct_rows: (2, >= limbs, N) uint64 arrays, C-contiguous per polynomial; pt_rows:
+    (limbs, N / run) arrays of one word size, C-contiguous; runs: their runs (powers of 2)."""
+    cp = _cp()
+    limbs = int(qc.shape[0])
+    n = int(ct_rows[0].shape[-1])
+    if (len({p.dtype for p in pt_rows}) != 1 or any(c.dtype != np.uint64 or c.strides[-1] != 8
+                                                     or c.strides[-2] != 8 * n for c in ct_rows)
+            or any(not p.flags.c_contiguous or p.shape[0] < limbs for p in pt_rows)):
+        return None
+    out = cp.empty((2, limbs, n), dtype=np.uint64)
+    ptrs = cp.asarray(np.array([c.data.ptr for c in ct_rows], dtype=np.uint64))
+    pptrs = cp.asarray(np.array([p.data.ptr for p in pt_rows], dtype=np.uint64))
+    run_log = cp.asarray(np.array([int(r).bit_length() - 1 for r in runs], dtype=np.int32))
+    stride = cp.asarray(np.array([c.strides[0] // 8 for c in ct_rows], dtype=np.int64))
+    q = cp.ascontiguousarray(qc.ravel())
+    _fn(f"mul_plain_sum<{_word(pt_rows[0])}>")(
+        _grid(limbs * n), (THREADS,),
+        (ptrs, pptrs, run_log, stride, np.int32(len(ct_rows)), out, q, cp.ascontiguousarray(_mu_col(qc).ravel()),
+         np.int32(limbs), np.int32(n.bit_length() - 1)))
     return out
 
 
@@ -649,23 +751,25 @@ def basis_convert(conv, x):
 
 
 def modup(ks, d, level):
-    """KeySwitcher.modup on the device: one INTT, one conversion kernel for all digits, one NTT."""
+    """KeySwitcher.modup on the device: INTT of d, one conversion kernel for all digits
+    (a digit's own rows copy d), one NTT over the converted rows; 32-bit words."""
     cp = _cp()
     consts = _modup_consts(ks, level)
     ring = ks.ring
     limbs = ks.params.limbs_at(level)
+    d = cp.ascontiguousarray(d, dtype=np.uint64)
     coeff = intt(ring, d, list(range(limbs)))
     digits, rows = consts["digits"], consts["rows"]
     n = ring.n
-    out = cp.empty((digits, rows, n), dtype=np.uint64)
+    out = cp.empty((digits, rows, n), dtype=np.uint32)
     chunk = MODUP_ROW_CHUNK
     chunks = -(-rows // chunk)
     _fn("modup_convert")(_grid(digits * chunks * n), (THREADS,),
-                         (coeff, out, consts["start"], consts["len"], consts["hat_inv"], consts["src_q"],
+                         (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["src_q"],
                           consts["src_mu"], consts["hat_mod"], consts["row_q"], consts["row_mu"],
                           consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
                           np.int32(ring.log_n), np.int32(digits), np.int32(chunk)))
-    return ntt(ring, out, consts["ring_rows"], inplace=True)
+    return ntt(ring, out, None, inplace=True, rows_sel=consts["converted"])
 
 
 def _modup_consts(ks, level):
@@ -687,6 +791,7 @@ def _modup_consts(ks, level):
     hat_inv = np.zeros((len(digits), maxa), dtype=np.uint64)
     src_q = np.full((len(digits), maxa), 3, dtype=np.uint64)  # padding: any modulus > 1 keeps mu finite
     hat_mod = np.zeros((len(digits), rows, maxa), dtype=np.uint64)
+    sel, sel_prime = [], []  # rows the NTT transforms: all but each digit's own (copied) rows
     for j, dg in enumerate(digits):
         src = list(dg)
         dst = ks.p_idx + [i for i in q_idx if i not in dg]
@@ -696,15 +801,58 @@ def _modup_consts(ks, level):
         hm = cp.asnumpy(conv.hat_mod).astype(np.uint64)  # (|dst|, |src|), dst = P then other Q rows
         dst_rows = list(range(n_p)) + [n_p + i for i in q_idx if i not in dg]
         hat_mod[j, dst_rows, :len(src)] = hm
+        sel += [j * rows + r for r in dst_rows]
+        sel_prime += [ring_rows[r] for r in dst_rows]
     c = {
-        "digits": len(digits), "rows": rows, "maxa": maxa, "ring_rows": ring_rows,
+        "digits": len(digits), "rows": rows, "maxa": maxa,
         "start": cp.asarray(np.array([dg.start for dg in digits], dtype=np.int32)),
         "len": cp.asarray(np.array([len(dg) for dg in digits], dtype=np.int32)),
         "hat_inv": cp.asarray(hat_inv), "src_q": cp.asarray(src_q), "src_mu": cp.asarray(_mu_of(src_q.ravel())),
         "hat_mod": cp.asarray(hat_mod), "row_q": cp.asarray(row_q), "row_mu": cp.asarray(_mu_of(row_q)),
         "row_limb": cp.asarray(row_limb),
+        "converted": (cp.asarray(np.array(sel, dtype=np.int32)), cp.asarray(np.array(sel_prime, dtype=np.int32))),
     }
     cache[level] = c
+    return c
+
+
+def moddown(ks, acc, level):
+    """KeySwitcher.moddown on the device: INTT of the P rows, one kernel for the
+    conversion P -> Q_l with the centring, NTT, then (acc_Q - conv) * P^-1."""
+    cp = _cp()
+    ring = ks.ring
+    n_p = ks.n_p
+    limbs = ks.params.limbs_at(level)
+    q_idx = list(range(limbs))
+    p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx)
+    k = _moddown_consts(ks, level)
+    n = ring.n
+    polys = p_coeff.size // (n_p * n)
+    conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint64)
+    _fn("moddown_convert")(_grid(polys * n), (THREADS,),
+                           (p_coeff, conv, k["p_q"], k["p_mu"], k["hat_inv"], k["q_q"], k["q_mu"],
+                            k["hat_mod"], k["neg_p"], np.int32(n_p), np.int32(limbs),
+                            np.int32(ring.log_n), np.int64(polys)))
+    conv = ntt(ring, conv, q_idx, inplace=True)
+    return sub_mul(acc[..., n_p:, :], conv, ks.p_inverse(level), ring.q_col(q_idx))
+
+
+def _moddown_consts(ks, level):
+    cache = ks.__dict__.setdefault("_kernel_moddown", {})
+    c = cache.get(level)
+    if c is None:
+        cp = _cp()
+        conv = ks._converter(("down", level), ks.p_idx, list(range(ks.params.limbs_at(level))))
+        p_q = cp.asnumpy(conv.src_q).ravel()
+        q_q = cp.asnumpy(conv.dst_q).ravel()
+        if p_q.size > 16:
+            raise ValueError(f"{p_q.size} special primes: the ModDown kernel takes at most 16")
+        c = {"p_q": cp.asarray(p_q), "p_mu": cp.asarray(_mu_of(p_q)),
+             "hat_inv": cp.asarray(cp.asnumpy(conv.hat_inv).ravel()),
+             "q_q": cp.asarray(q_q), "q_mu": cp.asarray(_mu_of(q_q)),
+             "hat_mod": cp.asarray(cp.asnumpy(conv.hat_mod).astype(np.uint64)),
+             "neg_p": cp.ascontiguousarray(ks.neg_p_multiples(level))}
+        cache[level] = c
     return c
 
 

@@ -101,6 +101,23 @@ class Timer:
                 "reps": len(times)}
 
 
+WORD_BYTES = 4  # residues are below 2^31: the traffic floor counts 32-bit words
+
+
+def traffic_floor(op, prm, level):
+    """Bytes an op must read plus write at least (32-bit words; switching keys, inputs,
+    outputs once each), the yardstick for "% of the copy bandwidth": None where no
+    simple floor exists (bootstrapping)."""
+    n, limbs = prm.n, prm.limbs_at(level)
+    poly = limbs * n * WORD_BYTES
+    key = 2 * len(prm.digits_at(level)) * (len(prm.p) + limbs) * n * WORD_BYTES
+    after_rescale = (limbs - prm.primes_per_level) * n * WORD_BYTES
+    hoisted = {f"hoisted_{k}": k * key + 2 * poly + k * 2 * poly for k in (8, 16)}
+    return {"encrypt": 2 * poly + 2 * poly, "mul_relin_rescale": 4 * poly + key + 2 * after_rescale,
+            "rotate": key + 4 * poly, "rescale": 2 * poly + 2 * after_rescale,
+            "ntt": 4 * poly, "intt": 4 * poly, "keyswitch": key + 3 * poly, **hoisted}.get(op)
+
+
 def _copy_bandwidth(xp, sync, nbytes=1 << 30):
     """Device-to-device (or host memcpy) bandwidth, counting bytes read plus written."""
     src = xp.ones(nbytes // 8, dtype=np.uint64)
@@ -185,11 +202,8 @@ def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, ban
     if want("keyswitch"):
         d = ct.data[1]
         res["keyswitch"] = timer(lambda: ev.ks.switch(d, keys.relin, level))
-        n_digits = len(prm.digits_at(level))
-        rows = len(prm.p) + limbs
-        key_bytes = 2 * n_digits * rows * prm.n * keys.relin.b.dtype.itemsize
-        ct_bytes = 3 * limbs * prm.n * ct.data.dtype.itemsize  # d in, (u0, u1) out
-        moved = key_bytes + ct_bytes
+        key_bytes = 2 * len(prm.digits_at(level)) * (len(prm.p) + limbs) * prm.n * keys.relin.b.dtype.itemsize
+        moved = traffic_floor("keyswitch", prm, level)
         extra["keyswitch_bytes"] = moved
         extra["keyswitch_bandwidth_GBps"] = moved / (res["keyswitch"]["median_ms"] * 1e-3) / 1e9
         ext = ev.ks.modup(d, level)
@@ -206,6 +220,12 @@ def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, ban
                                                    / extra["copy_bandwidth_GBps"])
     if want("bootstrap"):
         res["bootstrap"], extra["bootstrap"] = _aegis_bootstrap(boot_preset, be.sync, budget_s, log)
+    if "copy_bandwidth_GBps" in extra:
+        for op, r in res.items():
+            floor = traffic_floor(op, prm, level)
+            if floor and "median_ms" in r:
+                r["traffic_floor_bytes"] = floor
+                r["fraction_of_copy"] = floor / (r["median_ms"] * 1e-3) / 1e9 / extra["copy_bandwidth_GBps"]
     # a correctness spot check, so a fast-but-wrong kernel cannot produce a result file
     out = ctx.decrypt(ev.mul(ct, ct2, rescale=True), sk)
     extra["mul_max_abs_error"] = float(np.max(np.abs(out - vals * vals2)))
@@ -344,7 +364,9 @@ def format_table(result) -> str:
         lines.append(f"{peer_name} ({pp['mode']}): N = {pp['ring_degree']}, max_level {pp['levels']}, "
                      f"log2 Q = {pp['log2_q']:.1f} ({pp['log2_q_source']})")
     lines.append("")
-    head = ["op", "aegis ms"] + ([f"{peer_name} ms", "ratio aegis/peer"] if p else [])
+    share = any("fraction_of_copy" in r for r in a["ops"].values())
+    head = (["op", "aegis ms"] + ([f"{peer_name} ms", "ratio aegis/peer"] if p else [])
+            + (["aegis % of copy bandwidth"] if share else []))
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for op, r in a["ops"].items():
@@ -360,11 +382,14 @@ def format_table(result) -> str:
             else:
                 row.append(f"{pr['median_ms']:.2f}")
                 row.append(f"{r['median_ms'] / pr['median_ms']:.2f}" if "median_ms" in r else "n/a")
+        if share:
+            row.append(f"{100 * r['fraction_of_copy']:.1f}" if "fraction_of_copy" in r else "n/a")
         lines.append("| " + " | ".join(row) + " |")
     if p:
         for op, pr in p["ops"].items():
             if op not in a["ops"] and "median_ms" in pr:
-                lines.append(f"| {OP_TITLES.get(op, op)} | n/a | {pr['median_ms']:.2f} | n/a |")
+                lines.append(f"| {OP_TITLES.get(op, op)} | n/a | {pr['median_ms']:.2f} | n/a |"
+                             + (" n/a |" if share else ""))
     ex = a.get("extra", {})
     if "keyswitch_bandwidth_GBps" in ex:
         lines.append("")
@@ -383,6 +408,9 @@ def format_table(result) -> str:
                      f"({b['precision_bits']:.1f} bits), {b['levels_after']} levels left"
                      + (f"; peer max error {pb['max_abs_error']:.2e} ({pb['precision_bits']:.1f} bits), "
                         f"{pb['levels_after']} levels left" if "max_abs_error" in pb else ""))
+    if share:
+        lines.append("% of copy bandwidth: the op's traffic floor (switching keys, inputs and outputs "
+                     "once each, 32-bit words) over its time, against the measured device copy")
     if "mul_max_abs_error" in ex:
         lines.append(f"spot check: mul+relin+rescale max abs error {ex['mul_max_abs_error']:.2e}")
     return "\n".join(lines)
@@ -422,6 +450,12 @@ def main(args) -> int:
             log(f"desilofhe failed ({type(exc).__name__}: {exc}); timing aegis alone")
     elif args.peer not in (None, "none"):
         print(f"unknown peer {args.peer!r}")
+        return 2
+    try:
+        match_params(args.logn, args.levels, peer_target if peer_target is not None else peer_log2_q(args.levels))
+    except RuntimeError as exc:
+        print(f"error: {exc} (the 128-bit bound or the primes of that ring rule it out; "
+              f"try fewer --levels or a larger --logn)")
         return 2
     aeg = run_aegis(args.logn, args.levels, backend, budget, ops, peer_target_log_q=peer_target,
                     bandwidth=not args.no_bandwidth, log=log, boot_preset=args.boot_preset)

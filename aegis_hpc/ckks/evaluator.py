@@ -238,6 +238,32 @@ class Evaluator(LevelMatch):
         out = ct.with_data(data, scale=ct.scale * pt.scale, is_complex=ct.is_complex or pt.is_complex)
         return self.rescale(out) if rescale else out
 
+    def mul_plain_sum(self, cts, pts):
+        """sum_i cts[i] * pts[i], no rescale: the inner sums of linear transforms. The
+        terms share a level and a scale product; on the device one pass over them."""
+        if len(cts) != len(pts) or not cts:
+            raise EvaluationError(f"mul_plain_sum: {len(cts)} ciphertexts and {len(pts)} plaintexts")
+        self._check(*cts, *pts)
+        first = cts[0]
+        if self.ring._gpu and all(c.level == first.level and c.slots == first.slots for c in cts) and all(
+                p.level >= first.level and abs(c.scale * p.scale / (first.scale * pts[0].scale) - 1.0) <= SCALE_RTOL
+                for c, p in zip(cts, pts)):
+            from ..backend import kernels
+
+            for c, p in zip(cts, pts):
+                self._plain_fits(c, p, "mul_plain_sum")
+            limbs = self._limbs(first)
+            data = kernels.mul_plain_sum([c.data for c in cts], [self._pt_rows(p, limbs) for p in pts],
+                                         [p.run for p in pts], self._qc(limbs))
+            if data is not None:
+                return first.with_data(data, scale=first.scale * pts[0].scale,
+                                       is_complex=any(c.is_complex for c in cts) or any(p.is_complex for p in pts))
+        total = None
+        for c, p in zip(cts, pts):
+            term = self.mul_plain(c, p)
+            total = term if total is None else self.add(total, term)
+        return total
+
     # ---- ciphertext products -----------------------------------------
     def _relin_key(self):
         if self.keys is None or self.keys.relin is None:

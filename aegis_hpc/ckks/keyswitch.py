@@ -102,6 +102,10 @@ class KeySwitcher:
     def moddown(self, acc, level):
         """(…, |P|+limbs, N) over P, Q_l -> (…, limbs, N) over Q_l: divide by P, rounded."""
         ring = self.ring
+        if ring._gpu:
+            from ..backend import kernels
+
+            return kernels.moddown(self, acc, level)
         limbs = self.params.limbs_at(level)
         q_idx = list(range(limbs))
         p_coeff = ring.intt(acc[..., : self.n_p, :], self.p_idx)
@@ -109,19 +113,30 @@ class KeySwitcher:
         conv = self._centre(converter, p_coeff, converter.convert(p_coeff), level)
         conv = ring.ntt(conv, q_idx)
         qc = ring.q_col(q_idx)
-        p_inv = self._p_inv.get(level)
-        if p_inv is None:
-            p_inv = self.xp.asarray(np.array([pow(self._big_p % self.params.q[i], -1, self.params.q[i])
-                                              for i in q_idx], dtype=np.uint64))[:, None]
-            self._p_inv[level] = p_inv
-        if ring._gpu:
-            from ..backend import kernels
-
-            return kernels.sub_mul(acc[..., self.n_p:, :], conv, p_inv, qc)
         out = acc[..., self.n_p:, :] + qc - conv
-        out *= p_inv
+        out *= self.p_inverse(level)
         out %= qc
         return out
+
+    def p_inverse(self, level):
+        """(limbs, 1) column of P^-1 mod q_j."""
+        p_inv = self._p_inv.get(level)
+        if p_inv is None:
+            q = self.params.q[: self.params.limbs_at(level)]
+            p_inv = self.xp.asarray(np.array([pow(self._big_p % qj, -1, qj) for qj in q],
+                                             dtype=np.uint64))[:, None]
+            self._p_inv[level] = p_inv
+        return p_inv
+
+    def neg_p_multiples(self, level):
+        """(limbs, |P|+1) table of -v*P mod q_j for v = 0..|P|: the centring's correction."""
+        table = self._neg_p_multiples.get(level)
+        if table is None:
+            q = self.params.q[: self.params.limbs_at(level)]
+            table = self.xp.asarray(np.array([[(-k * self._big_p) % qj for k in range(self.n_p + 1)]
+                                              for qj in q], dtype=np.uint64))
+            self._neg_p_multiples[level] = table
+        return table
 
     def _centre(self, converter, p_coeff, conv, level):
         """Fast conversion of x mod P gives x + v*P (0 <= v <= |P|); make it the centred x.
@@ -131,7 +146,7 @@ class KeySwitcher:
         ~2^4.7 noisier than a rescale (n16-boot's chain at N=2^12), now the same.
         sum_i t_i/p_i with t_i = x_i (P/p_i)^-1 mod p_i is (x + v*P)/P for the
         smallest x >= 0, so rounding it gives the v of the centred x; summed in a
-        fixed order so numpy and the device agree bit for bit.
+        fixed order so numpy and the device (kernels.moddown) agree bit for bit.
         """
         xp = self.xp
         t = p_coeff * converter.hat_inv
@@ -141,13 +156,7 @@ class KeySwitcher:
             term = t[..., i, :].astype(np.float64) / float(p)
             frac = term if frac is None else frac + term
         v = xp.floor(frac + 0.5).astype(np.int64)  # in 0..|P|: x/P in [0, |P|) rounded
-        table = self._neg_p_multiples.get(level)
-        if table is None:
-            q = self.params.q[: self.params.limbs_at(level)]
-            table = xp.asarray(np.array([[(-k * self._big_p) % qj for k in range(self.n_p + 1)]
-                                         for qj in q], dtype=np.uint64))
-            self._neg_p_multiples[level] = table
-        fix = xp.moveaxis(table[:, v], 0, -2)   # (..., limbs, N): -v*P mod q_j
+        fix = xp.moveaxis(self.neg_p_multiples(level)[:, v], 0, -2)   # (..., limbs, N): -v*P mod q_j
         qc = self.ring.q_col(range(self.params.limbs_at(level)))
         out = conv + fix                          # < 2q
         return xp.minimum(out, out - qc)          # unsigned wrap: out mod q

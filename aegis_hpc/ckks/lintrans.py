@@ -211,11 +211,8 @@ class LinearTransform:
         babies = self._rotate_babies(ev, ct)
 
         def inner(giant):
-            acc = None
-            for k in self._groups[giant]:
-                term = ev.mul_plain(babies[k % self.n1], pts[k])
-                acc = term if acc is None else ev.add(acc, term)
-            return acc
+            ks = self._groups[giant]
+            return ev.mul_plain_sum([babies[k % self.n1] for k in ks], [pts[k] for k in ks])
 
         total = None
         for run, gaps in runs:

@@ -150,6 +150,9 @@ class TraceEvaluator(LevelMatch):
 
     mul_plain = mul_const
 
+    def mul_plain_sum(self, cts, pts):
+        return _Ct(cts[0].level, cts[0].slots)
+
     def mul(self, a, b, rescale=False):
         a, b = self.match(a, b)
         self._rec("modup", a.level)       # relinearization: one key switch

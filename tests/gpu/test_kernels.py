@@ -97,6 +97,60 @@ def test_ntt_of_strided_view():
     np.testing.assert_array_equal(cp.asnumpy(got), want)
 
 
+@pytest.mark.parametrize("log_n", [12, 14, 16])
+def test_ntt_word_sizes_and_row_selection(log_n):
+    """32-bit storage in and out, out-of-place into another word size, and an in-place
+    transform of selected rows only (ModUp's layout) equal the reference."""
+    rng = np.random.default_rng(log_n)
+    primes = mixed_primes(log_n, 5)
+    ref, dev = ring_pair(primes, log_n)
+    idx = [3, 0, 4, 1]
+    x = residues(rng, [primes[i] for i in idx], 1 << log_n, (2,))
+    with using("numpy"):
+        want_f, want_i = ref.ntt(x, idx), ref.intt(x, idx)
+    with using("cupy"):
+        x32 = cp.asarray(x.astype(np.uint32))
+        for out in (np.uint32, np.uint64):
+            got = kernels.ntt(dev, x32, idx, out_dtype=out)
+            assert got.dtype == out
+            np.testing.assert_array_equal(cp.asnumpy(got), want_f)
+            np.testing.assert_array_equal(cp.asnumpy(kernels.intt(dev, x32, idx, out_dtype=out)), want_i)
+        # rows 1 and 6 of the (8, N) view, primes idx[1] and idx[2]: the others stay as they were
+        y = x32.copy()
+        sel = (cp.asarray(np.array([1, 6], dtype=np.int32)), cp.asarray(np.array([idx[1], idx[2]], dtype=np.int32)))
+        kernels.ntt(dev, y, None, inplace=True, rows_sel=sel)
+        flat_x, flat_y = x.reshape(8, -1), cp.asnumpy(y).reshape(8, -1)
+        np.testing.assert_array_equal(flat_y[1], want_f[0, 1])
+        np.testing.assert_array_equal(flat_y[6], want_f[1, 2])
+        keep = [0, 2, 3, 4, 5, 7]
+        np.testing.assert_array_equal(flat_y[keep], flat_x[keep])
+
+
+@pytest.mark.parametrize("preset,special", [("test-boot", None), ("test-boot", 2), ("test-demo", None)])
+def test_modup_moddown_bit_exact(preset, special):
+    """The fused device ModUp (32-bit words, the digits' own rows copied) and ModDown
+    (conversion and centring in one kernel) equal the numpy KeySwitcher at several levels."""
+    from aegis_hpc.ckks.keyswitch import KeySwitcher
+
+    prm = P.preset(preset)
+    rng = np.random.default_rng(5)
+    with using("numpy"):
+        ks_ref = KeySwitcher(prm, Context(prm).ring, special=special)
+    with using("cupy"):
+        ks_dev = KeySwitcher(prm, Context(prm).ring, special=special)
+    for level in (prm.max_level, prm.max_level // 2, 0):
+        limbs = prm.limbs_at(level)
+        d = residues(rng, prm.q[:limbs], prm.n)
+        acc = residues(rng, [prm.qp[i] for i in ks_ref.rows(level)], prm.n, (2,))
+        with using("numpy"):
+            want_up, want_down = ks_ref.modup(d, level), ks_ref.moddown(acc, level)
+        with using("cupy"):
+            got_up, got_down = ks_dev.modup(cp.asarray(d), level), ks_dev.moddown(cp.asarray(acc), level)
+        assert got_up.dtype == np.uint32
+        np.testing.assert_array_equal(cp.asnumpy(got_up), want_up, err_msg=f"modup level {level}")
+        np.testing.assert_array_equal(cp.asnumpy(got_down), want_down, err_msg=f"moddown level {level}")
+
+
 @pytest.mark.parametrize("log_n,n_src,n_dst,lead", [(10, 1, 3, ()), (12, 3, 7, ()), (13, 5, 9, (2,)),
                                                     (15, 4, 20, ()), (11, 17, 4, ())])
 def test_basis_convert_bit_exact(log_n, n_src, n_dst, lead):
@@ -207,6 +261,31 @@ def test_evaluator_ops_bit_exact(spec):
         prod = replace(ref_prod, data=cp.asnumpy(got["mul_rescale"]))
         err = np.max(np.abs(ctx.decrypt(prod, sk) - ctx.decrypt(ct, sk) * ctx.decrypt(ct2, sk)))
     assert err < 1e-3
+
+
+@pytest.mark.parametrize("block,slots", [(16, 512), (1024, 1024)])
+def test_linear_transform_bit_exact(block, slots):
+    """A linear transform's inner sums run as one mul_plain_sum kernel on the device
+    (compact diagonals for a block-diagonal matrix, full ones for a dense matrix):
+    identical to the numpy evaluator's mul_plain + add."""
+    from aegis_hpc.ckks.lintrans import LinearTransform
+
+    prm = P.build(log_n=11, levels=3, scale_bits=40, primes_per_level=2, base_primes=2, dnum=3,
+                  unsafe_allow_insecure=True)
+    rng = np.random.default_rng(block)
+    m = rng.uniform(-1, 1, (block, block))
+    with using("numpy"):
+        lt = LinearTransform.block_diagonal(m, block, slots) if block < slots else LinearTransform(m)
+        ctx = Context(prm)
+        sk, keys = ctx.keygen(rotations=lt.rotations())
+        ct = ctx.encrypt(rng.uniform(-1, 1, slots), keys.public, slots=slots)
+        want = lt.evaluate(ctx.evaluator(keys), ct)
+    with using("cupy"):
+        lt_dev = LinearTransform.block_diagonal(m, block, slots) if block < slots else LinearTransform(m)
+        dev = Context(prm).evaluator(_keys_to_device(keys))
+        got = lt_dev.evaluate(dev, _on_device(ct))
+    np.testing.assert_array_equal(cp.asnumpy(got.data), want.data)
+    assert got.scale == want.scale and got.level == want.level
 
 
 def test_chacha20_and_uniform_sampling_bit_exact():

@@ -340,10 +340,7 @@ class Bootstrapper:
         babies = ev.rotate_hoisted(ct, [b % plan.slots for b in plan.babies])
         total = None
         for g, items in plan.groups.items():
-            inner = None
-            for b, _ in items:
-                term = ev.mul_plain(babies[b % plan.slots], pts[(g, b)])
-                inner = term if inner is None else ev.add(inner, term)
+            inner = ev.mul_plain_sum([babies[b % plan.slots] for b, _ in items], [pts[(g, b)] for b, _ in items])
             # giant steps rotate before the rescale: their key-switching noise is then
             # divided by the dropped primes along with everything else
             if g % plan.slots:
@@ -443,7 +440,11 @@ class Bootstrapper:
             raise BootstrapError("sparse bootstrapping needs at least 2 slots")
         pipe = self.pipeline(ct.slots)
         if ct.level:
-            ct = ev.drop_level(ct, ct.level)
+            # SlotToCoeff's plaintext scales follow the input scale, and a ciphertext
+            # dropped from level L keeps Delta_L: every input level would encode its own
+            # set of DFT plaintexts (re-encoded on each change, ~0.2 s at N=2^16). The
+            # levels above 0 are discarded anyway; spend one to land on Delta_0 exactly.
+            ct = ev.adjust(ct, 0)
         if self.config.message_boost_bits:
             # exact: the content grows, the values stay; EvalMod noise then reaches the
             # output divided by 2^b (a smaller message ratio), at a larger sine error
