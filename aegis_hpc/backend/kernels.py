@@ -49,21 +49,51 @@ __device__ __forceinline__ size_t row_off(const int* rsel, long long r, int logn
     return (size_t)(rsel ? rsel[r] : r) << logn;
 }
 
+/* A row's prime and twiddle tables, and where this thread's column (top) or this
+   block's chunk (smem) starts in the array. */
+struct RowPart { int p; u32 q; size_t off; const u32* w; const u32* ws; };
+__device__ __forceinline__ RowPart row_part(long long r, size_t within, const int* rsel, const int* prow,
+                                            const u32* tw, const u32* twsh, const u32* qs, int logn) {
+    RowPart x;
+    x.p = prow[r];
+    x.q = qs[x.p];
+    x.off = row_off(rsel, r, logn) + within;
+    x.w = tw + ((size_t)x.p << logn);
+    x.ws = twsh + ((size_t)x.p << logn);
+    return x;
+}
+/* column k of row r for thread tid of a top pass over `rows` rows; false past the end */
+__device__ __forceinline__ bool column_of(RowPart& x, const int* rsel, const int* prow, const u32* tw,
+                                          const u32* twsh, const u32* qs, int logn, int logc, long long rows) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (rows << logc)) return false;
+    x = row_part(tid >> logc, (size_t)(tid & ((1 << logc) - 1)), rsel, prow, tw, twsh, qs, logn);
+    return true;
+}
+/* this block's chunk (index c within its row) copied into shared memory */
+template <typename Ti>
+__device__ __forceinline__ RowPart chunk_load(u32* s, int& c, const Ti* src, const int* rsel, const int* prow,
+                                              const u32* tw, const u32* twsh, const u32* qs, int logn, int logc) {
+    int chunks = 1 << (logn - logc), C = 1 << logc;
+    long long r = blockIdx.x / chunks;
+    c = (int)(blockIdx.x - r * chunks);
+    RowPart x = row_part(r, (size_t)c * C, rsel, prow, tw, twsh, qs, logn);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)src[x.off + i];
+    __syncthreads();
+    return x;
+}
+
 /* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 */
 template <typename Ti, typename To, int LOGCH>
 __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
                             const u32* psish, const u32* qs, int logn, long long rows) {
     const int CH = 1 << LOGCH;
     int logc = logn - LOGCH;
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (tid >= (rows << logc)) return;
-    long long r = tid >> logc;
-    int k = (int)(tid & ((1 << logc) - 1));
-    int p = prow[r];
-    u32 q = qs[p];
-    size_t off = row_off(rsel, r, logn) + k;
-    const u32* w = psi + ((size_t)p << logn);
-    const u32* ws = psish + ((size_t)p << logn);
+    RowPart x;
+    if (!column_of(x, rsel, prow, psi, psish, qs, logn, logc, rows)) return;
+    const u32 q = x.q;
+    const size_t off = x.off;
+    const u32 *w = x.w, *ws = x.ws;
     u32 v[CH];
 #pragma unroll
     for (int i = 0; i < CH; ++i) v[i] = (u32)src[off + ((size_t)i << logc)];
@@ -92,16 +122,11 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
                              const u32* psish, const u32* qs, int logn, int logc) {
     extern __shared__ u32 s[];
     int N = 1 << logn, C = 1 << logc;
-    int chunks = N >> logc;
-    long long r = blockIdx.x / chunks;
-    int c = (int)(blockIdx.x - r * chunks);
-    int p = prow[r];
-    u32 q = qs[p];
-    size_t base = row_off(rsel, r, logn) + (size_t)c * C;
-    const u32* w = psi + ((size_t)p << logn);
-    const u32* ws = psish + ((size_t)p << logn);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)src[base + i];
-    __syncthreads();
+    int chunks = N >> logc, c;
+    RowPart x = chunk_load(s, c, src, rsel, prow, psi, psish, qs, logn, logc);
+    const u32 q = x.q;
+    const size_t base = x.off;
+    const u32 *w = x.w, *ws = x.ws;
     for (int m = chunks; m < N; m <<= 1) {
         int t = N / (2 * m);
         int groups_per_chunk = C / (2 * t);
@@ -126,17 +151,12 @@ __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* pr
                           const u32* ipsish, const u32* qs, const u32* ninv, const u32* ninvsh,
                           int logn, int logc, int scale) {
     extern __shared__ u32 s[];
-    int N = 1 << logn, C = 1 << logc;
-    int chunks = N >> logc;
-    long long r = blockIdx.x / chunks;
-    int c = (int)(blockIdx.x - r * chunks);
-    int p = prow[r];
-    u32 q = qs[p];
-    size_t base = row_off(rsel, r, logn) + (size_t)c * C;
-    const u32* w = ipsi + ((size_t)p << logn);
-    const u32* ws = ipsish + ((size_t)p << logn);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)src[base + i];
-    __syncthreads();
+    int N = 1 << logn, C = 1 << logc, c;
+    RowPart x = chunk_load(s, c, src, rsel, prow, ipsi, ipsish, qs, logn, logc);
+    const int p = x.p;
+    const u32 q = x.q;
+    const size_t base = x.off;
+    const u32 *w = x.w, *ws = x.ws;
     for (int t = 1; t < C; t <<= 1) {
         int h = N / (2 * t);
         int groups_per_chunk = C / (2 * t);
@@ -164,15 +184,12 @@ __global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi
                          const u32* qs, const u32* ninv, const u32* ninvsh, int logn, long long rows) {
     const int CH = 1 << LOGCH;
     int logc = logn - LOGCH;
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (tid >= (rows << logc)) return;
-    long long r = tid >> logc;
-    int k = (int)(tid & ((1 << logc) - 1));
-    int p = prow[r];
-    u32 q = qs[p];
-    size_t off = row_off(rsel, r, logn) + k;
-    const u32* w = ipsi + ((size_t)p << logn);
-    const u32* ws = ipsish + ((size_t)p << logn);
+    RowPart xr;
+    if (!column_of(xr, rsel, prow, ipsi, ipsish, qs, logn, logc, rows)) return;
+    const int p = xr.p;
+    const u32 q = xr.q;
+    const size_t off = xr.off;
+    const u32 *w = xr.w, *ws = xr.ws;
     u32 v[CH];
 #pragma unroll
     for (int i = 0; i < CH; ++i) v[i] = (u32)x[off + ((size_t)i << logc)];

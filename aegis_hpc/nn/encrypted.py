@@ -15,8 +15,9 @@ def encrypt_blocks(ctx, key, embedded, layout):
 
 
 def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, gather=None,
-        blocks=None, on_block=None, ops_class=CipherOps, lengths=None):
+        blocks=None, on_block=None, ops_class=CipherOps, lengths=None, on_layer=None):
     """cts: list (sequences) of lists of block ciphertexts; lengths: tokens per sequence.
+    on_block(layer, "attention" | "ffn") after each block; on_layer(layer, blocks) after each layer.
     Returns the blocks (Blk, this process's: `blocks` = their gids, default all) and the ops.
     ops_class: CipherOps or a distributed variant (aegis_hpc.parallel.encoder)."""
     cfg = models.config(name)
@@ -42,4 +43,6 @@ def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, ga
         runner.ffn(i, mine)
         if on_block:
             on_block(i, "ffn")
+        if on_layer:
+            on_layer(i, mine)
     return mine, ops

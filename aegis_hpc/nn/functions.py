@@ -69,6 +69,11 @@ def layernorm(ops, h, gamma, beta, approx: InvSqrtApprox, sum_features, d: int, 
     s2 = sum_features(ops.mul(h, h), tag + "/s2", d * h_bound * h_bound)
     m = ops.mul_const(s1, math.sqrt(a) / d)
     var = _offset(ops, ops.sub(ops.mul_const(s2, a / d), ops.mul(m, m)), o + a * eps, active, "ln-offset")
+    if approx.newton:
+        # vh below is made from var as well: give var here the levels vh's Newton product
+        # takes, so that a short var is refreshed as var' (bound 1, no prescale) and not
+        # later as vh, which may then have no level left for its 1/B (bert-base layer 6)
+        var = ops.need(var, 2, tag + "/var", EDGE)
     y = ops.cheb(var, approx.start, tag + "/isq", EDGE)
     y_bound = (1.0 + approx.error) / math.sqrt(approx.domain.lo) * EDGE
     if approx.newton:

@@ -38,9 +38,10 @@ def prepared(name, slots, layers):
 
 
 def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 13,
-        max_level: int = 10, refresh: str = "client", refresh_level: int | None = None):
+        max_level: int = 10, refresh: str = "client", refresh_level: int | None = None, on_layer=None):
     """Final hidden states (tokens x hidden) per sentence, and the PlainOps stats.
-    refresh_level: level after a refresh (bootstrap: ops.bootstrap_level(params))."""
+    refresh_level: level after a refresh (bootstrap: ops.bootstrap_level(params));
+    on_layer(layer, hidden states per sentence) after each layer."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
     model = prepared(name, slots, layers)
@@ -53,12 +54,16 @@ def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 
     for sid, rows in enumerate(embedded):
         for j, vec in enumerate(L.pack(rows)):
             blocks.append(Blk(len(blocks), sid, j, L.block_tokens(len(rows), j), ops.encrypt(vec, vec.size)))
+    def unpack():
+        return [L.unpack([ops.decrypt(b.x) for b in blocks if b.sid == sid], len(rows), cfg.hidden)
+                for sid, rows in enumerate(embedded)]
+
     for i in range(layers):
         runner.attention(i, blocks, one_process_gather)
         runner.ffn(i, blocks)
-    out = [L.unpack([ops.decrypt(b.x) for b in blocks if b.sid == sid], len(rows), cfg.hidden)
-           for sid, rows in enumerate(embedded)]
-    return out, ops.stats
+        if on_layer:
+            on_layer(i, unpack())
+    return unpack(), ops.stats
 
 
 def encode(name: str, x: np.ndarray, layers: int | None = None, ops: MatrixOps | None = None):

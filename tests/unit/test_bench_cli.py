@@ -119,7 +119,21 @@ def test_encoder_bench_runs_server_only_and_matches_the_mirror(tmp_path):
     # bootstrapping noise at N=2^11 (~2^-20 relative per refresh, ~20 refreshes)
     assert row["max_abs_vs_mirror"] < 2e-3
     assert row["cosine_vs_float"] > 0.999
+    assert row["correct"] and layer["max_abs_vs_mirror"] == row["max_abs_vs_mirror"]  # checked after each layer
     assert path.with_suffix(".md").read_text().count("| 8 tokens | 8 | 1 |") == 1
+
+
+def test_encoder_bench_reports_a_wrong_decryption_as_an_error(monkeypatch, capsys):
+    """A run whose decryption left the mirror keeps its timing but is marked WRONG and
+    the command exits 1 with a one-line error (a wrong result is never an answer)."""
+    from aegis_hpc.benchmarks import encoder
+
+    rows = [{"input": "128 tokens", "correct": False, "max_abs_vs_mirror": 1.21, "cosine_vs_float": 0.97},
+            {"input": "19 tokens", "correct": True, "max_abs_vs_mirror": 1e-3, "cosine_vs_float": 1.0}]
+    monkeypatch.setattr(encoder, "run", lambda args, on_input=None: {"inputs": rows})
+    assert bench.main(["encoder", "--model", "tiny", "--preset", "test-deep-boot", "--tokens", "8", "--no-save"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "128 tokens: the decryption is wrong" in err[0] and "1.21e+00" in err[0]
 
 
 def test_reproduce_predicts_the_measured_runs_bytes_from_the_planner():

@@ -133,3 +133,20 @@ def test_key_holder_refuses_a_value_outside_its_bound(ctx):
     assert np.allclose(ctx.decrypt(ops.need(ct, 2, "L0/ln1/in/t4", 4.0), sk), 3.0, atol=1e-3)
     with pytest.raises(DomainError, match="value 3 at L0/ln1/in is outside its bound 2"):
         ops.need(ct, 2, "L0/ln1/in/t4", 2.0)
+
+
+@pytest.mark.parametrize("name,tokens", [("bert-base", 64), ("bert-base", 2), ("minilm", 129)])
+def test_bootstrap_schedule_has_a_level_for_every_refresh(name, tokens):
+    """Server-only refreshes divide by a power of two first, which takes a level: the
+    schedule of every layer must reach each refresh with it (bert-base's LayerNorm at
+    layer 6 reached its Newton input at level 0 at every length; a DepthError then)."""
+    from aegis_hpc.ckks.params import preset
+    from aegis_hpc.nn.ops import bootstrap_level
+
+    p = preset("n16-boot")
+    cfg = models.config(name)
+    ids = np.concatenate([[101], 1000 + (np.arange(tokens - 2) * 37) % 20000, [102]])
+    x = models.embed_ids(name, ids)
+    out, stats = mirror.run(name, [x], None, p.slots, p.max_level, "bootstrap", bootstrap_level(p))
+    assert out[0].shape == (tokens, cfg.hidden) and np.all(np.isfinite(out[0]))
+    assert stats.refreshes > 0
