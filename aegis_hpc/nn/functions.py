@@ -106,7 +106,8 @@ def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag, activ
     for j, y in enumerate(y_parts):
         e = ops.cheb(y, sm.exp, f"{tag}/g{j}/exp", EDGE)
         e = ops.need(e, 1, f"{tag}/g{j}/e", e_bound)
-        p.append(ops.mul_plain(e, valid[j] * sm.mask_scale(n), ("smask", id(valid[j]), n)))
+        # the scale is the layer's (its first normaliser's): part of what the key names
+        p.append(ops.mul_plain(e, valid[j] * sm.mask_scale(n), ("smask", id(valid[j]), n, sm.mask_scale(n))))
     p_bound = e_bound * sm.mask_scale(n)
     for t, st in enumerate(sm.steps):
         p = [ops.need(x, 2, f"{tag}/g{j}/p{t}", p_bound) for j, x in enumerate(p)]

@@ -346,13 +346,20 @@ class CipherOps(_Refreshing):
         return x.level
 
     def _encode(self, vec, key, level, scale, slots):
+        """The plaintext of vec, cached under the caller's key. A key must name one
+        vector: a hit is checked against the vector it was made from (a key that left
+        out a layer's constant once gave bert-base's later layers another layer's mask)."""
+        vec = np.asarray(vec, dtype=np.float64)
         ck = (key, level, round(scale, 6), slots) if key is not None else None
-        pt = self._pt_cache.get(ck) if ck else None
-        if pt is None:
-            pt = self.ctx.encode(np.resize(np.asarray(vec, dtype=np.float64), slots),
-                                 level=level, scale=scale, slots=slots)
-            if ck:
-                self._pt_cache[ck] = pt
+        hit = self._pt_cache.get(ck) if ck else None
+        if hit is not None:
+            pt, made_from = hit
+            if made_from is not vec and not np.array_equal(made_from, vec):
+                raise RuntimeError(f"plaintext cache key {key!r} names two different vectors")
+            return pt
+        pt = self.ctx.encode(np.resize(vec, slots), level=level, scale=scale, slots=slots)
+        if ck:
+            self._pt_cache[ck] = (pt, vec)
         return pt
 
     def add(self, a, b):

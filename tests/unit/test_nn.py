@@ -150,3 +150,32 @@ def test_bootstrap_schedule_has_a_level_for_every_refresh(name, tokens):
     out, stats = mirror.run(name, [x], None, p.slots, p.max_level, "bootstrap", bootstrap_level(p))
     assert out[0].shape == (tokens, cfg.hidden) and np.all(np.isfinite(out[0]))
     assert stats.refreshes > 0
+
+
+def test_every_plaintext_key_names_one_vector(monkeypatch):
+    """CipherOps caches encoded plaintexts by the caller's key, level and slot count: over
+    a whole encoder run a key must never stand for two vectors. The softmax mask's key
+    once left out the layer's scale, and bert-base layers 8-11 then used layer 1's mask
+    (decryption 1.2 away from the mirror on one H200); the mirror records the keys."""
+    from aegis_hpc.ckks.params import preset
+    from aegis_hpc.nn import ops as nn_ops
+
+    seen, clashes = {}, []
+
+    def recording(fn):
+        def wrapper(self, a, vec, key=None):
+            if key is not None:
+                v = np.resize(np.asarray(vec, dtype=np.float64), a.slots)
+                before = seen.setdefault((key, a.level, a.slots), v)
+                if not np.array_equal(before, v):
+                    clashes.append(key)
+            return fn(self, a, vec, key)
+        return wrapper
+
+    monkeypatch.setattr(nn_ops.PlainOps, "mul_plain", recording(nn_ops.PlainOps.mul_plain))
+    monkeypatch.setattr(nn_ops.PlainOps, "add_plain", recording(nn_ops.PlainOps.add_plain))
+    p = preset("n16-boot")
+    ids = np.concatenate([[101], 1000 + (np.arange(126) * 37) % 20000, [102]])
+    mirror.run("bert-base", [models.embed_ids("bert-base", ids)], None, p.slots, p.max_level, "bootstrap",
+               nn_ops.bootstrap_level(p))
+    assert len(seen) > 100 and not clashes, sorted(set(map(str, clashes)))[:5]
