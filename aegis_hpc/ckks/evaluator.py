@@ -264,6 +264,21 @@ class Evaluator(LevelMatch):
             total = term if total is None else self.add(total, term)
         return total
 
+    def mul_by_i(self, ct, negate: bool = False):
+        """Every slot times i (or -i): the monomial X^(N/2), exact, no level."""
+        self._check(ct)
+        mono = self.__dict__.get("_i_monomial")
+        if mono is None:
+            p, n = self.params, self.params.n
+            coeff = np.zeros((len(p.q), n), dtype=np.uint64)
+            coeff[:, n // 2] = 1
+            pos = self.ring.ntt(self.xp.asarray(coeff), list(range(len(p.q))))
+            qc = self.ring.q_col(range(len(p.q)))
+            mono = self.__dict__["_i_monomial"] = (pos, (qc - pos) % qc)
+        rows = list(self._rows(self._limbs(ct)))
+        m = mono[1 if negate else 0][rows]
+        return ct.with_data(ct.data * m % self._qc(self._limbs(ct)), is_complex=True)
+
     # ---- ciphertext products -----------------------------------------
     def _relin_key(self):
         if self.keys is None or self.keys.relin is None:

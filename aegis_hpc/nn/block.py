@@ -288,11 +288,13 @@ class EncoderRunner:
         # A V: each score broadcast over its head's dh slots from slot h dh + u onwards,
         # times V moved the same way; acc[u] holds offset u, undone by rot(., u)
         acc = {}
-        it = iter(p)
+        # refreshed together: two of them share a bootstrap (ops.need_many)
+        it = iter(ops.need_many(p, 2, [f"{tag}/g{j}/c{g}/p" for j, *_ in keys for g in range(L.groups(B))],
+                                p_bound))
         for j, k_valid, _, V in keys:
             vs = self._shifts(V, B)
             for g in range(L.groups(B)):
-                pg = ops.need(next(it), 2, f"{tag}/g{j}/c{g}/p", p_bound)
+                pg = next(it)
                 for u in range(min(dh, B - g * dh)):
                     m = self._mask("score_mask", B, blk.valid, k_valid, g, u)
                     x = ops.mul_plain(pg, m, ("sel", B, blk.valid, k_valid, g, u))

@@ -110,7 +110,7 @@ def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag, activ
         p.append(ops.mul_plain(e, valid[j] * sm.mask_scale(n), ("smask", id(valid[j]), n, sm.mask_scale(n))))
     p_bound = e_bound * sm.mask_scale(n)
     for t, st in enumerate(sm.steps):
-        p = [ops.need(x, 2, f"{tag}/g{j}/p{t}", p_bound) for j, x in enumerate(p)]
+        p = ops.need_many(p, 2, [f"{tag}/g{j}/p{t}" for j in range(len(p))], p_bound)
         S = sum_keys([ops.mul(x, x) for x in p], f"{tag}/S{t}", st.scale * st.domain.hi * EDGE)
         g_series = sm.g(t)
         g = ops.cheb(_offset(ops, S, st.offset, active, "sm-step"), g_series, f"{tag}/s{t}", EDGE)

@@ -147,6 +147,28 @@ class _Refreshing:
         self.stats.refreshes += 1
         return self._refresh(x, tag, bound)
 
+    def need_many(self, xs, levels, tags, bound):
+        """need() of several values at one site (one bound). With bootstrapping, two
+        values that both need a refresh share one: x + i y is bootstrapped and a
+        conjugation separates them again (two real messages ride in one complex one)."""
+        out, todo = list(xs), []
+        for k, (x, tag) in enumerate(zip(xs, tags)):
+            self._observe(refresh_site(tag), x, bound)
+            if x.level < min(levels + SPARE_LEVELS, self.refresh_level):
+                todo.append(k)
+        if self.refresh_mode != "bootstrap":
+            for k in todo:
+                out[k] = self.need(xs[k], levels, tags[k], bound)
+            return out
+        # a pair's 1/(2B) takes a level even where B = 1: pair only values that have one
+        pairable = [k for k in todo if xs[k].level >= 1]
+        for a, b in zip(pairable[0::2], pairable[1::2]):
+            self.stats.refreshes += 1
+            out[a], out[b] = self._refresh_pair(xs[a], xs[b], tags[a], bound)
+        for k in [k for k in todo if k not in pairable] + pairable[len(pairable) // 2 * 2:]:
+            out[k] = self.need(xs[k], levels, tags[k], bound)
+        return out
+
     def cheb(self, x, series, tag, bound):
         """series(x) for a series on [-1, 1]; x's bound is the refresh bound of its input.
         Degrees from 16 up take baby steps of ~sqrt(degree): one level more than the
@@ -247,6 +269,9 @@ class PlainOps(_Refreshing):
             _check_prescale(x.level, _boot_divisor(bound), tag)
         return PV(x.v.copy(), self.refresh_level)
 
+    def _refresh_pair(self, x, y, tag, bound):
+        return PV(x.v.copy(), self.refresh_level), PV(y.v.copy(), self.refresh_level)
+
 
 def _dense(lt):
     """The transform's (block) matrix, built once (the mirror applies it per block)."""
@@ -290,6 +315,9 @@ class MatrixOps:
     def need(self, x, levels, tag, bound):
         self.stats.use(refresh_site(tag), _abs_max(x) / bound)
         return x
+
+    def need_many(self, xs, levels, tags, bound):
+        return [self.need(x, levels, tag, bound) for x, tag in zip(xs, tags)]
 
     def cheb(self, x, series, tag, bound):
         self.stats.use(refresh_site(tag) + "#in", _abs_max(x))
@@ -418,6 +446,23 @@ class CipherOps(_Refreshing):
         if self.refresh_mode == "bootstrap":
             return self._bootstrap(x, tag, bound)
         return self.key_holder.refresh(x, tag, bound)
+
+    def _refresh_pair(self, x, y, tag, bound):
+        """x, y (real, |.| <= bound, level >= 1) refreshed by one bootstrap of
+        (x + i y) / 2B: then 2 Re = x / B and 2 Im = y / B, taken apart by one
+        conjugation (z + conj z, (z - conj z)(-i)); mul_int(B) restores them."""
+        ev = self.ev
+        b = _boot_divisor(bound)
+        xs, ys = (ev.mul_const(v, 0.5 / b, rescale=True) for v in (x, y))
+        z = ev.add(xs, ev.mul_by_i(ys))
+        slots = next((c for c in self.boot_slots or () if c >= x.slots), x.slots)
+        z = ev.bootstrap(z.with_data(z.data, slots=slots))
+        z = z.with_data(z.data, slots=x.slots)
+        conj = ev.conjugate(z)
+        re = ev.add(z, conj)
+        im = ev.mul_by_i(ev.sub(z, conj), negate=True)
+        re.is_complex = im.is_complex = False
+        return (ev.mul_int(re, b), ev.mul_int(im, b)) if b > 1 else (re, im)
 
     def _bootstrap(self, x, tag, bound):
         """EvalMod is exact only for slot values within about [-1, 1] (coefficients up to

@@ -105,13 +105,14 @@ def test_encoder_bench_runs_server_only_and_matches_the_mirror(tmp_path):
     same circuit and the float model; the per-layer counts add up to the totals."""
     import json
 
-    argv = ["encoder", "--model", "tiny", "--preset", "test-deep-boot", "--layers", "1", "--tokens", "8",
+    # 40 tokens: two blocks, so the softmax's parts are refreshed in pairs (ops.need_many)
+    argv = ["encoder", "--model", "tiny", "--preset", "test-deep-boot", "--layers", "1", "--tokens", "40",
             "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     (path,) = tmp_path.glob("encoder-tiny-1l-*-test-deep-boot.json")
     res = json.loads(path.read_text())
     (row,) = res["inputs"]
-    assert row["tokens"] == 8 and row["ciphertexts"] == 1 and row["slot_use"] == 8 * 32 / 1024
+    assert row["tokens"] == 40 and row["ciphertexts"] == 2 and row["slot_use"] == 40 * 32 / 2048
     assert row["bootstraps"] > 0 and row["bootstraps"] == row["mirror_refreshes"]
     (layer,) = row["layers"]
     assert layer["attention_bootstraps"] + layer["ffn_bootstraps"] == row["bootstraps"]
@@ -120,7 +121,7 @@ def test_encoder_bench_runs_server_only_and_matches_the_mirror(tmp_path):
     assert row["max_abs_vs_mirror"] < 2e-3
     assert row["cosine_vs_float"] > 0.999
     assert row["correct"] and layer["max_abs_vs_mirror"] == row["max_abs_vs_mirror"]  # checked after each layer
-    assert path.with_suffix(".md").read_text().count("| 8 tokens | 8 | 1 |") == 1
+    assert path.with_suffix(".md").read_text().count("| 40 tokens | 40 | 2 |") == 1
 
 
 def test_encoder_bench_reports_a_wrong_decryption_as_an_error(monkeypatch, capsys):

@@ -249,7 +249,6 @@ class Bootstrapper:
         self.output_level = p.max_level - self.depth
         self._pipelines: dict = {}
         self._encoded: dict = {}
-        self._mono = None
         self.encapsulation = None
         if config.ephemeral_weight is not None:
             self.encapsulation = getattr(ev.keys, "bootstrap", None)
@@ -399,7 +398,7 @@ class Bootstrapper:
         re.is_complex = False
         if not pipe.full:
             return (re,)
-        im = ev.rescale(self._mul_monomial(ev.sub(w, conj), negate=True))  # (w - conj w) * (-i)
+        im = ev.rescale(ev.mul_by_i(ev.sub(w, conj), negate=True))  # (w - conj w) * (-i)
         im.is_complex = False
         return re, im
 
@@ -407,25 +406,12 @@ class Bootstrapper:
         ev = self.ev
         if pipe.full:
             re, im = parts
-            w = ev.add(re, self._mul_monomial(im))
+            w = ev.add(re, ev.mul_by_i(im))
         else:
             (w,) = parts
         w.is_complex = True
         out = self._run_stages(w, "stc", pipe.stc, out_scale_fn)
         return out.with_data(out.data, slots=pipe.slots)
-
-    def _mul_monomial(self, ct, negate=False):
-        """Multiply by X^(N/2) (each slot times i), or by -X^(N/2): exact, no level."""
-        ev, p = self.ev, self.params
-        if self._mono is None:
-            n = p.n
-            coeff = np.zeros((len(p.q), n), dtype=np.uint64)
-            coeff[:, n // 2] = 1
-            pos = self.ev.ring.ntt(self.ev.xp.asarray(coeff), list(range(len(p.q))))
-            qc = self.ev.ring.q_col(range(len(p.q)))
-            self._mono = (pos, (qc - pos) % qc)
-        m = self._mono[1 if negate else 0][: ct.limbs]
-        return ct.with_data(ct.data * m % ev._qc(ct.limbs))
 
     @staticmethod
     def _scaled(ct, scale):
