@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bits import pow2_at_least
+
 
 class EncodingError(ValueError):
     pass
@@ -47,7 +49,7 @@ class Encoder:
         if count > self.max_slots:
             raise EncodingError(f"{count} values do not fit in the {self.max_slots} slots of this ring")
         if slots is None:
-            slots = 1 << max(0, int(count - 1).bit_length())
+            slots = pow2_at_least(count)
         if slots & (slots - 1) or not 1 <= slots <= self.max_slots:
             raise EncodingError(f"slot count must be a power of two in 1..{self.max_slots}, got {slots}")
         if count > slots:

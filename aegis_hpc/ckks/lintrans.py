@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .bits import pow2_at_least
+
 RUNS = 4
 KEY_SETS = ("pow2", "all")
 
@@ -49,7 +51,7 @@ class LinearTransform:
             m = np.asarray(matrix)
             if m.ndim != 2:
                 raise ValueError("matrix must be 2-D")
-            n = slots or 1 << max(0, int(max(m.shape) - 1).bit_length())
+            n = slots or pow2_at_least(max(m.shape))
             if max(m.shape) > n:
                 raise ValueError(f"{m.shape} matrix does not fit {n} slots")
             full = np.zeros((n, n), dtype=m.dtype)

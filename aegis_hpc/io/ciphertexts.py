@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from ..backend import get_xp, to_numpy
+from ..ckks.bits import pow2_at_least
 from ..ckks.ciphertext import Ciphertext
 from . import container
 from .container import FormatError
@@ -29,13 +30,9 @@ PACKINGS = (ROW_PER_CIPHERTEXT, TOKEN_BLOCKS)
 STORAGE = ("single", "shard", "index")
 
 
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
-
-
 def row_slots(features: int) -> int:
     """Slots of one row in a token-blocks tensor: the power of two at or above the features."""
-    return _pow2_at_least(features)
+    return pow2_at_least(features)
 
 
 def rows_per_ciphertext(rows: int, features: int, max_slots: int) -> int:
@@ -43,7 +40,7 @@ def rows_per_ciphertext(rows: int, features: int, max_slots: int) -> int:
     [b S, b S + features) of B S slots; B is the power of two at or above `rows`, at
     most max_slots / S (the ring's slots)."""
     S = row_slots(features)
-    return max(1, min(_pow2_at_least(rows), max_slots // S))
+    return max(1, min(pow2_at_least(rows), max_slots // S))
 
 
 def slot_use(values: int, ciphertexts: int, ring_slots: int) -> float:

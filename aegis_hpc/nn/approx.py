@@ -38,6 +38,7 @@ import numpy as np
 from numpy.polynomial import chebyshev as C
 
 from ..ckks import ChebyshevSeries
+from ..ckks.bits import pow2_at_least
 from .domains import Domain, Domains
 from .reference import gelu as exact_gelu
 
@@ -299,7 +300,7 @@ def _widen(lo, hi):
 
 def key_bucket(n: int) -> int:
     """Rows of n keys use the softmax built for the power of two at or above n."""
-    return 1 << max(0, int(n - 1).bit_length())
+    return pow2_at_least(n)
 
 
 def build_softmax(domain: Domain, keys: int) -> SoftmaxApprox:

@@ -394,3 +394,11 @@ def test_seeded_secret_key_encryption_is_reproducible(ctx, keys, rng):
     assert np.abs(ctx.decrypt(a, sk) - x).max() < FRESH
     with pytest.raises(EvaluationError, match="only for secret-key"):
         ctx.encrypt(x, ek, seed=b"s" * 32)
+
+
+def test_pow2_at_least():
+    from aegis_hpc.ckks.bits import pow2_at_least
+
+    for n in range(0, 1100):
+        p = pow2_at_least(n)
+        assert (p & (p - 1)) == 0 and p >= max(n, 1) and (p == 1 or p // 2 < n)
