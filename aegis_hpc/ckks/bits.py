@@ -3,4 +3,4 @@
 
 def pow2_at_least(n: int) -> int:
     """The power of two at or above n (1 for n <= 1)."""
-    return 1 << max(0, int(n - 1).bit_length())
+    return 1 << max(0, int(n) - 1).bit_length()
