@@ -15,16 +15,10 @@ from aegis_hpc.benchmarks import encoder
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="minilm")
-    ap.add_argument("--preset", default="n16-boot")
-    ap.add_argument("--line", default="1")
-    ap.add_argument("--tokens", default=None)
-    ap.add_argument("--layers", type=int, default=1)
+    encoder.add_one_input_options(ap, line="1")
     ap.add_argument("--out", default="prof.txt")
     a = ap.parse_args()
-    args = argparse.Namespace(model=a.model, preset=a.preset, layers=a.layers, tokens=a.tokens,
-                              lines=None if a.tokens else a.line, passages=None, refresh="bootstrap",
-                              out=None, no_save=True, argv=[])
+    args = encoder.one_input_args(a)
     pr = cProfile.Profile()
     t = time.time()
     pr.enable()

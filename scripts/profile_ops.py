@@ -46,11 +46,7 @@ def timed(cls, name, label):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="minilm")
-    ap.add_argument("--preset", default="n16-boot")
-    ap.add_argument("--line", default="232")
-    ap.add_argument("--tokens", default=None)
-    ap.add_argument("--layers", type=int, default=1)
+    encoder.add_one_input_options(ap, line="232")
     a = ap.parse_args()
     for name in ("add", "sub", "add_const", "add_plain", "mul", "mul_plain", "mul_const", "mul_int",
                  "rotate", "rotate_many", "lintrans", "_evaluate", "_refresh"):  # refresh: the rest of a bootstrap
@@ -58,11 +54,8 @@ def main():
     for name in ("mod_raise", "sub_sum", "coeff_to_slot", "slot_to_coeff", "_boost"):
         timed(bootstrapper.Bootstrapper, name, "bootstrap." + name.strip("_"))
     timed(mod1.EvalMod, "evaluate", "bootstrap.evalmod")
-    args = argparse.Namespace(model=a.model, preset=a.preset, layers=a.layers, tokens=a.tokens,
-                              lines=None if a.tokens else a.line, passages=None, refresh="bootstrap",
-                              out=None, no_save=True, argv=[])
     t = time.perf_counter()
-    encoder.run(args)
+    encoder.run(encoder.one_input_args(a))
     wall = time.perf_counter() - t
     total = sum(_excl.values())
     print(f"\nwall {wall:.1f} s, inside timed calls {total:.1f} s")

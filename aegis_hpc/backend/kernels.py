@@ -464,6 +464,7 @@ THREADS = 256
 # rows of one ModUp digit per thread: the digit's scaled residues are recomputed per chunk,
 # which buys digits x rows/chunk-fold parallelism for a few extra Barrett reductions
 MODUP_ROW_CHUNK = 8
+MODDOWN_MAX_P = 16  # MAX_P in moddown_convert
 
 
 def _cp():
@@ -739,12 +740,12 @@ def tensor(a, b, qc):
 
 
 # ---------------------------------------------------------------- basis conversion
-@_host_in_host_out
-def basis_convert(conv, x):
-    """BasisConverter.convert on the device: exact sum_i [x_i hat_i^-1] (A/a_i) mod b_j, fully reduced."""
-    cp = _cp()
+def _converter_consts(conv):
+    """A BasisConverter's moduli, Barrett constants and hat tables as flat device
+    arrays (built once per converter): basis_convert's and ModDown's kernels read them."""
     k = getattr(conv, "_kernel_consts", None)
     if k is None:
+        cp = _cp()
         src_q = cp.asnumpy(conv.src_q).ravel()
         dst_q = cp.asnumpy(conv.dst_q).ravel()
         k = {
@@ -754,6 +755,14 @@ def basis_convert(conv, x):
             "hat_mod": cp.asarray(cp.asnumpy(conv.hat_mod).astype(np.uint64)),
         }
         conv._kernel_consts = k
+    return k
+
+
+@_host_in_host_out
+def basis_convert(conv, x):
+    """BasisConverter.convert on the device: exact sum_i [x_i hat_i^-1] (A/a_i) mod b_j, fully reduced."""
+    cp = _cp()
+    k = _converter_consts(conv)
     x = cp.ascontiguousarray(x, dtype=np.uint64)  # host arrays were moved by the decorator
     n_a = x.shape[-2]
     n_b = int(k["dst_q"].size)
@@ -841,36 +850,19 @@ def moddown(ks, acc, level):
     n_p = ks.n_p
     limbs = ks.params.limbs_at(level)
     q_idx = list(range(limbs))
+    if n_p > MODDOWN_MAX_P:
+        raise ValueError(f"{n_p} special primes: the ModDown kernel takes at most {MODDOWN_MAX_P}")
     p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx)
-    k = _moddown_consts(ks, level)
+    k = _converter_consts(ks._converter(("down", level), ks.p_idx, q_idx))
     n = ring.n
     polys = p_coeff.size // (n_p * n)
     conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint64)
     _fn("moddown_convert")(_grid(polys * n), (THREADS,),
-                           (p_coeff, conv, k["p_q"], k["p_mu"], k["hat_inv"], k["q_q"], k["q_mu"],
-                            k["hat_mod"], k["neg_p"], np.int32(n_p), np.int32(limbs),
+                           (p_coeff, conv, k["src_q"], k["src_mu"], k["hat_inv"], k["dst_q"], k["dst_mu"],
+                            k["hat_mod"], ks.neg_p_multiples(level), np.int32(n_p), np.int32(limbs),
                             np.int32(ring.log_n), np.int64(polys)))
     conv = ntt(ring, conv, q_idx, inplace=True)
     return sub_mul(acc[..., n_p:, :], conv, ks.p_inverse(level), ring.q_col(q_idx))
-
-
-def _moddown_consts(ks, level):
-    cache = ks.__dict__.setdefault("_kernel_moddown", {})
-    c = cache.get(level)
-    if c is None:
-        cp = _cp()
-        conv = ks._converter(("down", level), ks.p_idx, list(range(ks.params.limbs_at(level))))
-        p_q = cp.asnumpy(conv.src_q).ravel()
-        q_q = cp.asnumpy(conv.dst_q).ravel()
-        if p_q.size > 16:
-            raise ValueError(f"{p_q.size} special primes: the ModDown kernel takes at most 16")
-        c = {"p_q": cp.asarray(p_q), "p_mu": cp.asarray(_mu_of(p_q)),
-             "hat_inv": cp.asarray(cp.asnumpy(conv.hat_inv).ravel()),
-             "q_q": cp.asarray(q_q), "q_mu": cp.asarray(_mu_of(q_q)),
-             "hat_mod": cp.asarray(cp.asnumpy(conv.hat_mod).astype(np.uint64)),
-             "neg_p": cp.ascontiguousarray(ks.neg_p_multiples(level))}
-        cache[level] = c
-    return c
 
 
 # ---------------------------------------------------------------- rescale

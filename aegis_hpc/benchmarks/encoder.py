@@ -72,6 +72,24 @@ def inputs(args):
     return out
 
 
+def add_one_input_options(ap, line: str):
+    """The options of a profiling script (scripts/profile_*.py): one input, server-only."""
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--preset", default="n16-boot")
+    ap.add_argument("--line", default=line)
+    ap.add_argument("--tokens", default=None)
+    ap.add_argument("--layers", type=int, default=1)
+
+
+def one_input_args(a):
+    """`run`'s arguments from those options: bootstrapping refresh, nothing saved."""
+    import argparse
+
+    return argparse.Namespace(model=a.model, preset=a.preset, layers=a.layers, tokens=a.tokens,
+                              lines=None if a.tokens else a.line, passages=None, refresh="bootstrap",
+                              out=None, no_save=True, argv=[])
+
+
 def run(args, on_input=None) -> dict:
     """on_input(partial result) after each input, so a run cut short keeps what it measured."""
     t0 = time.perf_counter()

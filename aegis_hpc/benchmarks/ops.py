@@ -104,13 +104,18 @@ class Timer:
 WORD_BYTES = 4  # residues are below 2^31: the traffic floor counts 32-bit words
 
 
+def switching_key_bytes(prm, level):
+    """The rows of one switching key a key switch at `level` reads (uint32 keys)."""
+    return 2 * len(prm.digits_at(level)) * (len(prm.p) + prm.limbs_at(level)) * prm.n * WORD_BYTES
+
+
 def traffic_floor(op, prm, level):
     """Bytes an op must read plus write at least (32-bit words; switching keys, inputs,
     outputs once each), the yardstick for "% of the copy bandwidth": None where no
     simple floor exists (bootstrapping)."""
     n, limbs = prm.n, prm.limbs_at(level)
     poly = limbs * n * WORD_BYTES
-    key = 2 * len(prm.digits_at(level)) * (len(prm.p) + limbs) * n * WORD_BYTES
+    key = switching_key_bytes(prm, level)
     after_rescale = (limbs - prm.primes_per_level) * n * WORD_BYTES
     hoisted = {f"hoisted_{k}": k * key + 2 * poly + k * 2 * poly for k in (8, 16)}
     return {"encrypt": 2 * poly + 2 * poly, "mul_relin_rescale": 4 * poly + key + 2 * after_rescale,
@@ -202,7 +207,7 @@ def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, ban
     if want("keyswitch"):
         d = ct.data[1]
         res["keyswitch"] = timer(lambda: ev.ks.switch(d, keys.relin, level))
-        key_bytes = 2 * len(prm.digits_at(level)) * (len(prm.p) + limbs) * prm.n * keys.relin.b.dtype.itemsize
+        key_bytes = switching_key_bytes(prm, level)
         moved = traffic_floor("keyswitch", prm, level)
         extra["keyswitch_bytes"] = moved
         extra["keyswitch_bandwidth_GBps"] = moved / (res["keyswitch"]["median_ms"] * 1e-3) / 1e9

@@ -165,7 +165,8 @@ class _Refreshing:
         for a, b in zip(pairable[0::2], pairable[1::2]):
             self.stats.refreshes += 1
             out[a], out[b] = self._refresh_pair(xs[a], xs[b], tags[a], bound)
-        for k in [k for k in todo if k not in pairable] + pairable[len(pairable) // 2 * 2:]:
+        alone = [k for k in todo if xs[k].level < 1] + pairable[len(pairable) // 2 * 2:]
+        for k in alone:
             out[k] = self.need(xs[k], levels, tags[k], bound)
         return out
 
@@ -454,10 +455,7 @@ class CipherOps(_Refreshing):
         ev = self.ev
         b = _boot_divisor(bound)
         xs, ys = (ev.mul_const(v, 0.5 / b, rescale=True) for v in (x, y))
-        z = ev.add(xs, ev.mul_by_i(ys))
-        slots = next((c for c in self.boot_slots or () if c >= x.slots), x.slots)
-        z = ev.bootstrap(z.with_data(z.data, slots=slots))
-        z = z.with_data(z.data, slots=x.slots)
+        z = self._bootstrap_slots(ev.add(xs, ev.mul_by_i(ys)))
         conj = ev.conjugate(z)
         re = ev.add(z, conj)
         im = ev.mul_by_i(ev.sub(z, conj), negate=True)
@@ -472,11 +470,15 @@ class CipherOps(_Refreshing):
         _check_prescale(x.level, b, tag)
         if b > 1:
             x = self.ev.mul_const(x, 1.0 / b, rescale=True)
-        # n slots are also any multiple of n (the vector tiled): use a count with keys
+        y = self._bootstrap_slots(x)
+        return self.ev.mul_int(y, b) if b > 1 else y
+
+    def _bootstrap_slots(self, x):
+        """ev.bootstrap of x at a slot count with keys: n slots are also any multiple of
+        n (the vector tiled), so the smallest such count at or above x's is used."""
         slots = next((c for c in self.boot_slots or () if c >= x.slots), x.slots)
         y = self.ev.bootstrap(x.with_data(x.data, slots=slots))
-        y = y.with_data(y.data, slots=x.slots)
-        return self.ev.mul_int(y, b) if b > 1 else y
+        return y.with_data(y.data, slots=x.slots)
 
 
 # ---------------------------------------------------------------- refresh bookkeeping
