@@ -16,7 +16,7 @@ from .keys import (EvaluationKeys, KeyGenerator, PublicKey, SecretKey, galois_el
 from .ntt import RingTables
 from .params import ERROR_ETA
 from .rns import crt_centered_small
-from .sampling import Stream, centered_binomial, fresh_seed, ternary
+from .sampling import fresh_seed
 
 ENCODE_BATCH_BYTES = 256 << 20
 
@@ -143,16 +143,18 @@ class Context:
         if isinstance(key, SecretKey):
             a_seed, e_seed = (fresh_seed(), fresh_seed()) if seed is None else _split_seed(seed)
             a = kg.uniform(a_seed, idx)
-            e = kg.error_ntt(Stream(e_seed, "enc-error"), idx)
+            e = kg.error_ntt(kg.small("enc-error", e_seed), idx)
             c0 = (kg.rlwe_b(a, key.ntt[:limbs], e, qc) + pt_data) % qc
             data = xp.stack([c0, a])
         elif isinstance(key, PublicKey):
-            stream = Stream(fresh_seed(), "enc-pk")
-            v = kg.small_to_ntt(ternary(stream, self.params.n), idx)
-            e0 = kg.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
-            e1 = kg.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
-            c0 = (v * key.b[:limbs] % qc + e0 + pt_data) % qc
-            c1 = (v * key.a[:limbs] % qc + e1) % qc
+            # (v pk.b + e0 + m, v pk.a + e1): v, e0, e1 drawn and transformed on the
+            # ring's device in one batch
+            small, n = kg.small("enc-pk"), self.params.n
+            v, e0, e1 = kg.small_to_ntt(xp.stack([small.ternary(n), small.centered_binomial(n, ERROR_ETA),
+                                                  small.centered_binomial(n, ERROR_ETA)]), idx)
+            ring = self.ring
+            c0 = ring.add_mod(ring.add_mod(ring.mul_mod(v, key.b[:limbs], qc), e0, qc), pt_data, qc)
+            c1 = ring.add_mod(ring.mul_mod(v, key.a[:limbs], qc), e1, qc)
             data = xp.stack([c0, c1])
         else:
             raise EvaluationError(f"cannot encrypt with a {type(key).__name__}")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, to_numpy
 from .params import ERROR_ETA
-from .sampling import Stream, centered_binomial, fresh_seed, ternary, uniform_mod
+from .sampling import SmallSampler, Stream, fresh_seed, sparse_ternary, uniform_mod
 
 
 @dataclass
@@ -82,25 +82,30 @@ class KeyGenerator:
         self.key_rows = list(range(nq, nq + npr)) + list(range(nq))  # P first, then Q
 
     def small_to_ntt(self, coeffs, idx):
-        """Small signed integer coefficients -> NTT form over the primes `idx` (the
-        reduction runs where the ring lives)."""
+        """Small signed integer coefficients (..., N) (host or device) -> NTT form
+        (..., len(idx), N) over the primes `idx` (the reduction runs where the ring lives)."""
         xp = self.xp
         q = xp.asarray(np.array([self.params.qp[i] for i in idx], dtype=np.int64))[:, None]
-        res = (xp.asarray(np.asarray(coeffs, dtype=np.int64))[None, :] % q).astype(np.uint64)
-        return self.ring.ntt(res, idx)
+        c = xp.asarray(coeffs).astype(xp.int64)[..., None, :]
+        return self.ring.ntt((c + q * (c < 0)).astype(np.uint64), idx)
 
     @staticmethod
     def rlwe_b(a, s_ntt, e, qc):
         """-a*s + e mod q (NTT form): the `b` half of an RLWE sample."""
         return (qc - a * s_ntt % qc + e) % qc
 
-    def error_ntt(self, stream, idx):
-        return self.small_to_ntt(centered_binomial(stream, self.params.n, ERROR_ETA), idx)
+    def small(self, label: str, seed: bytes | None = None) -> SmallSampler:
+        """A sampler of secrets and errors on the ring's device, from a fresh seed."""
+        return SmallSampler(fresh_seed() if seed is None else seed, label, self.xp)
+
+    def error_ntt(self, small: SmallSampler, idx):
+        return self.small_to_ntt(small.centered_binomial(self.params.n, ERROR_ETA), idx)
 
     def secret_key(self) -> SecretKey:
-        stream = Stream(fresh_seed(), "secret")
-        s = ternary(stream, self.params.n, self.params.secret_hamming_weight)
-        return SecretKey(coeffs=s, ntt=self.small_to_ntt(s, self.all_idx),
+        h = self.params.secret_hamming_weight
+        s = (self.small("secret").ternary(self.params.n) if h is None
+             else sparse_ternary(Stream(fresh_seed(), "secret"), self.params.n, h))
+        return SecretKey(coeffs=to_numpy(s).astype(np.int8), ntt=self.small_to_ntt(s, self.all_idx),
                          fingerprint=self.params.fingerprint)
 
     def uniform(self, seed: bytes, idx):
@@ -114,7 +119,7 @@ class KeyGenerator:
         q_idx = list(range(len(self.params.q)))
         seed = fresh_seed()
         a = self.uniform(seed, q_idx)
-        e = self.error_ntt(Stream(fresh_seed(), "pk-error"), q_idx)
+        e = self.error_ntt(self.small("pk-error"), q_idx)
         qc = self.ring.q_col(q_idx)
         b = self.rlwe_b(a, sk.ntt[: len(q_idx)], e, qc)
         return PublicKey(b=b, a=a, seed=seed, fingerprint=self.params.fingerprint)
@@ -146,7 +151,7 @@ class KeyGenerator:
         for j, digit in enumerate(p.digits_at(level)):
             seed = fresh_seed()
             a = self.uniform(seed, rows)
-            e = self.error_ntt(Stream(fresh_seed(), f"swk-error-{j}"), rows)
+            e = self.error_ntt(self.small(f"swk-error-{j}"), rows)
             b = self.rlwe_b(a, s_rows, e, qc)
             sel = [n_p + i for i in digit]
             b[sel] = (b[sel] + gadget_term[sel]) % qc[sel]

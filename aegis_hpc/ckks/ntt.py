@@ -84,6 +84,21 @@ class RingTables:
         """Moduli of `idx` as an (L, 1) uint64 column for broadcasting against (..., L, N)."""
         return self._tables(idx)[0]
 
+    def mul_mod(self, a, b, qc):
+        """a * b mod q for residues below q < 2^31 (one fused kernel on the GPU)."""
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.mul_mod(a, b, qc)
+        return a * b % qc
+
+    def add_mod(self, a, b, qc):
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.add_mod(a, b, qc)
+        return (a + b) % qc
+
     def ntt(self, a, idx):
         """Forward NTT of a (..., L, N) array whose limbs are the primes `idx`; returns a new array."""
         if self._gpu:

@@ -1,15 +1,23 @@
 """Cryptographic randomness for secrets, errors and uniform polynomials.
 
-Secrets and errors come from SHAKE-256 of a 32-byte seed plus a domain label
-(`Stream`). The uniform halves `a` of keys and encryptions, the bulk of the
-randomness (tens of MB per switching key at N = 2^16), come from ChaCha20
-(RFC 8439) in counter mode: key = the 32-byte seed, nonce = (the prime, a
-label word, 0), one independent stream per prime, 32-bit words masked to the
-prime's bit length and rejected at or above it (no bias). The same function
-runs as numpy (the reference) and as a CUDA kernel (backend.kernels,
-bit-identical), so a key's `a` is regenerated from its seed on any machine
-(key files store seeds). Fresh seeds come from os.urandom, so secret material
-never touches numpy's PRNG.
+Everything bulk comes from ChaCha20 (RFC 8439) in counter mode, key = a
+32-byte seed from os.urandom, so secret material never touches numpy's PRNG,
+and the same function runs as numpy (the reference) and as a CUDA kernel
+(backend.kernels, bit-identical): randomness is generated where the ring
+lives, with no host round trip.
+
+- Uniform halves `a` of keys and encryptions (tens of MB per switching key
+  at N = 2^16): nonce = (the prime, a label word, 0), one stream per prime,
+  32-bit words masked to the prime's bit length and rejected at or above it
+  (no bias), so a key's `a` is regenerated from its seed on any machine (key
+  files store seeds).
+- Small coefficients (`SmallSampler`): nonce = (two words of SHA-256 of a
+  label, draw number). Uniform ternary: one word per coefficient, the word
+  2^32 - 1 rejected, the rest mod 3 (2^32 - 1 = 3 * 1431655765: no bias).
+  Centred binomial with eta <= 32: two words per coefficient, popcount of the
+  low eta bits of one minus that of the other.
+- The sparse ternary secrets (a fixed Hamming weight: a Fisher-Yates shuffle,
+  sequential) come from SHAKE-256 of the seed and a label (`Stream`) on the host.
 """
 
 from __future__ import annotations
@@ -102,13 +110,7 @@ def uniform_mod(seed: bytes, primes, n: int, xp=np) -> object:
     qs = np.array(primes, dtype=np.uint32)[:, None]
     # 3n words: n accepted with overwhelming probability (acceptance > 1/2); a short row draws on
     blocks = -(-3 * n // 16)
-    if xp is np:
-        stream = chacha20_rows
-    else:
-        from ..backend import kernels
-
-        stream = kernels.chacha20_rows
-    words = stream(key, nonces, 0, blocks) & xp.asarray(masks)
+    words = _keystream(xp)(key, nonces, 0, blocks) & xp.asarray(masks)
     ok = words < xp.asarray(qs)
     pos = xp.cumsum(ok, axis=1) - 1
     out = xp.zeros((len(primes), n), dtype=xp.uint64)
@@ -126,14 +128,8 @@ def uniform_mod(seed: bytes, primes, n: int, xp=np) -> object:
     return out
 
 
-def ternary(stream: Stream, n: int, hamming_weight: int | None = None) -> np.ndarray:
-    """Int8 coefficients in {-1, 0, 1}: uniform, or exactly `hamming_weight` non-zeros."""
-    if hamming_weight is None:
-        got = np.empty(0, dtype=np.uint8)
-        while got.size < n:
-            b = np.frombuffer(stream.read(2 * n), dtype=np.uint8)
-            got = np.concatenate([got, b[b < 255]])  # 255 = 3*85: unbiased mod 3
-        return (got[:n] % 3).astype(np.int8) - 1
+def sparse_ternary(stream: Stream, n: int, hamming_weight: int) -> np.ndarray:
+    """Int8 coefficients in {-1, 0, 1} with exactly `hamming_weight` non-zeros."""
     if not 0 < hamming_weight <= n:
         raise ValueError("hamming weight out of range")
     # Fisher-Yates on indices with rejection-sampled uniform integers.
@@ -154,9 +150,53 @@ def ternary(stream: Stream, n: int, hamming_weight: int | None = None) -> np.nda
     return out
 
 
-def centered_binomial(stream: Stream, n: int, eta: int) -> np.ndarray:
-    """Int64 error coefficients: sum of eta bits minus sum of eta bits (sigma = sqrt(eta/2))."""
-    nbytes = (2 * eta * n + 7) // 8
-    bits = np.unpackbits(np.frombuffer(stream.read(nbytes), dtype=np.uint8))[: 2 * eta * n]
-    bits = bits.reshape(n, 2, eta).sum(axis=2, dtype=np.int64)
-    return bits[:, 0] - bits[:, 1]
+def _popcount32(x):
+    """Set bits of each uint32 (SWAR: numpy and cupy alike)."""
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return (x * 0x01010101) >> 24
+
+
+class SmallSampler:
+    """Small coefficients (ternary secrets, centred-binomial errors) from a 32-byte
+    seed and a label, generated where xp lives; every draw is its own ChaCha20
+    stream (nonce = label hash, draw number), so draws are independent and a seed
+    gives the same coefficients on numpy and on the GPU."""
+
+    def __init__(self, seed: bytes, label: str, xp=np):
+        self._key = _key_words(seed)
+        self._label = np.frombuffer(hashlib.sha256(label.encode()).digest()[:8], dtype="<u4")
+        self._draw = 0
+        self.xp = xp
+
+    def _words(self, count: int):
+        nonce = np.array([[self._label[0], self._label[1], self._draw]], dtype=np.uint32)
+        self._draw += 1
+        return _keystream(self.xp)(self._key, nonce, 0, -(-count // 16))[0, :count]
+
+    def ternary(self, n: int):
+        """(n,) int64 uniform on {-1, 0, 1}."""
+        xp = self.xp
+        words = self._words(n + 64)     # a rejection has probability 2^-32 per word
+        got = words[words != 0xFFFFFFFF][:n]
+        if got.size < n:                # never in practice
+            return self.ternary(n)
+        return (got % 3).astype(xp.int64) - 1
+
+    def centered_binomial(self, n: int, eta: int):
+        """(n,) int64: eta bits minus eta bits (variance eta / 2)."""
+        if not 0 < eta <= 32:
+            raise ValueError("centred binomial needs 0 < eta <= 32")
+        xp = self.xp
+        words = self._words(2 * n).reshape(2, n) & xp.uint32((1 << eta) - 1 if eta < 32 else 0xFFFFFFFF)
+        counts = _popcount32(words).astype(xp.int64)
+        return counts[0] - counts[1]
+
+
+def _keystream(xp):
+    if xp is np:
+        return chacha20_rows
+    from ..backend import kernels
+
+    return kernels.chacha20_rows

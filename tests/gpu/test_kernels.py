@@ -303,3 +303,27 @@ def test_chacha20_and_uniform_sampling_bit_exact():
     ref = sampling.uniform_mod(seed, primes, 1 << 16)
     dev = sampling.uniform_mod(seed, primes, 1 << 16, cp)
     assert np.array_equal(ref, dev.get())
+
+
+def test_small_sampling_and_public_key_encryption_bit_exact(monkeypatch):
+    """Secrets' and errors' coefficients drawn on the GPU equal numpy's from the same
+    seed, and so does a whole public-key encryption (sampling, NTTs, products)."""
+    from aegis_hpc.ckks import keys as K
+    from aegis_hpc.ckks import sampling
+
+    seed = sampling.fresh_seed()
+    ref, dev = sampling.SmallSampler(seed, "t"), sampling.SmallSampler(seed, "t", cp)
+    assert np.array_equal(ref.ternary(1 << 16), dev.ternary(1 << 16).get())
+    assert np.array_equal(ref.centered_binomial(1 << 16, P.ERROR_ETA), dev.centered_binomial(1 << 16, P.ERROR_ETA).get())
+    monkeypatch.setattr(K, "fresh_seed", lambda: seed)      # the encryption's draw, made twice
+    prm = P.build(log_n=12, levels=3, scale_bits=40, primes_per_level=2, base_primes=2, dnum=3,
+                  unsafe_allow_insecure=True)
+    x = np.random.default_rng(5).uniform(-1, 1, prm.slots)
+    with using("numpy"):
+        ctx = Context(prm)
+        sk, keys = ctx.keygen()
+        want = ctx.encrypt(x, keys.public)
+        assert np.abs(ctx.decrypt(want, sk) - x).max() < 1e-6
+    with using("cupy"):
+        got = Context(prm).encrypt(x, _keys_to_device(keys).public)
+    np.testing.assert_array_equal(cp.asnumpy(got.data), want.data)

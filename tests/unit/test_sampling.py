@@ -4,8 +4,7 @@ import numpy as np
 
 from aegis_hpc.ckks import Context, build
 from aegis_hpc.ckks.params import ERROR_ETA
-from aegis_hpc.ckks.sampling import (Stream, centered_binomial, chacha20_rows, fresh_seed, ternary,
-                                     uniform_mod)
+from aegis_hpc.ckks.sampling import SmallSampler, Stream, chacha20_rows, fresh_seed, sparse_ternary, uniform_mod
 
 
 def test_chacha20_is_rfc_8439():
@@ -40,15 +39,42 @@ def test_fresh_seeds_differ():
 
 
 def test_ternary_and_error_distributions():
-    s = ternary(Stream(fresh_seed(), "s"), 1 << 16)
+    small = SmallSampler(fresh_seed(), "test")
+    s = small.ternary(1 << 16)
     counts = np.array([(s == v).sum() for v in (-1, 0, 1)]) / s.size
+    assert set(np.unique(s)) == {-1, 0, 1}
+    # each share 1/3 within 5 standard errors (sqrt(2/9 / 2^16) = 0.0018)
     assert np.all(np.abs(counts - 1 / 3) < 0.01)
-    e = centered_binomial(Stream(fresh_seed(), "e"), 1 << 16, ERROR_ETA)
+    e = small.centered_binomial(1 << 16, ERROR_ETA)
+    assert abs(e.mean()) < 5 * np.sqrt(ERROR_ETA / 2 / e.size)
     assert abs(e.var() - ERROR_ETA / 2) < 0.3 and np.abs(e).max() <= ERROR_ETA
+    # the exact law: P(e = k) = C(2 eta, eta + k) / 4^eta
+    from math import comb
+    for k in (0, 3, 7):
+        p = comb(2 * ERROR_ETA, ERROR_ETA + k) / 4 ** ERROR_ETA
+        assert abs((e == k).mean() - p) < 5 * np.sqrt(p * (1 - p) / e.size)
+
+
+def test_small_sampler_draws_are_reproducible_and_independent():
+    seed = fresh_seed()
+    a, b = SmallSampler(seed, "x"), SmallSampler(seed, "x")
+    first = a.ternary(4096)
+    assert np.array_equal(first, b.ternary(4096))               # same seed and label: same draws
+    assert not np.array_equal(first, a.ternary(4096))           # the next draw is another stream
+    assert not np.array_equal(first, SmallSampler(seed, "y").ternary(4096))   # another label
+
+
+def test_ternary_rejects_the_one_biased_word():
+    """2^32 - 1 is the only word outside 3 * floor(2^32 / 3): it must be skipped, not
+    reduced (it would make -1 more likely than 1)."""
+    small = SmallSampler(fresh_seed(), "r")
+    words = np.array([0xFFFFFFFF, 5, 0xFFFFFFFF, 7, 9] + [0] * 64, dtype=np.uint32)
+    small._words = lambda count: words[:count]
+    assert small.ternary(3).tolist() == [5 % 3 - 1, 7 % 3 - 1, 9 % 3 - 1]
 
 
 def test_sparse_secret_has_exact_hamming_weight_and_works():
-    h = ternary(Stream(fresh_seed(), "h"), 2048, hamming_weight=64)
+    h = sparse_ternary(Stream(fresh_seed(), "h"), 2048, 64)
     assert np.count_nonzero(h) == 64 and set(np.unique(h)) <= {-1, 0, 1}
     params = build(log_n=11, levels=3, scale_bits=40, primes_per_level=2, secret_hamming_weight=64,
                    unsafe_allow_insecure=True)

@@ -87,7 +87,7 @@ from ..ciphertext import Ciphertext
 from ..keys import SecretKey, SwitchingKey, switching_key_rows
 from ..keyswitch import KeySwitcher
 from ..rns import crt_centered_small
-from ..sampling import Stream, fresh_seed, ternary
+from ..sampling import Stream, fresh_seed, sparse_ternary
 from . import dft
 from .mod1 import EvalMod, default_k_range
 
@@ -192,7 +192,7 @@ def add_bootstrap_keys(ctx, sk, keys, config: BootstrapConfig | None = None):
     check_encapsulation_security(p)
     if p.digits_at(0) != [range(0, p.limbs_at(0))]:
         raise BootstrapError("level 0 must lie in the first key-switching digit")
-    s_eph = ternary(Stream(fresh_seed(), "ephemeral-secret"), p.n, config.ephemeral_weight)
+    s_eph = sparse_ternary(Stream(fresh_seed(), "ephemeral-secret"), p.n, config.ephemeral_weight)
     eph = SecretKey(coeffs=s_eph, ntt=kg.small_to_ntt(s_eph, kg.all_idx), fingerprint=p.fingerprint)
     # s -> s' only on P', Q_0 (digit 0): more rows would expose s' at a larger modulus
     down = kg.switching_key(eph, sk.ntt, level=0, special=encapsulation_special(p))
@@ -248,7 +248,10 @@ class Bootstrapper:
             raise BootstrapError(f"bootstrapping needs {self.depth} levels, {p.name} has {p.max_level}")
         self.output_level = p.max_level - self.depth
         self._pipelines: dict = {}
-        self._encoded: dict = {}
+        # the DFT plaintexts depend on the ring, the configuration, the slot count and
+        # the level alone: every evaluator of a context shares them (GBs at N=2^16,
+        # seconds to encode), so a server encodes them once per process
+        self._encoded: dict = ev.ctx.__dict__.setdefault("_bootstrap_plaintexts", {}).setdefault(config, {})
         self.encapsulation = None
         if config.ephemeral_weight is not None:
             self.encapsulation = getattr(ev.keys, "bootstrap", None)
