@@ -26,7 +26,7 @@ from ..io import slot_use
 from ..nn import encrypted, mirror, models, reference
 from ..nn.calibrate import read_sentences, validation_corpus_path
 from ..nn.ops import CipherOps, bootstrap_level
-from ..nn.refresh import required_rotations as boot_rotations
+from ..nn.refresh import required_rotations as boot_rotations, slot_counts as boot_slot_counts
 from .machine import describe, report, slug
 
 # A run is an answer only if its decryption stays this close to the float mirror of the
@@ -93,8 +93,8 @@ def one_input_args(a):
 def warm_up(ctx, keys, slot_counts):
     """A server process's one-time work, timed apart from the encoder (as Lattigo's and
     OpenFHE's bootstrapping setups are): kernel compilation and the bootstrapper's
-    DFT plaintexts at each slot count (cached on the context), by bootstrapping an
-    encryption of zeros at each."""
+    DFT plaintexts at each slot count the refreshes use (cached on the context), by
+    bootstrapping an encryption of zeros at each."""
     if backend.is_gpu():
         from ..backend import kernels
 
@@ -137,7 +137,7 @@ def run(args, on_input=None) -> dict:
         encrypt_s = time.perf_counter() - t
         t = time.perf_counter()
         if boot:
-            warm_up(ctx, keys, {ct.slots for ct in cts[0]})
+            warm_up(ctx, keys, boot_slot_counts(args.model, p))
         backend.sync()
         setup_s = time.perf_counter() - t
         ev_counts = []

@@ -172,12 +172,13 @@ class EncoderRunner:
         return ops.add_plain(x, self._rows(vec, B, blk.valid), (name, id(vec), B, blk.valid))
 
     # ---- layout reductions --------------------------------------------------------
-    def _window_sum(self, x, steps, start, key, tag, bound):
+    def _window_sum(self, x, steps, start, key, tag, bound, levels=1):
         """Sum over each window of 2^len(steps) slots to the window's first slot (where
         `start` is 1), then broadcast back over the window. Before the mask a slot
-        holds the sum of a window across two windows: twice the bound."""
+        holds the sum of a window across two windows: twice the bound. levels: the
+        mask's, and those the caller takes before its next refresh."""
         ops = self.ops
-        x = ops.need(_rotsum(ops, x, steps), 1, tag, 2 * bound)
+        x = ops.need(_rotsum(ops, x, steps), levels, tag, 2 * bound)
         x = ops.mul_plain(x, start, key)
         return _rotsum(ops, x, [-s for s in steps])
 
@@ -197,11 +198,12 @@ class EncoderRunner:
         B = self._B(blk.sid)
         start = self._mask("head_start_mask", B, blk.valid)
 
-        def sum_keys(parts, tag, bound):
+        def sum_keys(parts, tag, bound, levels=1):
             total = parts[0]
             for x in parts[1:]:
                 total = ops.add(total, x)
-            return self._window_sum(total, self.L.head_sum_steps(), start, ("headstart", B, blk.valid), tag, bound)
+            return self._window_sum(total, self.L.head_sum_steps(), start, ("headstart", B, blk.valid), tag, bound,
+                                    levels)
         return sum_keys
 
     def _layernorm(self, blk, h, gamma, beta, approx, tag, h_bound):
@@ -215,12 +217,13 @@ class EncoderRunner:
         ops, W, a, b = self.ops, self.m.layers[i], self.approx[i], self.bounds[i]
         qs, partials = {}, {}
         for blk in blocks:
-            # q and k leave the projection with the two levels their products take
-            # (q k, then the score mask): one refresh of x here, not one per key shift
-            x = blk.x = ops.need(blk.x, 3, f"L{i}/qkv/t{blk.gid}", b.x)
+            # q and k leave the projection with the levels their products take (q k,
+            # then the score masks): one refresh of x here, not one per key shift
+            masks = self._score_masks(self._B(blk.sid))
+            x = blk.x = ops.need(blk.x, 2 + masks, f"L{i}/qkv/t{blk.gid}", b.x)
             k = self._bias(ops, ops.lintrans(x, W["k"]), W["bk"], blk, ("bk", i))
             v = self._bias(ops, ops.lintrans(x, W["v"]), W["bv"], blk, ("bv", i))
-            partials[(blk.sid, blk.idx)] = (ops.need(k, 2, f"L{i}/K/t{blk.gid}", b.k),
+            partials[(blk.sid, blk.idx)] = (ops.need(k, 1 + masks, f"L{i}/K/t{blk.gid}", b.k),
                                             ops.need(v, 1, f"L{i}/V/t{blk.gid}", b.v))
 
         def q_of(blk):
@@ -253,52 +256,93 @@ class EncoderRunner:
                 out[(g, u)] = xu
         return out
 
+    def _head_sum(self, count):
+        """(w, steps w .. dh/2, steps 1 .. w/2) of the two-stage head sum of `count`
+        offsets (Layout.head_window). A head's dh terms of offset u sit in slots
+        [h dh + u, h dh + u + dh): the first steps leave dh/w partial sums in the w
+        slots from h dh + u on, which a mask keeps; offsets equal mod w then share one
+        ciphertext (their windows are disjoint), whose last steps finish every sum at
+        once, and a second mask keeps the sums. dh log2(dh) rotations become
+        count log2(dh/w) + w log2(w) (MiniLM, dh = 32: 160 -> 88; bert-base: 384 -> 192)."""
+        w = self.L.head_window(count)
+        steps = self.L.head_sum_steps()
+        return w, [s for s in steps if s >= w], [s for s in steps if s < w]
+
+    def _score_masks(self, B):
+        """Masks (levels) between a score product and its compact score: 2 where a group
+        uses the two-stage head sum."""
+        L = self.L
+        return 2 if any(L.head_window(min(L.dh, B - g * L.dh)) > 1 for g in range(L.groups(B))) else 1
+
     def _attend(self, i, blk, q, keys):
         ops, L, b = self.ops, self.L, self.bounds[i]
         T, B, dh = self.lengths[blk.sid], self._B(blk.sid), L.dh
         sm = self.approx[i].softmax(T)
         tag = f"L{i}/att/t{blk.gid}"
+        masks = self._score_masks(B)
         # Q moved right by u (u < dh): the head sum of row b's product lands in slot h dh + u
-        qs = shift_tree(ops, ops.need(q, 2, tag + "/q", b.q), min(dh, B), -1)
+        qs = shift_tree(ops, ops.need(q, 1 + masks, tag + "/q", b.q), min(dh, B), -1)
         scores, valid = [], []
         for j, k_valid, K, V in keys:
             ks = self._shifts(K, B)       # B rotated copies: one key block at a time
             for g in range(L.groups(B)):
-                z = None
-                for u in range(min(dh, B - g * dh)):
+                count = min(dh, B - g * dh)
+                w, big, small = self._head_sum(count)
+                # the first stage's partial sums (a head's dh / w terms) bound its slots;
+                # the one-stage sum's slots hold scores (or are masked away)
+                bound = b.score if w == 1 else dh // w * b.q * b.k
+                shared = {}
+                for u in range(count):
                     p = ops.mul(qs[u], ks[(g, u)])
-                    p = ops.need(_rotsum(ops, p, L.head_sum_steps()), 1, f"{tag}/g{j}/c{g}/u{u}", b.score)
+                    p = ops.need(_rotsum(ops, p, big), masks, f"{tag}/g{j}/c{g}/u{u}", bound)
                     # the softmax's change of variable (exp_scale) rides on the mask
-                    m = self._mask("score_mask", B, blk.valid, k_valid, g, u)
-                    p = ops.mul_plain(p, m * sm.exp_scale, ("score", B, blk.valid, k_valid, g, u, sm.exp_scale))
-                    z = p if z is None else ops.add(z, p)
+                    m = self._mask("score_window_mask", B, blk.valid, k_valid, g, u, w)
+                    p = ops.mul_plain(p, m * sm.exp_scale, ("score", B, blk.valid, k_valid, g, u, w, sm.exp_scale))
+                    shared[u % w] = p if u % w not in shared else ops.add(shared[u % w], p)
+                z = None
+                for rho, y in shared.items():
+                    if w > 1:
+                        m = self._mask("score_residue_mask", B, blk.valid, k_valid, g, rho, w)
+                        y = ops.mul_plain(_rotsum(ops, y, small), m, ("sres", B, blk.valid, k_valid, g, rho, w))
+                    z = y if z is None else ops.add(z, y)
                 scores.append(z)
                 valid.append(self._mask("score_mask", B, blk.valid, k_valid, g))
             del ks
         del qs
         sum_keys = self._sum_keys(blk)
         # y = exp_scale (s - rowmean) + exp_offset; 0 + offset where a part has no key
-        total = sum_keys(scores, tag + "/sum", b.score * sm.exp_scale * T)
+        # the mean's product takes a level and the exp's refresh below needs one for its 1/B
+        total = sum_keys(scores, tag + "/sum", b.score * sm.exp_scale * T, levels=2)
         ys = []
         for s, m in zip(scores, valid):
             mean = ops.mul_plain(total, m / T, ("mean", B, id(m), T))
             ys.append(ops.add_const(ops.sub(s, mean), sm.exp_offset))
-        p, inv, p_bound = fn.softmax(ops, ys, valid, T, sm, sum_keys, tag,
+        p, inv, p_bound, inv_bound = fn.softmax(ops, ys, valid, T, sm, sum_keys, tag,
                                      active=self._mask("token_mask", B, blk.valid, self.cfg.hidden))
-        # A V: each score broadcast over its head's dh slots from slot h dh + u onwards,
-        # times V moved the same way; acc[u] holds offset u, undone by rot(., u)
+        # A V: each score broadcast over its head's dh slots from slot h dh + u onwards
+        # (the head sum's two stages backwards: residue classes spread over w slots,
+        # then each offset's window over dh), times V moved the same way; acc[u] holds
+        # offset u, undone by rot(., u)
         acc = {}
         # refreshed together: two of them share a bootstrap (ops.need_many)
-        it = iter(ops.need_many(p, 2, [f"{tag}/g{j}/c{g}/p" for j, *_ in keys for g in range(L.groups(B))],
+        it = iter(ops.need_many(p, 1 + masks, [f"{tag}/g{j}/c{g}/p" for j, *_ in keys for g in range(L.groups(B))],
                                 p_bound))
         for j, k_valid, _, V in keys:
             vs = self._shifts(V, B)
             for g in range(L.groups(B)):
                 pg = next(it)
-                for u in range(min(dh, B - g * dh)):
-                    m = self._mask("score_mask", B, blk.valid, k_valid, g, u)
-                    x = ops.mul_plain(pg, m, ("sel", B, blk.valid, k_valid, g, u))
-                    x = _rotsum(ops, x, [-s for s in L.head_sum_steps()])
+                count = min(dh, B - g * dh)
+                w, big, small = self._head_sum(count)
+                spread = {0: pg}
+                if w > 1:
+                    for rho in range(min(w, count)):
+                        m = self._mask("score_residue_mask", B, blk.valid, k_valid, g, rho, w)
+                        spread[rho] = _rotsum(ops, ops.mul_plain(pg, m, ("sres", B, blk.valid, k_valid, g, rho, w)),
+                                              [-s for s in small])
+                for u in range(count):
+                    m = self._mask("score_window_mask", B, blk.valid, k_valid, g, u, w)
+                    x = ops.mul_plain(spread[u % w], m, ("sel", B, blk.valid, k_valid, g, u, w))
+                    x = _rotsum(ops, x, [-s for s in big])
                     x = ops.mul(ops.need(x, 1, f"{tag}/g{j}/c{g}/a{u}", p_bound), vs[(g, u)])
                     acc[u] = x if u not in acc else ops.add(acc[u], x)
         # Horner: acc_0 + rot(acc_1 + rot(acc_2 + ..., 1), 1) = sum_u rot(acc_u, u)
@@ -306,18 +350,23 @@ class EncoderRunner:
         out = None
         for u in sorted(acc, reverse=True):
             out = acc[u] if out is None else ops.add(acc[u], ops.rotate(out, 1))
-        res = ops.mul(ops.need(out, 1, tag + "/num", num_bound), inv)
-        return res
+        # the product keeps a level for the output's refresh (its 1/B): numerator and
+        # inverse both bring two, refreshed together where both are short
+        num, inv = ops.need_many([out, inv], 2, [tag + "/num", tag + "/inv_out"], [num_bound, inv_bound])
+        return ops.mul(num, inv)
 
     def ffn(self, i, blocks):
         ops, W, a, L, b = self.ops, self.m.layers[i], self.approx[i], self.L, self.bounds[i]
         for blk in blocks:
             x = ops.need(blk.x, 1, f"L{i}/up/t{blk.gid}", b.mid)
+            # the chunks side by side, so their refreshes before and after GELU pair up
+            chunks = range(L.chunks)
+            us = [self._bias(ops, ops.lintrans(x, W["up"][c]), W["bup"][c], blk, ("bup", i, c)) for c in chunks]
+            gs = fn.gelu(ops, us, a.gelu, [f"L{i}/gelu/t{blk.gid}/c{c}" for c in chunks])
+            gs = ops.need_many(gs, 1, [f"L{i}/down/t{blk.gid}/c{c}" for c in chunks], b.gelu)
             d = None
-            for c in range(L.chunks):
-                u = self._bias(ops, ops.lintrans(x, W["up"][c]), W["bup"][c], blk, ("bup", i, c))
-                g = fn.gelu(ops, u, a.gelu, f"L{i}/gelu/t{blk.gid}/c{c}")
-                y = ops.lintrans(ops.need(g, 1, f"L{i}/down/t{blk.gid}/c{c}", b.gelu), W["down"][c])
+            for c, g in zip(chunks, gs):
+                y = ops.lintrans(g, W["down"][c])
                 d = y if d is None else ops.add(d, y)
             d = self._bias(ops, d, W["bd"], blk, ("bd", i))
             blk.x = self._layernorm(blk, ops.add(x, d), W["g2"], W["b2"], a.ln2, f"L{i}/ln2/t{blk.gid}", b.residual)

@@ -42,9 +42,10 @@ _SERIES_BOUND: dict = {}
 
 
 # ---- GELU ----------------------------------------------------------------------------------
-def gelu(ops, u, approx: GeluApprox, tag):
-    """u is already y = (2u - lo - hi)/(hi - lo) (the map rides on W_up)."""
-    return ops.cheb(u, approx.series, tag, EDGE)
+def gelu(ops, us, approx: GeluApprox, tags):
+    """GELU of values at one site (a token block's FFN chunks): each u is already
+    y = (2u - lo - hi)/(hi - lo) (the map rides on W_up); their input refreshes pair."""
+    return ops.cheb_many(us, approx.series, tags, EDGE)
 
 
 # ---- LayerNorm -----------------------------------------------------------------------------
@@ -100,14 +101,15 @@ def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag, activ
     exp_offset, in [-1, 1] (the caller folds the map into its masks). valid[j]: the
     plaintext validity mask of part j (0 on padding keys); n: valid keys; active:
     where the sums over keys are real (see _offset). Returns (p_parts, inv,
-    p_bound): the attention output is sum_keys(p * V) * inv."""
+    p_bound, inv_bound): the attention output is sum_keys(p * V) * inv."""
     e_bound = series_bound(sm.exp)
-    p = []
-    for j, y in enumerate(y_parts):
-        e = ops.cheb(y, sm.exp, f"{tag}/g{j}/exp", EDGE)
-        e = ops.need(e, 1, f"{tag}/g{j}/e", e_bound)
-        # the scale is the layer's (its first normaliser's): part of what the key names
-        p.append(ops.mul_plain(e, valid[j] * sm.mask_scale(n), ("smask", id(valid[j]), n, sm.mask_scale(n))))
+    parts = range(len(y_parts))
+    # the parts' refreshes at each site below are shared two by two (ops.need_many)
+    es = ops.cheb_many(y_parts, sm.exp, [f"{tag}/g{j}/exp" for j in parts], EDGE)
+    es = ops.need_many(es, 1, [f"{tag}/g{j}/e" for j in parts], e_bound)
+    # the scale is the layer's (its first normaliser's): part of what the key names
+    p = [ops.mul_plain(e, valid[j] * sm.mask_scale(n), ("smask", id(valid[j]), n, sm.mask_scale(n)))
+         for j, e in enumerate(es)]
     p_bound = e_bound * sm.mask_scale(n)
     for t, st in enumerate(sm.steps):
         p = ops.need_many(p, 2, [f"{tag}/g{j}/p{t}" for j in range(len(p))], p_bound)
@@ -117,7 +119,8 @@ def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag, activ
         g = ops.need(g, 1, f"{tag}/s{t}g", series_bound(g_series))
         # p g = sqrt(next) P / sqrt(S) (1 +- err) with P <= sqrt(S)
         q_bound = math.sqrt(sm._next_scale(t)) * (1.0 + st.error) * EDGE
-        p = [_square(ops, ops.need(ops.mul(x, g), 1, f"{tag}/g{j}/q{t}", q_bound)) for j, x in enumerate(p)]
+        pg = ops.need_many([ops.mul(x, g) for x in p], 1, [f"{tag}/g{j}/q{t}" for j in parts], q_bound)
+        p = [_square(ops, x) for x in pg]
         p_bound = q_bound * q_bound
     D = sum_keys(p, f"{tag}/D", sm.final_scale * sm.final_domain.hi * EDGE)
     inv = ops.cheb(_offset(ops, D, sm.final_offset, active, "sm-final"), sm.final, f"{tag}/inv", EDGE)
@@ -126,7 +129,7 @@ def softmax(ops, y_parts, valid, n: int, sm: SoftmaxApprox, sum_keys, tag, activ
         inv = ops.need(inv, 2, f"{tag}/inv{k}", inv_bound)
         D = ops.need(D, 1, f"{tag}/inv{k}d", sm.final_scale * sm.final_domain.hi * EDGE)
         inv = ops.mul(inv, ops.add_const(ops.mul_const(ops.mul(D, inv), -1.0), 2.0))
-    return p, inv, p_bound
+    return p, inv, p_bound, inv_bound
 
 
 def _square(ops, x):

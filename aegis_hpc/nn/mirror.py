@@ -92,13 +92,13 @@ def encode(name: str, x: np.ndarray, layers: int | None = None, ops: MatrixOps |
         s = q @ k.transpose(0, 2, 1) / math.sqrt(dh)
         sm = a.softmax(T)
         y = sm.exp_scale * (s - s.mean(-1, keepdims=True)) + sm.exp_offset
-        probs, inv, _ = fn.softmax(ops, [y], [np.ones(T)], T, sm, sum_keys, f"L{i}/att")
+        probs, inv, *_ = fn.softmax(ops, [y], [np.ones(T)], T, sm, sum_keys, f"L{i}/att")
         ctx = ((probs[0] @ v) * inv).transpose(1, 0, 2).reshape(T, d)
         h1 = x + lin(ctx, "attention.output.dense")
         x1 = fn.layernorm(ops, h1, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"],
                           a.ln1, sum_features, d, cfg.ln_eps, f"L{i}/ln1", dom[i].residual)
         scale, offset = a.gelu.input_map()
-        g = fn.gelu(ops, lin(x1, "intermediate.dense", scale, offset), a.gelu, f"L{i}/gelu")
+        (g,) = fn.gelu(ops, [lin(x1, "intermediate.dense", scale, offset)], a.gelu, [f"L{i}/gelu"])
         h2 = x1 + lin(g, "output.dense")
         x = fn.layernorm(ops, h2, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
                          a.ln2, sum_features, d, cfg.ln_eps, f"L{i}/ln2", dom[i].residual)

@@ -148,42 +148,53 @@ class _Refreshing:
         return self._refresh(x, tag, bound)
 
     def need_many(self, xs, levels, tags, bound):
-        """need() of several values at one site (one bound). With bootstrapping, two
-        values that both need a refresh share one: x + i y is bootstrapped and a
-        conjugation separates them again (two real messages ride in one complex one)."""
+        """need() of several values at one time; levels and bound: one for all or one
+        per value. With bootstrapping, two values that both need a refresh share one:
+        x/Bx + i y/By is bootstrapped and a conjugation separates them again (two real
+        messages ride in one complex one)."""
+        n = len(xs)
+        levels = list(levels) if isinstance(levels, (list, tuple)) else [levels] * n
+        bounds = list(bound) if isinstance(bound, (list, tuple)) else [bound] * n
         out, todo = list(xs), []
         for k, (x, tag) in enumerate(zip(xs, tags)):
-            self._observe(refresh_site(tag), x, bound)
-            if x.level < min(levels + SPARE_LEVELS, self.refresh_level):
+            self._observe(refresh_site(tag), x, bounds[k])
+            if x.level < min(levels[k] + SPARE_LEVELS, self.refresh_level):
                 todo.append(k)
         if self.refresh_mode != "bootstrap":
             for k in todo:
-                out[k] = self.need(xs[k], levels, tags[k], bound)
+                out[k] = self.need(xs[k], levels[k], tags[k], bounds[k])
             return out
         # a pair's 1/(2B) takes a level even where B = 1: pair only values that have one
         pairable = [k for k in todo if xs[k].level >= 1]
         for a, b in zip(pairable[0::2], pairable[1::2]):
             self.stats.refreshes += 1
-            out[a], out[b] = self._refresh_pair(xs[a], xs[b], tags[a], bound)
+            out[a], out[b] = self._refresh_pair(xs[a], xs[b], tags[a], (bounds[a], bounds[b]))
         alone = [k for k in todo if xs[k].level < 1] + pairable[len(pairable) // 2 * 2:]
         for k in alone:
-            out[k] = self.need(xs[k], levels, tags[k], bound)
+            out[k] = self.need(xs[k], levels[k], tags[k], bounds[k])
         return out
 
     def cheb(self, x, series, tag, bound):
         """series(x) for a series on [-1, 1]; x's bound is the refresh bound of its input.
         Degrees from 16 up take baby steps of ~sqrt(degree): one level more than the
         least depth, a quarter of the products at degree 255."""
-        self._observe_input(refresh_site(tag) + "#in", x)
+        return self.cheb_many([x], series, [tag], bound)[0]
+
+    def cheb_many(self, xs, series, tags, bound):
+        """cheb() of several values at one site: their input refreshes are shared two by
+        two (need_many); refreshes inside a deep series stay one per value."""
+        for x, tag in zip(xs, tags):
+            self._observe_input(refresh_site(tag) + "#in", x)
         min_depth = series.degree < MIN_DEPTH_BELOW
         depth = series.depth(min_depth)
         if depth <= self.period or self.refresh_mode == "none":
-            return self._evaluate(self.need(x, depth, tag, bound), series, None, min_depth)
+            return [self._evaluate(x, series, None, min_depth) for x in self.need_many(xs, depth, tags, bound)]
 
-        def hook(ct, levels, key, b):
-            return self.need(ct, levels, f"{tag}/{key}", b * bound)
+        def hook(tag):
+            return lambda ct, levels, key, b: self.need(ct, levels, f"{tag}/{key}", b * bound)
 
-        return self._evaluate(self.need(x, 1, tag, bound), series, hook, min_depth)
+        return [self._evaluate(x, series, hook(tag), min_depth)
+                for x, tag in zip(self.need_many(xs, 1, tags, bound), tags)]
 
     def _observe(self, site, x, bound):
         pass
@@ -270,7 +281,7 @@ class PlainOps(_Refreshing):
             _check_prescale(x.level, _boot_divisor(bound), tag)
         return PV(x.v.copy(), self.refresh_level)
 
-    def _refresh_pair(self, x, y, tag, bound):
+    def _refresh_pair(self, x, y, tag, bounds):
         return PV(x.v.copy(), self.refresh_level), PV(y.v.copy(), self.refresh_level)
 
 
@@ -318,11 +329,15 @@ class MatrixOps:
         return x
 
     def need_many(self, xs, levels, tags, bound):
-        return [self.need(x, levels, tag, bound) for x, tag in zip(xs, tags)]
+        bounds = list(bound) if isinstance(bound, (list, tuple)) else [bound] * len(xs)
+        return [self.need(x, levels, tag, b) for x, tag, b in zip(xs, tags, bounds)]
 
     def cheb(self, x, series, tag, bound):
         self.stats.use(refresh_site(tag) + "#in", _abs_max(x))
         return series(x)
+
+    def cheb_many(self, xs, series, tags, bound):
+        return [self.cheb(x, series, tag, bound) for x, tag in zip(xs, tags)]
 
 
 # ---------------------------------------------------------------- encrypted
@@ -448,19 +463,19 @@ class CipherOps(_Refreshing):
             return self._bootstrap(x, tag, bound)
         return self.key_holder.refresh(x, tag, bound)
 
-    def _refresh_pair(self, x, y, tag, bound):
-        """x, y (real, |.| <= bound, level >= 1) refreshed by one bootstrap of
-        (x + i y) / 2B: then 2 Re = x / B and 2 Im = y / B, taken apart by one
-        conjugation (z + conj z, (z - conj z)(-i)); mul_int(B) restores them."""
+    def _refresh_pair(self, x, y, tag, bounds):
+        """x, y (real, |x| <= Bx, |y| <= By, level >= 1) refreshed by one bootstrap of
+        x / 2Bx + i y / 2By: then 2 Re = x / Bx and 2 Im = y / By, taken apart by one
+        conjugation (z + conj z, (z - conj z)(-i)); mul_int(B) restores each."""
         ev = self.ev
-        b = _boot_divisor(bound)
-        xs, ys = (ev.mul_const(v, 0.5 / b, rescale=True) for v in (x, y))
+        bx, by = (_boot_divisor(b) for b in bounds)
+        xs, ys = ev.mul_const(x, 0.5 / bx, rescale=True), ev.mul_const(y, 0.5 / by, rescale=True)
         z = self._bootstrap_slots(ev.add(xs, ev.mul_by_i(ys)))
         conj = ev.conjugate(z)
         re = ev.add(z, conj)
         im = ev.mul_by_i(ev.sub(z, conj), negate=True)
         re.is_complex = im.is_complex = False
-        return (ev.mul_int(re, b), ev.mul_int(im, b)) if b > 1 else (re, im)
+        return tuple(ev.mul_int(v, b) if b > 1 else v for v, b in ((re, bx), (im, by)))
 
     def _bootstrap(self, x, tag, bound):
         """EvalMod is exact only for slot values within about [-1, 1] (coefficients up to

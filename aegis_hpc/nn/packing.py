@@ -127,6 +127,25 @@ class Layout:
                 m[ok, h * dh + uu] = 1.0
         return m.ravel()
 
+    def score_window_mask(self, B: int, q_valid: int, k_valid: int, g: int, u: int, w: int) -> np.ndarray:
+        """score_mask(g, u) widened to the w slots (b, h dh + u + a), a < w (the last
+        head's window may run on into the next row: slots are cyclic)."""
+        base = self.score_mask(B, q_valid, k_valid, g, u)
+        return sum(np.roll(base, a) for a in range(1, w)) + base
+
+    def score_residue_mask(self, B: int, q_valid: int, k_valid: int, g: int, rho: int, w: int) -> np.ndarray:
+        """The compact-score slots of group g whose offset u is rho mod w."""
+        return sum(self.score_mask(B, q_valid, k_valid, g, u) for u in range(rho, self.dh, w))
+
+    def head_window(self, count: int) -> int:
+        """w of the two-stage head sum of `count` offsets (block.EncoderRunner._attend):
+        steps w .. dh/2 on every offset, then steps 1 .. w/2 on the min(w, count)
+        residue classes mod w, between two masks. w = 1 is the one-stage sum with one
+        mask; it is kept on ties (a level fewer)."""
+        log_dh = _log2(self.dh)
+        j = min(range(log_dh + 1), key=lambda j: (count * (log_dh - j) + min(1 << j, count) * j, j))
+        return 1 << j
+
     def head_start_mask(self, B: int, q_valid: int) -> np.ndarray:
         m = np.zeros((B, self.S))
         m[:q_valid, 0: self.cfg.hidden: self.dh] = 1.0

@@ -101,7 +101,7 @@ def test_softmax_on_the_corners_of_its_domain(minilm, layer, n):
     # every intermediate (exp input, step sums, final sum) stayed inside its interval
     ops = MatrixOps()
     y = sm.exp_scale * (rows - rows.mean(-1, keepdims=True)) + sm.exp_offset
-    p, inv, _ = functions.softmax(ops, [y], [np.ones(n)], n, sm,
+    p, inv, *_ = functions.softmax(ops, [y], [np.ones(n)], n, sm,
                                   lambda ps, tag, bound: sum(q.sum(-1, keepdims=True) for q in ps), "sm")
     assert np.abs(p[0] * inv - got).max() < 1e-12
     site, use = ops.stats.worst()

@@ -179,3 +179,23 @@ def test_every_plaintext_key_names_one_vector(monkeypatch):
     mirror.run("bert-base", [models.embed_ids("bert-base", ids)], None, p.slots, p.max_level, "bootstrap",
                nn_ops.bootstrap_level(p))
     assert len(seen) > 100 and not clashes, sorted(set(map(str, clashes)))[:5]
+
+
+def test_two_stage_head_sum_choice_and_masks():
+    """The head sum's window w (Layout.head_window) minimises count log2(dh/w) +
+    min(w, count) log2(w) rotations and keeps the one-stage sum (w = 1, one mask) on
+    ties; the window masks of the offsets of one residue class are disjoint and cover
+    their compact-score slots' windows exactly."""
+    from aegis_hpc.nn.packing import Layout
+
+    minilm, bert = (Layout(models.config(n), 1 << 15) for n in ("minilm", "bert-base"))
+    assert minilm.head_window(32) == 8 and bert.head_window(32) == 8 and bert.head_window(64) == 16
+    assert minilm.head_window(1) == 1 and minilm.head_window(2) == 1    # no saving: one stage
+    L, B, w = minilm, 64, 8
+    for rho in (0, 5):
+        windows = [L.score_window_mask(B, 60, 50, 1, u, w) for u in range(rho, L.dh, w)]
+        total = np.sum(windows, axis=0)
+        assert total.max() == 1.0                                        # disjoint
+        starts = L.score_residue_mask(B, 60, 50, 1, rho, w)
+        # every window is its start slot and the w - 1 slots after it
+        assert np.array_equal(total, sum(np.roll(starts, a) for a in range(w)))
