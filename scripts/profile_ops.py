@@ -49,7 +49,8 @@ def main():
     encoder.add_one_input_options(ap, line="232")
     a = ap.parse_args()
     for name in ("add", "sub", "add_const", "add_plain", "mul", "mul_plain", "mul_const", "mul_int",
-                 "rotate", "rotate_many", "lintrans", "_evaluate", "_refresh"):  # refresh: the rest of a bootstrap
+                 "rotate", "rotate_many", "lintrans", "_evaluate", "_refresh", "_refresh_pair", "_encode"):
+        # refresh: the rest of a bootstrap; encode: plaintexts (masks, biases) made on first use
         timed(ops.CipherOps, name, name.strip("_"))
     for name in ("mod_raise", "sub_sum", "coeff_to_slot", "slot_to_coeff", "_boost"):
         timed(bootstrapper.Bootstrapper, name, "bootstrap." + name.strip("_"))

@@ -90,18 +90,24 @@ def one_input_args(a):
                               out=None, no_save=True, argv=[])
 
 
-def warm_up(ctx, keys, slot_counts):
-    """A server process's one-time work, timed apart from the encoder (as Lattigo's and
-    OpenFHE's bootstrapping setups are): kernel compilation and the bootstrapper's
-    DFT plaintexts at each slot count the refreshes use (cached on the context), by
-    bootstrapping an encryption of zeros at each."""
+def warm_up(ctx, keys, slot_counts, rotations):
+    """A server process's one-time work, timed apart from the encoder (as OpenFHE and
+    Lattigo precompute at context and bootstrapper creation): kernel compilation, the
+    bootstrapper's DFT plaintexts at each slot count the refreshes use (cached on the
+    context), and the key switcher's tables at every level (shared by the context's
+    evaluators): a bootstrap of zeros at each slot count covers the levels it runs
+    at; below, one product and every rotation key at each level down to 1."""
     if backend.is_gpu():
         from ..backend import kernels
 
         kernels.compile_all()
     ev = ctx.evaluator(keys)
+    x = None
     for slots in sorted(slot_counts):
-        ev.bootstrap(ctx.encrypt(np.zeros(slots), keys.public, level=0, slots=slots))
+        x = ev.bootstrap(ctx.encrypt(np.zeros(slots), keys.public, level=0, slots=slots))
+    while x is not None and x.level > 0:
+        ev.rotate_hoisted(x, rotations)
+        x = ev.rescale(ev.mul(x, x))
 
 
 def run(args, on_input=None) -> dict:
@@ -137,7 +143,7 @@ def run(args, on_input=None) -> dict:
         encrypt_s = time.perf_counter() - t
         t = time.perf_counter()
         if boot:
-            warm_up(ctx, keys, boot_slot_counts(args.model, p))
+            warm_up(ctx, keys, boot_slot_counts(args.model, p), rot)
         backend.sync()
         setup_s = time.perf_counter() - t
         ev_counts = []

@@ -13,6 +13,7 @@ from .encoder import Encoder
 from .evaluator import EvaluationError, Evaluator
 from .keys import (EvaluationKeys, KeyGenerator, PublicKey, SecretKey, galois_element_conjugate,
                    galois_element_for_rotation)
+from .keyswitch import KeySwitcher
 from .ntt import RingTables
 from .params import ERROR_ETA
 from .rns import crt_centered_small
@@ -28,6 +29,16 @@ class Context:
         self.ring = RingTables(params.qp, params.log_n)
         self.encoder = Encoder(params.log_n)
         self.keygenerator = KeyGenerator(params, self.ring)
+        self._key_switchers: dict = {}
+
+    def key_switcher(self, special: int | None = None) -> KeySwitcher:
+        """The key switcher over the first `special` special primes (default all). It
+        holds no key, only per-level tables (basis converters, kernel constants: seconds
+        to build at N=2^16), so every evaluator of this context shares one."""
+        ks = self._key_switchers.get(special)
+        if ks is None:
+            ks = self._key_switchers[special] = KeySwitcher(self.params, self.ring, special)
+        return ks
 
     @classmethod
     def from_preset(cls, name: str) -> "Context":

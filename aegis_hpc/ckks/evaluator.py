@@ -16,7 +16,6 @@ import numpy as np
 
 from .ciphertext import Ciphertext, Plaintext
 from .keys import EvaluationKeys, galois_element_conjugate, galois_element_for_rotation
-from .keyswitch import KeySwitcher
 from .rns import crt_centered_small
 
 SCALE_RTOL = 1e-9  # scales this close are one scale (float rounding of the table)
@@ -58,7 +57,7 @@ class Evaluator(LevelMatch):
                 f"evaluation keys are for parameters {keys.fingerprint[:16]}…, "
                 f"this context is {self.params.fingerprint[:16]}…")
         self.keys = keys
-        self.ks = KeySwitcher(self.params, self.ring)
+        self.ks = ctx.key_switcher()
         # work done, for benchmarks: key switches (relinearisations and rotations) and bootstraps
         self.counts = {"keyswitch": 0, "bootstrap": 0}
 

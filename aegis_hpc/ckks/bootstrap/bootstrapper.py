@@ -85,7 +85,6 @@ import numpy as np
 
 from ..ciphertext import Ciphertext
 from ..keys import SecretKey, SwitchingKey, switching_key_rows
-from ..keyswitch import KeySwitcher
 from ..rns import crt_centered_small
 from ..sampling import Stream, fresh_seed, sparse_ternary
 from . import dft
@@ -263,7 +262,7 @@ class Bootstrapper:
                                      f"{tuple(self.encapsulation.to_ephemeral.b.shape[:2])}, expected (1, {rows}): "
                                      f"keys from an older version; generate them again")
             # this one key lives on P' (encapsulation_special), not all of P
-            self._encap_ks = KeySwitcher(p, ev.ring, special=encapsulation_special(p))
+            self._encap_ks = ev.ctx.key_switcher(encapsulation_special(p))
 
     def describe(self, slots: int | None = None) -> dict:
         """Shape of the circuit: levels it uses and leaves, key switches per call."""
