@@ -87,6 +87,9 @@ def _encoder_parser(sub):
     p.add_argument("--lines", default=None, help="comma list of lines of --passages as inputs")
     p.add_argument("--passages", default=None, help="default: inputs/validation/passages.txt")
     p.add_argument("--refresh", choices=("bootstrap", "none"), default="bootstrap")
+    p.add_argument("--input-level", default="auto",
+                   help="level the client encrypts at: auto (nn.refresh.input_level: least estimated cost "
+                        "for the input's length), top, or a number")
     p.add_argument("--out", default=None, help="directory for JSON + markdown (default bench/results)")
     p.add_argument("--no-save", action="store_true")
     return p

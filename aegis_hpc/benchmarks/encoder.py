@@ -26,6 +26,7 @@ from ..io import slot_use
 from ..nn import encrypted, mirror, models, reference
 from ..nn.calibrate import read_sentences, validation_corpus_path
 from ..nn.ops import CipherOps, bootstrap_level
+from ..nn.refresh import input_level
 from ..nn.refresh import required_rotations as boot_rotations, slot_counts as boot_slot_counts
 from .machine import describe, report, slug
 
@@ -87,7 +88,24 @@ def one_input_args(a):
 
     return argparse.Namespace(model=a.model, preset=a.preset, layers=a.layers, tokens=a.tokens,
                               lines=None if a.tokens else a.line, passages=None, refresh="bootstrap",
-                              out=None, no_save=True, argv=[])
+                              input_level="auto", out=None, no_save=True, argv=[])
+
+
+def _input_level(args, tokens, params, layers):
+    """--input-level: auto (the cheapest start for this length, nn.refresh.input_level;
+    server-only runs only), top, or a level."""
+    choice = getattr(args, "input_level", "auto")
+    if choice == "top" or (choice == "auto" and args.refresh != "bootstrap"):
+        return params.max_level
+    if choice == "auto":
+        return input_level(args.model, tokens, params, layers)
+    try:
+        level = int(choice)
+    except ValueError:
+        raise ValueError(f"--input-level {choice!r}: give auto, top or a level") from None
+    if not 0 < level <= params.max_level:
+        raise ValueError(f"--input-level {level}: {params.name} has levels 1..{params.max_level}")
+    return level
 
 
 def warm_up(ctx, keys, slot_counts, rotations):
@@ -137,8 +155,9 @@ def run(args, on_input=None) -> dict:
     for label, ids in inputs(args):
         x = models.embed_ids(args.model, ids)
         T = len(ids)
+        level = _input_level(args, T, p, layers)
         t = time.perf_counter()
-        cts = encrypted.encrypt_blocks(ctx, keys.public, [x], layout)
+        cts = encrypted.encrypt_blocks(ctx, keys.public, [x], layout, level)
         backend.sync()
         encrypt_s = time.perf_counter() - t
         t = time.perf_counter()
@@ -175,7 +194,7 @@ def run(args, on_input=None) -> dict:
         # the mirror first: after each encrypted layer the decryption is compared with it
         # (outside the timed span), so a divergence is pinned to the layer it starts in
         mirror_layers = []
-        mir, mstats = mirror.run(args.model, [x], layers, p.slots, p.max_level, args.refresh,
+        mir, mstats = mirror.run(args.model, [x], layers, p.slots, level, args.refresh,
                                  bootstrap_level(p) if boot else None,
                                  on_layer=lambda i, out: mirror_layers.append(out[0]))
         checked = {"s": 0.0}
@@ -196,7 +215,7 @@ def run(args, on_input=None) -> dict:
         dec = layout.unpack([ctx.decrypt(b.x, sk) for b in blocks], T, cfg.hidden)
         ref = reference.encode(args.model, x, layers)
         row = {
-            "input": label, "tokens": T, "ciphertexts": len(cts[0]),
+            "input": label, "tokens": T, "ciphertexts": len(cts[0]), "input_level": level,
             "slot_use": slot_use(T * cfg.hidden, len(cts[0]), p.slots),
             "encrypt_s": encrypt_s, "setup_s": setup_s, "encoder_s": run_s, "layers": per_layer,
             "bootstraps": ops.ev.counts["bootstrap"], "keyswitches": ops.ev.counts["keyswitch"],
@@ -225,11 +244,12 @@ def table(res) -> str:
              f"machine: {res['machine'].get('gpu', {}) and res['machine']['gpu'].get('name') or res['machine']['cpu']}"
              f" ({res['machine']['backend']}); {res['params']}; keygen {res['keygen_s']:.1f} s "
              f"({res['rotation_keys']} rotation keys)", "",
-             "| input | tokens | ciphertexts | slot use | encrypt s | setup s | encoder s | s/layer | bootstraps | "
-             "key switches | cos vs float | max abs vs mirror | peak GiB | result |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| input | tokens | ciphertexts | slot use | input level | encrypt s | setup s | encoder s | s/layer | "
+             "bootstraps | key switches | cos vs float | max abs vs mirror | peak GiB | result |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["inputs"]:
         lines.append(f"| {r['input']} | {r['tokens']} | {r['ciphertexts']} | {100 * r['slot_use']:.1f} % | "
+                     f"{r.get('input_level', '')} | "
                      f"{r['encrypt_s']:.2f} | {r.get('setup_s', 0):.1f} | {r['encoder_s']:.1f} | "
                      f"{r['encoder_s'] / res['layers']:.1f} | "
                      f"{r['bootstraps']} | {r['keyswitches']} | {r['cosine_vs_float']:.6f} | "

@@ -9,9 +9,10 @@ from .mirror import prepared
 from .ops import CipherOps
 
 
-def encrypt_blocks(ctx, key, embedded, layout):
-    """Each sequence (tokens x hidden) as its packed blocks (nn/packing.py)."""
-    return [[ctx.encrypt(v, key, slots=v.size) for v in layout.pack(rows)] for rows in embedded]
+def encrypt_blocks(ctx, key, embedded, layout, level=None):
+    """Each sequence (tokens x hidden) as its packed blocks (nn/packing.py), at `level`
+    (default the top; nn.refresh.input_level picks a cheaper one for bootstrapping)."""
+    return [[ctx.encrypt(v, key, level=level, slots=v.size) for v in layout.pack(rows)] for rows in embedded]
 
 
 def run(ctx, keys, cts, name, layers=None, refresh="client", key_holder=None, gather=None,

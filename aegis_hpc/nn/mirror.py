@@ -38,14 +38,15 @@ def prepared(name, slots, layers):
 
 
 def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 13,
-        max_level: int = 10, refresh: str = "client", refresh_level: int | None = None, on_layer=None):
+        max_level: int = 10, refresh: str = "client", refresh_level: int | None = None, on_layer=None,
+        keyswitch_cost=None):
     """Final hidden states (tokens x hidden) per sentence, and the PlainOps stats.
     refresh_level: level after a refresh (bootstrap: ops.bootstrap_level(params));
-    on_layer(layer, hidden states per sentence) after each layer."""
+    on_layer(layer, hidden states per sentence) after each layer; keyswitch_cost: see PlainOps."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
     model = prepared(name, slots, layers)
-    ops = PlainOps(max_level, refresh, refresh_level)
+    ops = PlainOps(max_level, refresh, refresh_level, keyswitch_cost)
     approx = prepare(ops, name, layers, slots)
     lengths = [len(x) for x in embedded]
     runner = EncoderRunner(ops, model, approx, lengths)

@@ -207,12 +207,20 @@ class PlainOps(_Refreshing):
     """float64 mirror. Levels are tracked with the evaluator's rules so that
     refreshes happen at the same points as in the encrypted run."""
 
-    def __init__(self, max_level: int, refresh: str = "client", refresh_level: int | None = None):
+    def __init__(self, max_level: int, refresh: str = "client", refresh_level: int | None = None,
+                 keyswitch_cost=None):
+        """keyswitch_cost(level): the relative cost of a key switch at `level`; the
+        products and rotations outside polynomials add up to stats.ops["work"]."""
         self.max_level = max_level
         self.refresh_mode = refresh
         self.refresh_level = max_level if refresh_level is None else refresh_level
         self.stats = Stats()
         self._ev = PlainEvaluator()
+        self._ks_cost = keyswitch_cost
+
+    def _work(self, level, n=1):
+        if self._ks_cost is not None:
+            self.stats.tick("work", n * self._ks_cost(level))
 
     def encrypt(self, vec, slots):
         v = np.zeros(slots)
@@ -239,6 +247,7 @@ class PlainOps(_Refreshing):
 
     def mul(self, a, b):
         self.stats.tick("mul")
+        self._work(min(a.level, b.level))
         return self._ev.mul(a, b, rescale=True)
 
     def mul_plain(self, a, vec, key=None):
@@ -252,6 +261,7 @@ class PlainOps(_Refreshing):
 
     def rotate(self, a, k):
         self.stats.tick("rotate")
+        self._work(a.level)
         return PV(np.roll(a.v, -k), a.level)
 
     def rotate_many(self, a, ks):
@@ -259,6 +269,7 @@ class PlainOps(_Refreshing):
 
     def lintrans(self, a, lt):
         self.stats.tick("rotate", lt.key_switches())
+        self._work(a.level, lt.key_switches())
         m = _dense(lt)
         return PV((a.v.reshape(-1, lt.period) @ m.T).ravel(), a.level - 1)
 

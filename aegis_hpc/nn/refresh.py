@@ -49,3 +49,46 @@ def required_rotations(name: str, params) -> list:
     """Rotation steps of bootstrapping at every slot count `name` refreshes at
     (keygen --bootstrap --for-model; conjugation comes on top)."""
     return sorted({r for c in slot_counts(name, params) for r in bootstrap_rotations(params, slots=c)})
+
+
+# A bootstrap (n16-boot) costs about as much as this many key switches at the top
+# level: 139 ms against 1.16 ms for a key switch of 48 rows x 7 digits (one H200,
+# bench/results/ops-nvidia-h200-cupy-n16-l24.md), scaled by keyswitch_cost
+BOOTSTRAP_TOP_KEYSWITCHES = 65
+
+
+def keyswitch_cost(params):
+    """Relative cost of a key switch at a level: ModUp's NTTs, (limbs + |P|) rows per
+    digit, dominate it."""
+    def cost(level):
+        return (params.limbs_at(level) + len(params.p)) * len(params.digits_at(level))
+    return cost
+
+
+def input_level(name: str, tokens: int, params, layers: int | None = None) -> int:
+    """The level to encrypt a `tokens`-token input at for server-only inference: the
+    one of least estimated cost (key switches outside polynomials weighted by their
+    level's cost, bootstraps by BOOTSTRAP_TOP_KEYSWITCHES). From the top level the
+    first layer runs on up to 2.5x the limbs later layers see; a lower start may cost
+    a few refreshes more. The schedule depends on the length alone (refreshes are
+    decided by levels, never by values), so the mirror runs on zeros: the client
+    picks the level without looking at its data's values."""
+    import numpy as np
+
+    from . import mirror, models
+    from .ops import bootstrap_level
+
+    cost = keyswitch_cost(params)
+    low = bootstrap_level(params)
+    boot = BOOTSTRAP_TOP_KEYSWITCHES * cost(params.max_level)
+    zeros = [np.zeros((tokens, models.config(name).hidden))]
+    best = None
+    for level in range(low, params.max_level + 1):
+        try:
+            stats = mirror.run(name, zeros, layers, params.slots, level, "bootstrap", low, keyswitch_cost=cost)[1]
+        except DepthError:            # a start whose schedule reaches a refresh without the level for its 1/B
+            continue
+        estimate = stats.ops.get("work", 0.0) + boot * stats.refreshes
+        if best is None or estimate < best[0]:
+            best = (estimate, level)
+    return best[1]

@@ -199,3 +199,27 @@ def test_two_stage_head_sum_choice_and_masks():
         starts = L.score_residue_mask(B, 60, 50, 1, rho, w)
         # every window is its start slot and the w - 1 slots after it
         assert np.array_equal(total, sum(np.roll(starts, a) for a in range(w)))
+
+
+def test_input_level_depends_on_the_length_alone_and_is_no_dearer_than_the_top():
+    """nn.refresh.input_level picks where the client encrypts from the length alone (the
+    refresh schedule is decided by levels, never by values): a real input of that
+    length has the same schedule as the zeros it was picked on, and the pick's
+    estimated cost is at most the top level's."""
+    from aegis_hpc.ckks.params import preset
+    from aegis_hpc.nn.ops import bootstrap_level
+    from aegis_hpc.nn.refresh import BOOTSTRAP_TOP_KEYSWITCHES, input_level, keyswitch_cost
+
+    p, tokens = preset("test-deep-boot"), 40
+    level = input_level("tiny", tokens, p, layers=2)
+    assert bootstrap_level(p) <= level <= p.max_level
+    cost = keyswitch_cost(p)
+
+    def schedule(x, start):
+        stats = mirror.run("tiny", [x], 2, p.slots, start, "bootstrap", bootstrap_level(p), keyswitch_cost=cost)[1]
+        return stats.refreshes, stats.ops["work"] + BOOTSTRAP_TOP_KEYSWITCHES * cost(p.max_level) * stats.refreshes
+
+    ids = np.concatenate([[101], 1000 + (np.arange(tokens - 2) * 37) % 20000, [102]])
+    real = models.embed_ids("tiny", ids)
+    assert schedule(real, level) == schedule(np.zeros_like(real), level)
+    assert schedule(real, level)[1] <= schedule(real, p.max_level)[1]
