@@ -44,6 +44,10 @@ class Encoder:
         k = np.arange(n)
         self._twist = np.exp(1j * np.pi * k / n)
         self._untwist = np.conj(self._twist)
+        # Re(fft * untwist / n) from the real and imaginary parts: two real products
+        # instead of a complex division and product over the whole spectrum
+        self._untwist_re = np.ascontiguousarray(self._untwist.real / n)
+        self._untwist_im = np.ascontiguousarray(self._untwist.imag / n)
 
     def slots_for(self, count: int, slots: int | None = None) -> int:
         if count > self.max_slots:
@@ -78,19 +82,33 @@ class Encoder:
         m'(X^(N / 2 slots)) with m' its encoding in the ring of degree 2 slots; so
         one FFT of size 2 slots per row (not N). Coefficient k of m' is coefficient
         k N / (2 slots) of m."""
-        z = np.asarray(rows, dtype=np.complex128)
+        z = np.asarray(rows)
+        real = not np.iscomplexobj(z)
+        z = z.astype(np.float64 if real else np.complex128, copy=False)
         if z.ndim != 2:
             raise EncodingError("expected a 2-D array of value vectors")
         if not np.all(np.isfinite(z)):
             raise EncodingError("values contain NaN or infinity")
         slots = self.slots_for(z.shape[1], slots)
         sub = self if 2 * slots == self.n else _sub_encoder(2 * slots)
-        full = np.zeros((z.shape[0], slots), dtype=np.complex128)
-        full[:, : z.shape[1]] = z
-        points = np.empty((z.shape[0], sub.n), dtype=np.complex128)
-        points[:, sub._slot_pos] = full
-        points[:, sub._conj_pos] = np.conj(full)
-        m = (np.fft.fft(points, axis=-1) / sub.n * sub._untwist).real * scale
+        if z.shape[1] < slots:
+            full = np.zeros((z.shape[0], slots), dtype=z.dtype)
+            full[:, : z.shape[1]] = z
+            z = full
+        points = np.empty((z.shape[0], sub.n), dtype=z.dtype)
+        points[:, sub._slot_pos] = z
+        points[:, sub._conj_pos] = np.conj(z)
+        if real:
+            # real points: a real FFT (half the work); X[n - k] = conj(X[k])
+            half = np.fft.rfft(points, axis=-1)
+            re = np.concatenate([half.real, half.real[:, -2:0:-1]], axis=-1)
+            im = np.concatenate([half.imag, -half.imag[:, -2:0:-1]], axis=-1)
+        else:
+            spectrum = np.fft.fft(points, axis=-1)
+            re, im = spectrum.real, spectrum.imag
+        m = re * sub._untwist_re
+        m -= im * sub._untwist_im
+        m *= scale
         if np.max(np.abs(m), initial=0.0) >= 2.0 ** 62:
             raise EncodingError(f"values too large for scale 2^{np.log2(scale):.1f} (coefficients overflow 2^62)")
         return np.rint(m).astype(np.int64), slots
