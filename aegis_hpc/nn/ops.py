@@ -74,6 +74,11 @@ def refresh_site(tag: str) -> str:
     return re.sub(r"/[tgc]\d+", "", tag)
 
 
+def _per_value(arg, n: int) -> list:
+    """need_many's levels or bound: one per value, or one for all n."""
+    return list(arg) if isinstance(arg, (list, tuple)) else [arg] * n
+
+
 def _abs_max(v) -> float:
     v = np.asarray(v)
     return float(np.abs(v).max()) if v.size else 0.0
@@ -152,9 +157,7 @@ class _Refreshing:
         per value. With bootstrapping, two values that both need a refresh share one:
         x/Bx + i y/By is bootstrapped and a conjugation separates them again (two real
         messages ride in one complex one)."""
-        n = len(xs)
-        levels = list(levels) if isinstance(levels, (list, tuple)) else [levels] * n
-        bounds = list(bound) if isinstance(bound, (list, tuple)) else [bound] * n
+        levels, bounds = _per_value(levels, len(xs)), _per_value(bound, len(xs))
         out, todo = list(xs), []
         for k, (x, tag) in enumerate(zip(xs, tags)):
             self._observe(refresh_site(tag), x, bounds[k])
@@ -340,8 +343,7 @@ class MatrixOps:
         return x
 
     def need_many(self, xs, levels, tags, bound):
-        bounds = list(bound) if isinstance(bound, (list, tuple)) else [bound] * len(xs)
-        return [self.need(x, levels, tag, b) for x, tag, b in zip(xs, tags, bounds)]
+        return [self.need(x, levels, tag, b) for x, tag, b in zip(xs, tags, _per_value(bound, len(xs)))]
 
     def cheb(self, x, series, tag, bound):
         self.stats.use(refresh_site(tag) + "#in", _abs_max(x))
