@@ -80,6 +80,10 @@ def input_level(name: str, tokens: int, params, layers: int | None = None) -> in
 
     cost = keyswitch_cost(params)
     low = bootstrap_level(params)
+    # the start level shapes the first two layers' schedule only: from the third on,
+    # refreshes and levels are the same from every start (MiniLM and bert-base at
+    # 128 tokens, starts 10..27), so two layers decide (a 512-token MiniLM in ~1 min)
+    layers = min(2, models.config(name).layers if layers is None else layers)
     boot = BOOTSTRAP_TOP_KEYSWITCHES * cost(params.max_level)
     zeros = [np.zeros((tokens, models.config(name).hidden))]
     best = None
