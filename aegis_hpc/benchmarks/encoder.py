@@ -255,8 +255,9 @@ def table(res) -> str:
                      f"{r['bootstraps']} | {r['keyswitches']} | {r['cosine_vs_float']:.6f} | "
                      f"{r['max_abs_vs_mirror']:.2e} | {r['peak_memory_bytes'] / 2**30:.1f} | "
                      f"{'ok' if r.get('correct', True) else 'WRONG (see max abs vs mirror)'} |")
-    lines += ["", "setup: once per process and slot count, before the timed encoder (kernel compilation, "
-              "the bootstrapper's DFT plaintexts); the linear layers' weights are encoded inside the timed span", "",
+    lines += ["", "setup: once per process, before the timed encoder (kernel compilation, the bootstrapper's "
+              "DFT plaintexts, the key switcher's per-level tables); the linear layers' weights are encoded "
+              "inside the timed span", "",
               f"result: ok when max |decryption - mirror| <= {MIRROR_BOUND:g} and cosine vs float >= {MIN_COSINE}",
               "", "Per layer (attention block / FFN block): seconds, bootstraps, key switches; max |decryption - "
               "mirror| after the layer", ""]

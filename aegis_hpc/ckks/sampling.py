@@ -189,7 +189,7 @@ class SmallSampler:
         if not 0 < eta <= 32:
             raise ValueError("centred binomial needs 0 < eta <= 32")
         xp = self.xp
-        words = self._words(2 * n).reshape(2, n) & xp.uint32((1 << eta) - 1 if eta < 32 else 0xFFFFFFFF)
+        words = self._words(2 * n).reshape(2, n) & xp.uint32((1 << eta) - 1)
         counts = _popcount32(words).astype(xp.int64)
         return counts[0] - counts[1]
 

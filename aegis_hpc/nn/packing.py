@@ -131,7 +131,7 @@ class Layout:
         """score_mask(g, u) widened to the w slots (b, h dh + u + a), a < w (the last
         head's window may run on into the next row: slots are cyclic)."""
         base = self.score_mask(B, q_valid, k_valid, g, u)
-        return sum(np.roll(base, a) for a in range(1, w)) + base
+        return sum(np.roll(base, a) for a in range(w))
 
     def score_residue_mask(self, B: int, q_valid: int, k_valid: int, g: int, rho: int, w: int) -> np.ndarray:
         """The compact-score slots of group g whose offset u is rho mod w."""
