@@ -31,6 +31,9 @@ __device__ __forceinline__ u32 shoup_mul(u32 a, u32 w, u32 ws, u32 q) {
 }
 __device__ __forceinline__ u32 add_q(u32 a, u32 b, u32 q) { u32 s = a + b; return s >= q ? s - q : s; }
 __device__ __forceinline__ u32 sub_q(u32 a, u32 b, u32 q) { u32 s = a + q - b; return s >= q ? s - q : s; }
+/* a*b for residues a, b < 2^32 held in 64-bit words: one 32x32->64 multiply, where the
+   full 64x64 product the types ask for costs three */
+__device__ __forceinline__ u64 mul32(u64 a, u64 b) { return (u64)(u32)a * (u32)b; }
 /* x mod q for any 64-bit x, q < 2^31, mu = floor(2^64 / q): the estimate is short by < 2 q */
 __device__ __forceinline__ u64 barrett(u64 x, u64 q, u64 mu) {
     u64 r = x - __umul64hi(x, mu) * q;
@@ -70,17 +73,22 @@ __device__ __forceinline__ bool column_of(RowPart& x, const int* rsel, const int
     x = row_part(tid >> logc, (size_t)(tid & ((1 << logc) - 1)), rsel, prow, tw, twsh, qs, logn);
     return true;
 }
-/* this block's chunk (index c within its row) copied into shared memory */
-template <typename Ti>
-__device__ __forceinline__ RowPart chunk_load(u32* s, int& c, const Ti* src, const int* rsel, const int* prow,
-                                              const u32* tw, const u32* twsh, const u32* qs, int logn, int logc) {
-    int chunks = 1 << (logn - logc), C = 1 << logc;
+/* The shared-memory stages run in radix-8 rounds: each of a block's C/8 threads
+   keeps 8 residues in registers, whose positions in the chunk differ in bits
+   lo..lo+2 only, and runs up to three stages on them before one barrier, so
+   C = 2^12 takes 4 rounds instead of 12 single-stage passes. One pad word per 32
+   keeps the rounds with a small lo from hitting the same bank 4-8 times. */
+__device__ __forceinline__ int round_pos(int j, int k, int lo) {
+    return ((j >> lo) << (lo + 3)) | (k << lo) | (j & ((1 << lo) - 1));
+}
+__device__ __forceinline__ int padded(int i) { return i + (i >> 5); }
+/* this block's row and chunk (index c within its row) */
+__device__ __forceinline__ RowPart chunk_of(int& c, const int* rsel, const int* prow, const u32* tw,
+                                            const u32* twsh, const u32* qs, int logn, int logc) {
+    int chunks = 1 << (logn - logc);
     long long r = blockIdx.x / chunks;
     c = (int)(blockIdx.x - r * chunks);
-    RowPart x = row_part(r, (size_t)c * C, rsel, prow, tw, twsh, qs, logn);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s[i] = (u32)src[x.off + i];
-    __syncthreads();
-    return x;
+    return row_part(r, (size_t)c << logc, rsel, prow, tw, twsh, qs, logn);
 }
 
 /* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 */
@@ -116,65 +124,104 @@ __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* 
     for (int i = 0; i < CH; ++i) dst[off + ((size_t)i << logc)] = (To)v[i];
 }
 
-/* one C-element chunk of one row per block, stages m = N/C .. N/2 */
+/* one C-element chunk of one row per block, stages m = N/C .. N/2 (bits logc-1 .. 0 of
+   the butterfly span); the first round's positions k << (logc-3) | j are coalesced, so it
+   reads device memory directly; the last round's (8 j + k) go out through shared memory */
 template <typename Ti, typename To>
 __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
                              const u32* psish, const u32* qs, int logn, int logc) {
     extern __shared__ u32 s[];
-    int N = 1 << logn, C = 1 << logc;
-    int chunks = N >> logc, c;
-    RowPart x = chunk_load(s, c, src, rsel, prow, psi, psish, qs, logn, logc);
+    const int j = threadIdx.x, C = 1 << logc;
+    int c;
+    RowPart x = chunk_of(c, rsel, prow, psi, psish, qs, logn, logc);
     const u32 q = x.q;
-    const size_t base = x.off;
     const u32 *w = x.w, *ws = x.ws;
-    for (int m = chunks; m < N; m <<= 1) {
-        int t = N / (2 * m);
-        int groups_per_chunk = C / (2 * t);
-        for (int j = threadIdx.x; j < C / 2; j += blockDim.x) {
-            int g = j / t, k = j - g * t;
-            int gg = c * groups_per_chunk + g;
-            int i0 = g * 2 * t + k;
-            u32 lo = s[i0];
-            u32 v = shoup_mul(s[i0 + t], w[m + gg], ws[m + gg], q);
-            s[i0] = add_q(lo, v, q);
-            s[i0 + t] = sub_q(lo, v, q);
+    const int cbase = c << logc;
+    u32 v[8];
+    for (int hi = logc - 1; hi >= 0;) {
+        const int nb = hi >= 2 ? 3 : hi + 1, lo = hi >= 2 ? hi - 2 : 0;
+        if (hi == logc - 1) {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = (u32)src[x.off + round_pos(j, k, lo)];
+        } else {
+            __syncthreads();
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = s[padded(round_pos(j, k, lo))];
         }
-        __syncthreads();
+#pragma unroll
+        for (int kb = 2; kb >= 0; --kb) {
+            const int b = lo + kb;
+            if (b > hi || b <= hi - nb) continue;
+            const int sh = b + 1, m = 1 << (logn - sh);
+            /* the k that differ only below bit kb share a butterfly group: one twiddle load */
+#pragma unroll
+            for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
+                const int g = m + ((cbase + round_pos(j, k0, lo)) >> sh);
+                const u32 wv = w[g], wsv = ws[g];
+#pragma unroll
+                for (int k = k0; k < k0 + (1 << kb); ++k) {
+                    u32 a = v[k], t = shoup_mul(v[k | (1 << kb)], wv, wsv, q);
+                    v[k] = add_q(a, t, q);
+                    v[k | (1 << kb)] = sub_q(a, t, q);
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) s[padded(round_pos(j, k, lo))] = v[k];
+        hi -= nb;
     }
-    for (int i = threadIdx.x; i < C; i += blockDim.x) dst[base + i] = (To)s[i];
+    __syncthreads();
+    for (int i = j; i < C; i += blockDim.x) dst[x.off + i] = (To)s[padded(i)];
 }
 
-/* inverse (Gentleman-Sande): stages t = 1 .. C/2 in shared memory, N^-1 folded in
-   when they are all the stages */
+/* inverse (Gentleman-Sande): span bits 0 .. logc-1 in shared memory, N^-1 folded in when
+   they are all the stages; the chunk comes in through shared memory (the first round's
+   positions 8 j + k are not coalesced), the last round's go out directly */
 template <typename Ti, typename To>
 __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* ipsi,
                           const u32* ipsish, const u32* qs, const u32* ninv, const u32* ninvsh,
                           int logn, int logc, int scale) {
     extern __shared__ u32 s[];
-    int N = 1 << logn, C = 1 << logc, c;
-    RowPart x = chunk_load(s, c, src, rsel, prow, ipsi, ipsish, qs, logn, logc);
-    const int p = x.p;
+    const int j = threadIdx.x, C = 1 << logc;
+    int c;
+    RowPart x = chunk_of(c, rsel, prow, ipsi, ipsish, qs, logn, logc);
     const u32 q = x.q;
-    const size_t base = x.off;
     const u32 *w = x.w, *ws = x.ws;
-    for (int t = 1; t < C; t <<= 1) {
-        int h = N / (2 * t);
-        int groups_per_chunk = C / (2 * t);
-        for (int j = threadIdx.x; j < C / 2; j += blockDim.x) {
-            int g = j / t, k = j - g * t;
-            int gg = c * groups_per_chunk + g;
-            int i0 = g * 2 * t + k;
-            u32 lo = s[i0], hi = s[i0 + t];
-            s[i0] = add_q(lo, hi, q);
-            s[i0 + t] = shoup_mul(sub_q(lo, hi, q), w[h + gg], ws[h + gg], q);
-        }
+    const int cbase = c << logc;
+    for (int i = j; i < C; i += blockDim.x) s[padded(i)] = (u32)src[x.off + i];
+    u32 v[8];
+    for (int b0 = 0; b0 < logc;) {
+        const int nb = min(3, logc - b0), lo = min(b0, logc - 3);
         __syncthreads();
-    }
-    if (scale) {
-        u32 ni = ninv[p], nis = ninvsh[p];
-        for (int i = threadIdx.x; i < C; i += blockDim.x) dst[base + i] = (To)shoup_mul(s[i], ni, nis, q);
-    } else {
-        for (int i = threadIdx.x; i < C; i += blockDim.x) dst[base + i] = (To)s[i];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = s[padded(round_pos(j, k, lo))];
+#pragma unroll
+        for (int kb = 0; kb < 3; ++kb) {
+            const int b = lo + kb;
+            if (b < b0 || b >= b0 + nb) continue;
+            const int sh = b + 1, h = 1 << (logn - sh);
+#pragma unroll
+            for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
+                const int g = h + ((cbase + round_pos(j, k0, lo)) >> sh);
+                const u32 wv = w[g], wsv = ws[g];
+#pragma unroll
+                for (int k = k0; k < k0 + (1 << kb); ++k) {
+                    u32 a = v[k], b1 = v[k | (1 << kb)];
+                    v[k] = add_q(a, b1, q);
+                    v[k | (1 << kb)] = shoup_mul(sub_q(a, b1, q), wv, wsv, q);
+                }
+            }
+        }
+        b0 += nb;
+        if (b0 < logc) {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) s[padded(round_pos(j, k, lo))] = v[k];
+        } else {
+            u32 ni = ninv[x.p], nis = ninvsh[x.p];
+#pragma unroll
+            for (int k = 0; k < 8; ++k)
+                dst[x.off + round_pos(j, k, lo)] = (To)(scale ? shoup_mul(v[k], ni, nis, q) : v[k]);
+        }
     }
 }
 
@@ -231,8 +278,8 @@ __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64*
     size_t koff = (size_t)r * N + n;
     for (int j = 0; j < digits; ++j) {
         u64 e = (u64)e_[(size_t)j * ext_dstride];
-        acc0 += e * (u64)kb[(size_t)j * key_dstride + koff];
-        acc1 += e * (u64)ka[(size_t)j * key_dstride + koff];
+        acc0 += mul32(e, kb[(size_t)j * key_dstride + koff]);
+        acc1 += mul32(e, ka[(size_t)j * key_dstride + koff]);
         if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
     }
     out[(size_t)r * N + n] = barrett(acc0, q, mu);
@@ -259,8 +306,8 @@ __global__ void mul_plain_sum(const u64* const* cts, const TP* const* pts, const
         int rl = run_log[t];
         u64 w = (u64)pts[t][((size_t)r << (logn - rl)) + (n >> rl)];
         const u64* c = cts[t];
-        acc0 += c[off] * w;
-        acc1 += c[(size_t)ct_poly_stride[t] + off] * w;
+        acc0 += mul32(c[off], w);
+        acc1 += mul32(c[(size_t)ct_poly_stride[t] + off], w);
         if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
     }
     out[off] = barrett(acc0, q, mu);
@@ -280,7 +327,7 @@ extern "C" __global__ void basis_convert(const u64* x, u64* y, const u64* src_q,
     int n = (int)(tid & (N - 1));
     u64 t[MAX_SRC];
     const u64* xb = x + (size_t)b * n_a * N + n;
-    for (int i = 0; i < n_a; ++i) t[i] = barrett(xb[(size_t)i * N] * hat_inv[i], src_q[i], src_mu[i]);
+    for (int i = 0; i < n_a; ++i) t[i] = barrett(mul32(xb[(size_t)i * N], hat_inv[i]), src_q[i], src_mu[i]);
     u64* yb = y + (size_t)b * n_b * N + n;
     for (int j = 0; j < n_b; ++j) {
         u64 q = dst_q[j], mu = dst_mu[j];
@@ -288,21 +335,38 @@ extern "C" __global__ void basis_convert(const u64* x, u64* y, const u64* src_q,
         u64 acc = 0;
         int pending = 0;
         for (int i = 0; i < n_a; ++i) {
-            acc += t[i] * hm[i];
+            acc += mul32(t[i], hm[i]);
             if (++pending == 4) { acc = barrett(acc, q, mu); pending = 1; }
         }
         yb[(size_t)j * N] = barrett(acc, q, mu);
     }
 }
 
+/* sum_i t[i] * h[i] mod q over i < len <= A. A is a compile-time bound so the loop
+   unrolls and t stays in registers (a runtime-sized array lives in local memory); a
+   reduction after every third product from the fourth on keeps the sum below 2^64
+   (a reduced value plus three products < 2^31 + 3 * 2^62), and reducing a value
+   already below q changes nothing, so the fixed schedule gives the exact residue */
+template <int A>
+__device__ __forceinline__ u64 dot_mod(const u64* t, const u64* h, int len, u64 q, u64 mu) {
+    u64 acc = 0;
+#pragma unroll
+    for (int i = 0; i < A; ++i) {
+        if (i < len) acc += mul32(t[i], h[i]);
+        if (i >= 3 && i % 3 == 0 && i + 1 < A) acc = barrett(acc, q, mu);
+    }
+    return barrett(acc, q, mu);
+}
+
 /* ---- ModUp of every digit in one pass: rows of the digit copy the NTT-form input,
    the others get the fast basis conversion of the digit (then one NTT over those rows
-   only); 32-bit words out, the largest array of a key switch */
-extern "C" __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, const int* digit_start,
-                                         const int* digit_len, const u64* hat_inv, const u64* src_q,
-                                         const u64* src_mu, const u64* hat_mod, const u64* row_q,
-                                         const u64* row_mu, const int* row_limb, int rows, int maxa,
-                                         int logn, int digits, int row_chunk) {
+   only); 32-bit words out, the largest array of a key switch. A >= the longest digit. */
+template <int A>
+__global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, const int* digit_start,
+                              const int* digit_len, const u64* hat_inv, const u64* src_q,
+                              const u64* src_mu, const u64* hat_mod, const u64* row_q,
+                              const u64* row_mu, const int* row_limb, int rows, int maxa,
+                              int logn, int digits, int row_chunk) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
     int chunks = (rows + row_chunk - 1) / row_chunk;
@@ -313,10 +377,11 @@ extern "C" __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32
     int r0 = (int)(jc - (long long)j * chunks) * row_chunk;
     int r1 = min(rows, r0 + row_chunk);
     int s = digit_start[j], len = digit_len[j];
-    u64 t[MAX_SRC];
-    for (int i = 0; i < len; ++i) {
+    u64 t[A];
+#pragma unroll
+    for (int i = 0; i < A; ++i) {
         int c = j * maxa + i;
-        t[i] = barrett(coeff[(size_t)(s + i) * N + n] * hat_inv[c], src_q[c], src_mu[c]);
+        t[i] = i < len ? barrett(mul32(coeff[(size_t)(s + i) * N + n], hat_inv[c]), src_q[c], src_mu[c]) : 0;
     }
     u32* o = out + (size_t)j * rows * N + n;
     for (int r = r0; r < r1; ++r) {
@@ -325,15 +390,7 @@ extern "C" __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32
         if (limb >= s && limb < s + len) {
             v = d_ntt[(size_t)limb * N + n];
         } else {
-            u64 q = row_q[r], mu = row_mu[r];
-            const u64* hm = hat_mod + ((size_t)j * rows + r) * maxa;
-            u64 acc = 0;
-            int pending = 0;
-            for (int i = 0; i < len; ++i) {
-                acc += t[i] * hm[i];
-                if (++pending == 4) { acc = barrett(acc, q, mu); pending = 1; }
-            }
-            v = barrett(acc, q, mu);
+            v = dot_mod<A>(t, hat_mod + ((size_t)j * rows + r) * maxa, len, row_q[r], row_mu[r]);
         }
         o[(size_t)r * N] = (u32)v;
     }
@@ -341,39 +398,62 @@ extern "C" __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32
 
 /* ---- ModDown's conversion P -> Q_l with the centring folded in (keyswitch._centre):
    t_i = [x_i (P/p_i)^-1]_{p_i}; v = round(sum_i t_i / p_i) in the reference's float64
-   order; out_j = (sum_i t_i (P/p_i) - v P) mod q_j */
-#define MAX_P 16
-extern "C" __global__ void moddown_convert(const u64* pc, u64* out, const u64* p_q, const u64* p_mu,
-                                           const u64* hat_inv, const u64* q_q, const u64* q_mu,
-                                           const u64* hat_mod, const u64* neg_p, int n_p, int limbs,
-                                           int logn, long long polys) {
+   order; out_j = (sum_i t_i (P/p_i) - v P) mod q_j. A >= n_p. */
+template <int A>
+__global__ void moddown_convert(const u64* pc, u64* out, const u64* p_q, const u64* p_mu,
+                                const u64* hat_inv, const u64* q_q, const u64* q_mu,
+                                const u64* hat_mod, const u64* neg_p, int n_p, int limbs,
+                                int logn, long long polys) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
     if (tid >= polys * N) return;
     long long c = tid >> logn;
     int n = (int)(tid & (N - 1));
-    u64 t[MAX_P];
+    u64 t[A];
     double frac = 0.0;
     const u64* x = pc + (size_t)c * n_p * N + n;
-    for (int i = 0; i < n_p; ++i) {
-        t[i] = barrett(x[(size_t)i * N] * hat_inv[i], p_q[i], p_mu[i]);
-        double term = __ddiv_rn((double)t[i], (double)p_q[i]);
-        frac = i == 0 ? term : __dadd_rn(frac, term);
+#pragma unroll
+    for (int i = 0; i < A; ++i) {
+        t[i] = 0;
+        if (i < n_p) {
+            t[i] = barrett(mul32(x[(size_t)i * N], hat_inv[i]), p_q[i], p_mu[i]);
+            double term = __ddiv_rn((double)t[i], (double)p_q[i]);
+            frac = i == 0 ? term : __dadd_rn(frac, term);
+        }
     }
     int v = (int)floor(__dadd_rn(frac, 0.5));
     u64* o = out + (size_t)c * limbs * N + n;
     for (int j = 0; j < limbs; ++j) {
-        u64 q = q_q[j], mu = q_mu[j];
-        const u64* hm = hat_mod + (size_t)j * n_p;
-        u64 acc = 0;
-        int pending = 0;
-        for (int i = 0; i < n_p; ++i) {
-            acc += t[i] * hm[i];
-            if (++pending == 4) { acc = barrett(acc, q, mu); pending = 1; }
-        }
-        u64 s = barrett(acc, q, mu) + neg_p[(size_t)j * (n_p + 1) + v];
+        u64 q = q_q[j];
+        u64 s = dot_mod<A>(t, hat_mod + (size_t)j * n_p, n_p, q, q_mu[j]) + neg_p[(size_t)j * (n_p + 1) + v];
         o[(size_t)j * N] = s >= q ? s - q : s;
     }
+}
+
+/* ---- the last step of ModDown and rescale, with what follows them fused in:
+   out_c = ((a_c + q - b_c) * inv + add_c[perm]) mod q for each polynomial c, where a_c
+   is rows row0 .. row0+limbs of a's polynomial c (poly_rows rows apart: ModDown skips
+   the P rows, rescale the dropped limbs), and add_c (rows N apart, null for none) is
+   the rest of the operation's result: a rotation's gathered c0, a product's d0 and d1 */
+extern "C" __global__ void scale_down_add(const u64* a, const u64* b, u64* out, const u64* inv, const u64* qs,
+                                          const u64* mus, const u64* add0, const u64* add1, const i64* perm,
+                                          int row0, int poly_rows, int limbs, int logn, long long polys) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int N = 1 << logn;
+    long long per_poly = (long long)limbs << logn;
+    if (tid >= polys * per_poly) return;
+    long long c = tid / per_poly;
+    long long rn = tid - c * per_poly;
+    int r = (int)(rn >> logn), n = (int)(rn & (N - 1));
+    u64 q = qs[r];
+    u64 x = a[((size_t)c * poly_rows + row0 + r) * N + n] + q - b[tid];
+    u64 v = barrett(mul32(x, inv[r]), q, mus[r]);
+    const u64* ad = c == 0 ? add0 : (c == 1 ? add1 : 0);
+    if (ad) {
+        v += ad[(size_t)r * N + (perm ? (int)perm[n] : n)];
+        v = v >= q ? v - q : v;
+    }
+    out[tid] = v;
 }
 
 /* ---- rescale: centred CRT lift of the dropped primes, reduced mod each kept prime */
@@ -394,8 +474,8 @@ extern "C" __global__ void rescale_lift(const u64* top, u64* res, const u64* kee
         u64 x1 = tp[N];
         u64 t = x1 + q1 - barrett(x0, q1, mu1);
         t = t >= q1 ? t - q1 : t;
-        t = barrett(t * inv01, q1, mu1);
-        v = x0 + t * q0;
+        t = barrett(mul32(t, inv01), q1, mu1);
+        v = x0 + mul32(t, q0);
         big = q0 * q1;
     }
     int neg = v > big / 2;
@@ -410,19 +490,26 @@ extern "C" __global__ void rescale_lift(const u64* top, u64* res, const u64* kee
 """
 
 _ELEMENTWISE = {
-    # (a + q - b) * c mod q: ModDown's and rescale's final step
-    "sub_mul": ("uint64 a, uint64 b, uint64 c, uint64 q, uint64 mu", "uint64 out",
-                "out = barrett_(((a + q - b)) * c, q, mu)"),
     "add_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out",
                 "unsigned long long s = a + b; out = s >= q ? s - q : s"),
-    "mul_mod": ("uint64 a, uint64 b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(a * b, q, mu)"),
+    # B: any unsigned word, so a compact plaintext's uint32 rows need no widened copy
+    "mul_mod": ("uint64 a, B b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(mul32_(a, b), q, mu)"),
+    "sub_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out", "out = a >= b ? a - b : a + q - b"),
+    # a ciphertext plus a plaintext or constant b (broadcast over both polynomials) on its
+    # first polynomial only: flat indices below `first` are that polynomial's
+    "add_first": ("uint64 a, B b, uint64 q, int64 first, int32 negate", "uint64 out",
+                  "if (i < first) { unsigned long long v = negate ? (b ? q - (unsigned long long)b : 0) : b;"
+                  " unsigned long long s = a + v; out = s >= q ? s - q : s; } else { out = a; }"),
     "tensor": ("uint64 a0, uint64 a1, uint64 b0, uint64 b1, uint64 q, uint64 mu",
                "uint64 d0, uint64 d1, uint64 d2",
-               "d0 = barrett_(a0 * b0, q, mu);"
-               "d1 = barrett_(barrett_(a0 * b1, q, mu) + barrett_(a1 * b0, q, mu), q, mu);"
-               "d2 = barrett_(a1 * b1, q, mu)"),
+               "d0 = barrett_(mul32_(a0, b0), q, mu);"
+               "d1 = barrett_(barrett_(mul32_(a0, b1), q, mu) + barrett_(mul32_(a1, b0), q, mu), q, mu);"
+               "d2 = barrett_(mul32_(a1, b1), q, mu)"),
 }
 _PREAMBLE = r"""
+__device__ __forceinline__ unsigned long long mul32_(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(unsigned int)a * (unsigned int)b;   /* operands < 2^32 */
+}
 __device__ __forceinline__ unsigned long long barrett_(unsigned long long x, unsigned long long q,
                                                        unsigned long long mu) {
     unsigned long long r = x - __umul64hi(x, mu) * q;
@@ -463,8 +550,10 @@ SMEM_LOG = 12  # 4096 residues (16 KiB) per block for the in-shared-memory stage
 THREADS = 256
 # rows of one ModUp digit per thread: the digit's scaled residues are recomputed per chunk,
 # which buys digits x rows/chunk-fold parallelism for a few extra Barrett reductions
-MODUP_ROW_CHUNK = 8
-MODDOWN_MAX_P = 16  # MAX_P in moddown_convert
+MODUP_ROW_CHUNK = 16
+# compiled source-limb bounds of the conversion kernels (a digit's limbs, |P|): each is
+# an unrolled instantiation; a count takes the smallest bound that holds it
+CONVERT_BOUNDS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32)
 
 
 def _cp():
@@ -485,7 +574,16 @@ def _templates():
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>"]
+    names += [f"modup_convert<{a}>" for a in CONVERT_BOUNDS] + [f"moddown_convert<{a}>" for a in CONVERT_BOUNDS]
     return names
+
+
+def _convert_bound(count, what):
+    """The smallest compiled source-count bound of the conversion kernels that holds `count`."""
+    for a in CONVERT_BOUNDS:
+        if count <= a:
+            return a
+    raise ValueError(f"{what}: {count} source limbs; the conversion kernels take at most {CONVERT_BOUNDS[-1]}")
 
 
 def _module():
@@ -625,6 +723,11 @@ def _transform_io(ring, a, idx, inplace, out_dtype, rows_sel):
     return src, dst, rows, sel, prow, min(SMEM_LOG, ring.log_n)
 
 
+def _smem_bytes(logc):
+    """A chunk of 2^logc 32-bit residues with one pad word per 32 (round_pos/padded)."""
+    return 4 * ((1 << logc) + (1 << logc) // 32)
+
+
 def _null(p):
     return p if p is not None else np.uint64(0)
 
@@ -646,9 +749,9 @@ def ntt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
             (src, dst, _null(sel), prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int64(rows)))
         src = dst
     _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}>")(
-        (rows << top,), (min(512, (1 << logc) // 2),),
+        (rows << top,), (1 << (logc - 3),),
         (src, dst, _null(sel), prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int32(logc)),
-        shared_mem=4 << logc)
+        shared_mem=_smem_bytes(logc))
     return dst
 
 
@@ -662,10 +765,10 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     logn = ring.log_n
     top = logn - logc
     _fn(f"intt_smem<{_word(src)}, {_word(dst)}>")(
-        (rows << top,), (min(512, (1 << logc) // 2),),
+        (rows << top,), (1 << (logc - 3),),
         (src, dst, _null(sel), prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
          np.int32(logn), np.int32(logc), np.int32(0 if top else 1)),
-        shared_mem=4 << logc)
+        shared_mem=_smem_bytes(logc))
     if top:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
@@ -721,17 +824,23 @@ def mul_plain_sum(ct_rows, pt_rows, runs, qc):
     return out
 
 
-def sub_mul(a, b, c, qc):
-    """(a + q - b) * c mod q with (L, 1) columns c, q broadcast over (..., L, N)."""
-    return _ew("sub_mul")(a, b, c, qc, _mu_col(qc))
-
-
 def add_mod(a, b, qc):
     return _ew("add_mod")(a, b, qc)
 
 
 def mul_mod(a, b, qc):
     return _ew("mul_mod")(a, b, qc, _mu_col(qc))
+
+
+def sub_mod(a, b, qc):
+    return _ew("sub_mod")(a, b, qc)
+
+
+def add_first(data, b, qc, negate=False):
+    """(2, L, N) ciphertext data with b (L, N) or (L, 1) added to (subtracted from)
+    polynomial 0 mod q, polynomial 1 copied: one pass instead of copy, sum, store."""
+    first = data[0].size
+    return _ew("add_first")(data, b, qc, np.int64(first), np.int32(1 if negate else 0))
 
 
 def tensor(a, b, qc):
@@ -790,7 +899,7 @@ def modup(ks, d, level):
     out = cp.empty((digits, rows, n), dtype=np.uint32)
     chunk = MODUP_ROW_CHUNK
     chunks = -(-rows // chunk)
-    _fn("modup_convert")(_grid(digits * chunks * n), (THREADS,),
+    _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(_grid(digits * chunks * n), (THREADS,),
                          (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["src_q"],
                           consts["src_mu"], consts["hat_mod"], consts["row_q"], consts["row_mu"],
                           consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
@@ -842,27 +951,51 @@ def _modup_consts(ks, level):
     return c
 
 
-def moddown(ks, acc, level):
+def moddown(ks, acc, level, addend=None, perm=None):
     """KeySwitcher.moddown on the device: INTT of the P rows, one kernel for the
-    conversion P -> Q_l with the centring, NTT, then (acc_Q - conv) * P^-1."""
+    conversion P -> Q_l with the centring, NTT, then (acc_Q - conv) * P^-1 (+ addend)."""
     cp = _cp()
     ring = ks.ring
     n_p = ks.n_p
     limbs = ks.params.limbs_at(level)
     q_idx = list(range(limbs))
-    if n_p > MODDOWN_MAX_P:
-        raise ValueError(f"{n_p} special primes: the ModDown kernel takes at most {MODDOWN_MAX_P}")
+    bound = _convert_bound(n_p, "ModDown")
     p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx)
     k = _converter_consts(ks._converter(("down", level), ks.p_idx, q_idx))
     n = ring.n
     polys = p_coeff.size // (n_p * n)
     conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint64)
-    _fn("moddown_convert")(_grid(polys * n), (THREADS,),
+    _fn(f"moddown_convert<{bound}>")(_grid(polys * n), (THREADS,),
                            (p_coeff, conv, k["src_q"], k["src_mu"], k["hat_inv"], k["dst_q"], k["dst_mu"],
                             k["hat_mod"], ks.neg_p_multiples(level), np.int32(n_p), np.int32(limbs),
                             np.int32(ring.log_n), np.int64(polys)))
     conv = ntt(ring, conv, q_idx, inplace=True)
-    return sub_mul(acc[..., n_p:, :], conv, ks.p_inverse(level), ring.q_col(q_idx))
+    return scale_down_add(acc, n_p, conv, ks.p_inverse(level), ring.q_col(q_idx), addend, perm)
+
+
+def scale_down_add(a, row0, b, inv, qc, addend=None, perm=None):
+    """(..., limbs, N): (a[..., row0:row0+limbs, :] + q - b) * inv mod q, plus addend[c]
+    (gathered by perm when given) on polynomial c where addend[c] is not None; a is
+    C-contiguous (..., rows, N), b C-contiguous (..., limbs, N), inv a (limbs, 1) column."""
+    cp = _cp()
+    limbs, n = b.shape[-2], b.shape[-1]
+    polys = b.size // (limbs * n)
+    a = cp.ascontiguousarray(a)
+    adds = [None, None]
+    for c, x in enumerate(addend or ()):
+        if x is not None:
+            if x.shape[-2] < limbs or x.dtype != np.uint64 or not x.flags.c_contiguous:
+                x = cp.ascontiguousarray(x[..., :limbs, :], dtype=np.uint64)
+            adds[c] = x
+    if perm is not None:
+        perm = cp.ascontiguousarray(perm, dtype=np.int64)
+    out = cp.empty(b.shape, dtype=np.uint64)
+    q = cp.ascontiguousarray(qc.ravel())
+    _fn("scale_down_add")(_grid(polys * limbs * n), (THREADS,),
+                          (a, b, out, cp.ascontiguousarray(inv.ravel()), q, _mu_col(qc).ravel(),
+                           _null(adds[0]), _null(adds[1]), _null(perm), np.int32(row0), np.int32(a.shape[-2]),
+                           np.int32(limbs), np.int32(n.bit_length() - 1), np.int64(polys)))
+    return out
 
 
 # ---------------------------------------------------------------- rescale
@@ -900,7 +1033,7 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
             big = math.prod(int(x) for x in top_q)
             inv = cp.asarray(np.array([pow(big % q, -1, q) for q in key], dtype=np.uint64))[:, None]
             inv_cache[ikey] = inv
-    return sub_mul(data[:, :keep], res, inv, qc)
+    return scale_down_add(data, 0, res, inv, qc)
 
 
 def chacha20_rows(key_words, nonces, counter0, blocks):

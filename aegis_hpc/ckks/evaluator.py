@@ -96,8 +96,8 @@ class Evaluator(LevelMatch):
     def _inner(self, ext, key, level, perm=None):
         return self.ks.inner(ext, key, level, perm=perm)
 
-    def _moddown(self, acc, level):
-        return self.ks.moddown(acc, level)
+    def _moddown(self, acc, level, addend=None, perm=None):
+        return self.ks.moddown(acc, level, addend, perm)
 
     def _same_scale(self, a, b, what):
         if abs(a.scale / b.scale - 1.0) > SCALE_RTOL:
@@ -167,15 +167,12 @@ class Evaluator(LevelMatch):
             self._plain_fits(a, b, "add plaintext")
             limbs = self._limbs(a)
             qc, pb = self._qc(limbs), self._pt_rows(b.expanded(self.xp), limbs)
-            data = a.data.copy()
-            data[0] = (data[0] + (qc - pb if subtract else pb)) % qc
-            return a.with_data(data, is_complex=a.is_complex or b.is_complex)
+            return a.with_data(self.ring.add_first(a.data, pb, qc, subtract), is_complex=a.is_complex or b.is_complex)
         a, b = self.match(a, b)
         self._same_scale(a, b, "add")
         self._slots_match(a, b, "add")
         qc = self._qc(self._limbs(a))
-        data = a.data + (qc - b.data if subtract else b.data)
-        data %= qc
+        data = (self.ring.sub_mod if subtract else self.ring.add_mod)(a.data, b.data, qc)
         return a.with_data(data, is_complex=a.is_complex or b.is_complex)
 
     def neg(self, ct):
@@ -190,16 +187,14 @@ class Evaluator(LevelMatch):
             pt = self.ctx.encode(np.full(ct.slots, c), level=ct.level, scale=ct.scale, slots=ct.slots)
             return self.add(ct, pt)
         limbs = self._limbs(ct)
-        data = ct.data.copy()
-        data[0] = (data[0] + self._const_col(int(round(float(np.real(c)) * ct.scale)), limbs)) % self._qc(limbs)
-        return ct.with_data(data)
+        col = self._const_col(int(round(float(np.real(c)) * ct.scale)), limbs)
+        return ct.with_data(self.ring.add_first(ct.data, col, self._qc(limbs)))
 
     # ---- multiplicative by plaintext/constant -------------------------
     def _mul_integer_scaled(self, ct, c, scale):
         """ct * round(c*scale) (an integer), result scale ct.scale*scale; no rescale."""
         limbs = self._limbs(ct)
-        data = ct.data * self._const_col(int(round(float(c) * scale)), limbs)
-        data %= self._qc(limbs)
+        data = self.ring.mul_mod(ct.data, self._const_col(int(round(float(c) * scale)), limbs), self._qc(limbs))
         return ct.with_data(data, scale=ct.scale * scale)
 
     def mul_int(self, ct, k: int):
@@ -228,12 +223,12 @@ class Evaluator(LevelMatch):
         self._plain_fits(ct, pt, "mul_plain")
         limbs = self._limbs(ct)
         rows = self._pt_rows(pt, limbs)
+        qc = self._qc(limbs)
         if pt.run > 1:   # each value stands for a run: broadcast it, no expanded copy
             runs = ct.data.reshape(*ct.data.shape[:-1], -1, pt.run)
-            data = (runs * rows[..., None]).reshape(ct.data.shape)   # uint64 * uint32 -> uint64
+            data = self.ring.mul_mod(runs, rows[..., None], qc[..., None]).reshape(ct.data.shape)
         else:
-            data = ct.data * rows
-        data %= self._qc(limbs)
+            data = self.ring.mul_mod(ct.data, rows, qc)
         out = ct.with_data(data, scale=ct.scale * pt.scale, is_complex=ct.is_complex or pt.is_complex)
         return self.rescale(out) if rescale else out
 
@@ -276,7 +271,7 @@ class Evaluator(LevelMatch):
             mono = self.__dict__["_i_monomial"] = (pos, (qc - pos) % qc)
         rows = list(self._rows(self._limbs(ct)))
         m = mono[1 if negate else 0][rows]
-        return ct.with_data(ct.data * m % self._qc(self._limbs(ct)), is_complex=True)
+        return ct.with_data(self.ring.mul_mod(ct.data, m, self._qc(self._limbs(ct))), is_complex=True)
 
     # ---- ciphertext products -----------------------------------------
     def _relin_key(self):
@@ -296,23 +291,20 @@ class Evaluator(LevelMatch):
             from ..backend import kernels
 
             d0, d1, d2 = kernels.tensor(a.data, b.data, qc)
-            u = self._switch(d2, self._relin_key(), a.level)
-            data = kernels.add_mod(self.xp.stack([d0, d1]), u, qc)
         else:
             a0, a1 = a.data[0], a.data[1]
             b0, b1 = b.data[0], b.data[1]
             d0 = a0 * b0 % qc
             d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
             d2 = a1 * b1 % qc
-            u = self._switch(d2, self._relin_key(), a.level)
-            data = self.xp.stack([(d0 + u[0]) % qc, (d1 + u[1]) % qc])
+        data = self._switch(d2, self._relin_key(), a.level, addend=(d0, d1))
         out = a.with_data(data, scale=a.scale * b.scale, is_complex=a.is_complex or b.is_complex)
         return self.rescale(out) if rescale else out
 
-    def _switch(self, d, key, level):
-        """(u0, u1) with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step."""
+    def _switch(self, d, key, level, addend=None):
+        """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step."""
         self.counts["keyswitch"] += 1
-        return self._moddown(self._inner(self._modup(d, level), key, level), level)
+        return self._moddown(self._inner(self._modup(d, level), key, level), level, addend)
 
     def square(self, a, rescale: bool = False):
         return self.mul(a, a, rescale)
@@ -358,13 +350,12 @@ class Evaluator(LevelMatch):
         keys = [self._galois_key(g, name) for g, name in elements_and_names]
         self.counts["keyswitch"] += len(keys)
         ext = self._modup(ct.data[1], ct.level)
-        qc = self._qc(self._limbs(ct))
         out = []
         for (g, _), key in zip(elements_and_names, keys):
             perm = self.ring.automorphism_permutation(g)
-            u = self._moddown(self._inner(ext, key, ct.level, perm=perm), ct.level)
-            c0 = (ct.data[0][:, perm] + u[0]) % qc
-            out.append(ct.with_data(self.xp.stack([c0, u[1]])))
+            data = self._moddown(self._inner(ext, key, ct.level, perm=perm), ct.level,
+                                 addend=(ct.data[0], None), perm=perm)
+            out.append(ct.with_data(data))
         return out
 
     def rotate_hoisted(self, ct, steps):

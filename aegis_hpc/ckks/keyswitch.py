@@ -99,13 +99,18 @@ class KeySwitcher:
         acc %= qc
         return acc
 
-    def moddown(self, acc, level):
-        """(…, |P|+limbs, N) over P, Q_l -> (…, limbs, N) over Q_l: divide by P, rounded."""
+    def moddown(self, acc, level, addend=None, perm=None):
+        """(…, |P|+limbs, N) over P, Q_l -> (…, limbs, N) over Q_l: divide by P, rounded.
+
+        addend: the rest of a ciphertext result, added to polynomial c where addend[c] is
+        not None (gathered by perm when given): a rotation's permuted c0, a product's d0
+        and d1. On the device it rides in ModDown's last kernel, which saves the separate
+        gather, sum and stack per key switch."""
         ring = self.ring
         if ring._gpu:
             from ..backend import kernels
 
-            return kernels.moddown(self, acc, level)
+            return kernels.moddown(self, acc, level, addend, perm)
         limbs = self.params.limbs_at(level)
         q_idx = list(range(limbs))
         p_coeff = ring.intt(acc[..., : self.n_p, :], self.p_idx)
@@ -116,7 +121,7 @@ class KeySwitcher:
         out = acc[..., self.n_p:, :] + qc - conv
         out *= self.p_inverse(level)
         out %= qc
-        return out
+        return add_polys(out, addend, perm, qc)
 
     def p_inverse(self, level):
         """(limbs, 1) column of P^-1 mod q_j."""
@@ -161,6 +166,15 @@ class KeySwitcher:
         out = conv + fix                          # < 2q
         return xp.minimum(out, out - qc)          # unsigned wrap: out mod q
 
-    def switch(self, d, key, level):
-        """(u0, u1) with u0 + u1*s ~= d * s_from (mod Q_l)."""
-        return self.moddown(self.inner(self.modup(d, level), key, level), level)
+    def switch(self, d, key, level, addend=None):
+        """(u0, u1) with u0 + u1*s ~= d * s_from (mod Q_l), plus addend (see moddown)."""
+        return self.moddown(self.inner(self.modup(d, level), key, level), level, addend)
+
+
+def add_polys(u, addend, perm, qc):
+    """u[c] + addend[c][..., perm] mod q for each c where addend[c] is not None (in place)."""
+    for c, x in enumerate(addend or ()):
+        if x is not None:
+            x = x[: u.shape[-2]]
+            u[c] = (u[c] + (x if perm is None else x[:, perm])) % qc
+    return u

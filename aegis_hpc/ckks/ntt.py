@@ -99,6 +99,23 @@ class RingTables:
             return kernels.add_mod(a, b, qc)
         return (a + b) % qc
 
+    def sub_mod(self, a, b, qc):
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.sub_mod(a, b, qc)
+        return (a + qc - b) % qc
+
+    def add_first(self, data, b, qc, negate=False):
+        """Ciphertext data (2, L, N) with b added to (subtracted from) polynomial 0 only."""
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.add_first(data, b, qc, negate)
+        out = data.copy()
+        out[0] = (out[0] + (qc - b if negate else b)) % qc
+        return out
+
     def ntt(self, a, idx):
         """Forward NTT of a (..., L, N) array whose limbs are the primes `idx`; returns a new array."""
         if self._gpu:

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..ckks.ciphertext import Ciphertext, Plaintext
 from ..ckks.evaluator import EvaluationError, Evaluator
+from ..ckks.keyswitch import add_polys
 from ..nn.ops import CipherOps
 
 SITE = "limb"
@@ -141,14 +142,15 @@ class LimbEvaluator(Evaluator):
                 acc[c] %= qc
         return acc
 
-    def _moddown(self, acc, level):
+    def _moddown(self, acc, level, addend=None, perm=None):
         """The single-rank ModDown on this rank's P rows (all of them) and Q_l
-        limbs; this rank's Q_l limbs of the result. No exchange."""
+        limbs; this rank's Q_l limbs of the result (+ addend, this rank's limbs). No exchange."""
         limbs = self.params.limbs_at(level)
         full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
         full[:, : self.n_p] = acc[:, : self.n_p]
         full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
-        return self.ks.moddown(full, level)[:, self.r::self.P]
+        u = self.ks.moddown(full, level)[:, self.r::self.P]
+        return add_polys(u, addend, perm, self._qc(limbs))
 
     def bootstrap(self, ct):
         raise NotImplementedError("bootstrapping is not limb-parallel yet (use --refresh client)")

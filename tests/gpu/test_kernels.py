@@ -196,14 +196,47 @@ def test_elementwise_bit_exact():
     a, b = residues(rng, primes, n, (2,)), residues(rng, primes, n, (2,))
     c = residues(rng, primes, 1)
     qd = cp.asarray(qc)
-    A, B, C = cp.asarray(a), cp.asarray(b), cp.asarray(c)
-    np.testing.assert_array_equal(cp.asnumpy(kernels.sub_mul(A, B, C, qd)), (a + qc - b) * c % qc)
+    A, B = cp.asarray(a), cp.asarray(b)
     np.testing.assert_array_equal(cp.asnumpy(kernels.add_mod(A, B, qd)), (a + b) % qc)
     np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(A, B, qd)), a * b % qc)
     d0, d1, d2 = kernels.tensor(A, B, qd)
     np.testing.assert_array_equal(cp.asnumpy(d0), a[0] * b[0] % qc)
     np.testing.assert_array_equal(cp.asnumpy(d1), (a[0] * b[1] % qc + a[1] * b[0] % qc) % qc)
     np.testing.assert_array_equal(cp.asnumpy(d2), a[1] * b[1] % qc)
+    np.testing.assert_array_equal(cp.asnumpy(kernels.sub_mod(A, B, qd)), (a + qc - b) % qc)
+    # plaintext (L, N) and constant (L, 1) on the first polynomial only, added and subtracted
+    for addend in (b[1], c, b[1].astype(np.uint32)):
+        for negate in (False, True):
+            want = a.copy()
+            want[0] = (a[0] + (qc - addend if negate else addend)) % qc
+            got = kernels.add_first(A, cp.asarray(addend), qd, negate)
+            np.testing.assert_array_equal(cp.asnumpy(got), want)
+    # a compact plaintext's uint32 rows times a ciphertext
+    np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(A, cp.asarray(b[1].astype(np.uint32)), qd)),
+                                  a * b[1] % qc)
+
+
+@pytest.mark.parametrize("row0,perm,adds", [(0, False, (False, False)), (2, False, (True, True)),
+                                            (3, True, (True, False))])
+def test_scale_down_add_bit_exact(row0, perm, adds):
+    """ModDown's and rescale's last step with a rotation's gathered c0 or a product's d0, d1 fused in."""
+    rng = np.random.default_rng(row0)
+    primes = mixed_primes(12, 7)
+    n, limbs = 1 << 12, 4
+    qc = np.array(primes[:limbs], dtype=np.uint64)[:, None]
+    full = np.stack([residues(rng, primes[:row0] + primes[:limbs] + primes[:1], n) for _ in range(2)])
+    b = residues(rng, primes[:limbs], n, (2,))
+    inv = residues(rng, primes[:limbs], 1)
+    addend = [residues(rng, primes[:limbs], n) if on else None for on in adds]
+    p = rng.permutation(n) if perm else None
+    want = (full[:, row0:row0 + limbs] + qc - b) * inv % qc
+    for c, x in enumerate(addend):
+        if x is not None:
+            want[c] = (want[c] + (x if p is None else x[:, p])) % qc
+    got = kernels.scale_down_add(cp.asarray(full), row0, cp.asarray(b), cp.asarray(inv), cp.asarray(qc),
+                                 [None if x is None else cp.asarray(x) for x in addend],
+                                 None if p is None else cp.asarray(p))
+    np.testing.assert_array_equal(cp.asnumpy(got), want)
 
 
 # ---- whole operations: the device evaluator against the numpy evaluator ----------------

@@ -305,10 +305,7 @@ class Bootstrapper:
         return raised
 
     def _switch(self, ct, key, ks=None):
-        ev = self.ev
-        qc = ev._qc(ct.limbs)
-        u = (ks or ev.ks).switch(ct.data[1], key, ct.level)
-        return ct.with_data(ev.xp.stack([(ct.data[0] + u[0]) % qc, u[1]]))
+        return ct.with_data((ks or self.ev.ks).switch(ct.data[1], key, ct.level, addend=(ct.data[0], None)))
 
     def sub_sum(self, ct, pipe: _Pipeline):
         """Trace to the sparse subring: the slots become n-periodic sums, values times N/2n."""
