@@ -641,14 +641,18 @@ def _mu_of(q_host):
 
 
 def _mu_col(qc):
-    """Barrett constants for a (L, 1) modulus column, cached per column object (kept alive here)."""
+    """Barrett constants for a modulus column ((L, 1) or a broadcast view of one), cached
+    by where it lives and its shape: a fresh view of a cached column (qc[..., None]) hits
+    the same entry instead of copying it to the host again. The entry keeps the column
+    alive, so its memory cannot be reused by other values under the same key."""
     cache = _state.setdefault("mu", {})
-    hit = cache.get(id(qc))
-    if hit is not None and hit[0] is qc:
+    key = (qc.data.ptr, qc.shape, qc.strides)
+    hit = cache.get(key)
+    if hit is not None:
         return hit[1]
     cp = _cp()
     mu = cp.asarray(_mu_of(cp.asnumpy(qc).ravel()).reshape(qc.shape))
-    cache[id(qc)] = (qc, mu)
+    cache[key] = (qc, mu)
     return mu
 
 
