@@ -216,6 +216,20 @@ def test_elementwise_bit_exact():
                                   a * b[1] % qc)
 
 
+def test_barrett_constants_cached_for_views_of_a_column():
+    """A fresh broadcast view of one modulus column (mul_plain's compact path) reuses the
+    column's Barrett constants: no new cache entry (and no host copy) per call."""
+    primes = mixed_primes(12, 3)
+    qd = cp.asarray(np.array(primes, dtype=np.uint64)[:, None])
+    a = cp.asarray(residues(np.random.default_rng(5), primes, 1 << 12, (2,)))
+    want = cp.asnumpy(a) * cp.asnumpy(a) % cp.asnumpy(qd)
+    np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(a, a, qd[..., None][..., 0])), want)
+    size = len(kernels._state["mu"])
+    for _ in range(3):
+        np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(a, a, qd[..., None][..., 0])), want)
+    assert len(kernels._state["mu"]) == size
+
+
 @pytest.mark.parametrize("row0,perm,adds", [(0, False, (False, False)), (2, False, (True, True)),
                                             (3, True, (True, False))])
 def test_scale_down_add_bit_exact(row0, perm, adds):
