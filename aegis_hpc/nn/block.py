@@ -138,6 +138,12 @@ class _Bounds:
         self.gelu = fn.series_bound(gelu_approx.series)
 
 
+# key blocks per sequence whose rotated K and V copies a layer keeps for its other query
+# blocks: 2 x B ciphertexts each at K's and V's level (MiniLM: 128 ciphertexts per key
+# block); the key blocks past these are rotated again for each query block
+SHIFT_CACHE_BLOCKS = 4
+
+
 class EncoderRunner:
     def __init__(self, ops, model: PreparedModel, approx: list, lengths: list, domains: Domains | None = None):
         self.ops, self.m, self.approx = ops, model, approx
@@ -233,27 +239,36 @@ class EncoderRunner:
 
         parts = _gather_during(gather, partials, [q_of(blk) for blk in blocks])
         del partials
+        # a key block's B rotated copies of K and of V are the same for every query
+        # block of its sequence: made once per layer for the first SHIFT_CACHE_BLOCKS key
+        # blocks of each sequence (B ciphertexts each, twice), again per query block after
+        shifts = {}
         for blk in blocks:
             T = self.lengths[blk.sid]
             keys = []
             for j in range(self.L.blocks(T)):
                 (K, V), *rest = parts[(blk.sid, j)]
                 keys.append((j, self.L.block_tokens(T, j), K, V))
-            out = self._attend(i, blk, qs.pop(blk.gid), keys)
+            out = self._attend(i, blk, qs.pop(blk.gid), keys, shifts)
             o = ops.lintrans(ops.need(out, 1, f"L{i}/o/t{blk.gid}", b.v * EDGE), W["o"])
             o = self._bias(ops, o, W["bo"], blk, ("bo", i))
             blk.x = self._layernorm(blk, ops.add(blk.x, o), W["g1"], W["b1"], a.ln1, f"L{i}/ln1/t{blk.gid}",
                                     b.residual)
         return blocks
 
-    def _shifts(self, x, B):
+    def _shifts(self, x, B, cache=None, key=None):
         """{(g, u): x rotated so key token (b + g dh + u) mod B sits under query b, moved
-        right by u slots}: giants by a tree over dh S 2^j, babies by one over (S - 1) 2^j."""
+        right by u slots}: giants by a tree over dh S 2^j, babies by one over (S - 1) 2^j.
+        cache/key: kept in cache[key] when key's block index is below SHIFT_CACHE_BLOCKS."""
+        if cache is not None and key in cache:
+            return cache[key]
         L, dh = self.L, self.L.dh
         out = {}
         for g, xg in shift_tree(self.ops, x, L.groups(B), dh * L.S).items():
             for u, xu in shift_tree(self.ops, xg, min(dh, B - g * dh), L.S - 1).items():
                 out[(g, u)] = xu
+        if cache is not None and key[-1] < SHIFT_CACHE_BLOCKS:
+            cache[key] = out
         return out
 
     def _head_sum(self, count):
@@ -274,7 +289,7 @@ class EncoderRunner:
         L = self.L
         return 2 if any(L.head_window(min(L.dh, B - g * L.dh)) > 1 for g in range(L.groups(B))) else 1
 
-    def _attend(self, i, blk, q, keys):
+    def _attend(self, i, blk, q, keys, shifts=None):
         ops, L, b = self.ops, self.L, self.bounds[i]
         T, B, dh = self.lengths[blk.sid], self._B(blk.sid), L.dh
         sm = self.approx[i].softmax(T)
@@ -284,7 +299,7 @@ class EncoderRunner:
         qs = shift_tree(ops, ops.need(q, 1 + masks, tag + "/q", b.q), min(dh, B), -1)
         scores, valid = [], []
         for j, k_valid, K, V in keys:
-            ks = self._shifts(K, B)       # B rotated copies: one key block at a time
+            ks = self._shifts(K, B, shifts, ("K", blk.sid, j))   # B rotated copies
             for g in range(L.groups(B)):
                 count = min(dh, B - g * dh)
                 w, big, small = self._head_sum(count)
@@ -328,7 +343,7 @@ class EncoderRunner:
         it = iter(ops.need_many(p, 1 + masks, [f"{tag}/g{j}/c{g}/p" for j, *_ in keys for g in range(L.groups(B))],
                                 p_bound))
         for j, k_valid, _, V in keys:
-            vs = self._shifts(V, B)
+            vs = self._shifts(V, B, shifts, ("V", blk.sid, j))
             for g in range(L.groups(B)):
                 pg = next(it)
                 count = min(dh, B - g * dh)

@@ -55,6 +55,23 @@ def test_ops_mirror_is_the_fast_mirror():
                 assert ops_stats.domain_use[site] >= use - 1e-9
 
 
+def test_key_shifts_are_made_once_per_layer(monkeypatch):
+    """Two query blocks share each key block's rotated K and V (block.SHIFT_CACHE_BLOCKS):
+    the same output bit for bit, and 2 key blocks x (K, V) x (B - 1) rotations fewer per
+    layer than rotating them again for the second query block."""
+    from aegis_hpc.nn import block
+
+    x = models.embed_text("tiny", _validation("tiny", 40, 60))[0]
+    slots = 1 << 10
+    B = mirror.prepared("tiny", slots, 1).layout.tokens_per_ct(len(x))
+    assert len(x) > B                       # two token blocks
+    cached, cached_stats = mirror.run("tiny", [x], 1, slots, max_level=10)
+    monkeypatch.setattr(block, "SHIFT_CACHE_BLOCKS", 0)
+    again, again_stats = mirror.run("tiny", [x], 1, slots, max_level=10)
+    assert np.array_equal(cached[0], again[0])
+    assert again_stats.ops["rotate"] - cached_stats.ops["rotate"] == 2 * 2 * (B - 1)
+
+
 def test_mirror_on_validation_passages_minilm():
     """MiniLM, all 6 layers, on validation passages of 9 to 500 tokens: cosine of the
     mean-pooled output with the float model >= 0.999 and every site inside its domain.
