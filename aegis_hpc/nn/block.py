@@ -138,9 +138,10 @@ class _Bounds:
         self.gelu = fn.series_bound(gelu_approx.series)
 
 
-# key blocks per sequence whose rotated K and V copies a layer keeps for its other query
-# blocks: 2 x B ciphertexts each at K's and V's level (MiniLM: 128 ciphertexts per key
-# block); the key blocks past these are rotated again for each query block
+# the most blocks a sequence may have for a layer to keep every key block's rotated K and
+# V for its other query blocks: 2 B ciphertexts per key block at K's and V's level
+# (MiniLM up to 256 tokens, bert-base up to 128); longer sequences, where that would
+# grow with the length, rotate them again for each query block
 SHIFT_CACHE_BLOCKS = 4
 
 
@@ -240,8 +241,8 @@ class EncoderRunner:
         parts = _gather_during(gather, partials, [q_of(blk) for blk in blocks])
         del partials
         # a key block's B rotated copies of K and of V are the same for every query
-        # block of its sequence: made once per layer for the first SHIFT_CACHE_BLOCKS key
-        # blocks of each sequence (B ciphertexts each, twice), again per query block after
+        # block of its sequence: made once per layer when the sequence has at most
+        # SHIFT_CACHE_BLOCKS blocks, again per query block for longer ones
         shifts = {}
         for blk in blocks:
             T = self.lengths[blk.sid]
@@ -259,7 +260,7 @@ class EncoderRunner:
     def _shifts(self, x, B, cache=None, key=None):
         """{(g, u): x rotated so key token (b + g dh + u) mod B sits under query b, moved
         right by u slots}: giants by a tree over dh S 2^j, babies by one over (S - 1) 2^j.
-        cache/key: kept in cache[key] when key's block index is below SHIFT_CACHE_BLOCKS."""
+        cache/key: looked up in and kept in cache[key] (None: made afresh)."""
         if cache is not None and key in cache:
             return cache[key]
         L, dh = self.L, self.L.dh
@@ -267,7 +268,7 @@ class EncoderRunner:
         for g, xg in shift_tree(self.ops, x, L.groups(B), dh * L.S).items():
             for u, xu in shift_tree(self.ops, xg, min(dh, B - g * dh), L.S - 1).items():
                 out[(g, u)] = xu
-        if cache is not None and key[-1] < SHIFT_CACHE_BLOCKS:
+        if cache is not None:
             cache[key] = out
         return out
 
@@ -295,6 +296,7 @@ class EncoderRunner:
         sm = self.approx[i].softmax(T)
         tag = f"L{i}/att/t{blk.gid}"
         masks = self._score_masks(B)
+        shifts = shifts if len(keys) <= SHIFT_CACHE_BLOCKS else None
         # Q moved right by u (u < dh): the head sum of row b's product lands in slot h dh + u
         qs = shift_tree(ops, ops.need(q, 1 + masks, tag + "/q", b.q), min(dh, B), -1)
         scores, valid = [], []

@@ -40,7 +40,9 @@ What each strategy exchanges (bytes per `comm.wire_bytes`, uint32 residues):
 Memory per GPU (uint64 words in memory, as the core stores ciphertexts): the
 local blocks' x and q at the top level, every k and v block of the sequence
 at the k/v level (the all-gather's result), the attention working set of one
-query block (dh shifted copies of q, B shifted copies of one key block, the
+query block (dh shifted copies of q, B shifted copies of one key block, or
+2 B of every key block where the encoder keeps them (at most
+block.SHIFT_CACHE_BLOCKS blocks), the
 compact scores and probabilities of every key block, dh accumulators) +
 Galois and relinearization keys (uint32, dnum digits over P and Q) +
 weights: the float64 block diagonals of every transform (what PreparedModel
@@ -52,11 +54,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass, field, replace
 
 from ..ckks.evaluator import LevelMatch
+from ..nn.block import SHIFT_CACHE_BLOCKS
 from .comm import wire_bytes
 from .sharding import ShardSpec, limb_block
 
@@ -443,7 +445,10 @@ def memory(tr: Trace, cfg, params, strategy, world, layers) -> Memory:
     # x and q of the local blocks; every k and v block (the all-gather's result,
     # with its padding for aegis); one query block's attention working set
     gathered = blocks_per_rank(tr.blocks, world) * world if strategy == "aegis" else tr.blocks
-    working = 2 * min(tr.dh, tr.B) + tr.B + 2 * tr.blocks * groups   # (one sequence: an upper bound)
+    # B shifted copies of one key block, or of K and V of every key block where the
+    # encoder keeps them for the other query blocks (block.SHIFT_CACHE_BLOCKS)
+    shifted = 2 * tr.B * tr.blocks if 1 < tr.blocks <= SHIFT_CACHE_BLOCKS else tr.B
+    working = 2 * min(tr.dh, tr.B) + shifted + 2 * tr.blocks * groups   # (one sequence: an upper bound)
     cts = 2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg)
     digits = len(params.digits_at(top))
     # limb: its share of Q's rows and every special prime's (ModDown is local)
