@@ -145,6 +145,13 @@ class _Bounds:
 SHIFT_CACHE_BLOCKS = 4
 
 
+def keeps_shifts(blocks: int) -> bool:
+    """Whether a layer keeps the rotated K and V of a `blocks`-block sequence: only where
+    another query block reuses them and their number stays bounded (the planner's
+    memory counts them the same way)."""
+    return 1 < blocks <= SHIFT_CACHE_BLOCKS
+
+
 class EncoderRunner:
     def __init__(self, ops, model: PreparedModel, approx: list, lengths: list, domains: Domains | None = None):
         self.ops, self.m, self.approx = ops, model, approx
@@ -241,8 +248,8 @@ class EncoderRunner:
         parts = _gather_during(gather, partials, [q_of(blk) for blk in blocks])
         del partials
         # a key block's B rotated copies of K and of V are the same for every query
-        # block of its sequence: made once per layer when the sequence has at most
-        # SHIFT_CACHE_BLOCKS blocks, again per query block for longer ones
+        # block of its sequence: made once per layer where keeps_shifts(blocks), again
+        # per query block otherwise
         shifts = {}
         for blk in blocks:
             T = self.lengths[blk.sid]
@@ -296,7 +303,7 @@ class EncoderRunner:
         sm = self.approx[i].softmax(T)
         tag = f"L{i}/att/t{blk.gid}"
         masks = self._score_masks(B)
-        shifts = shifts if len(keys) <= SHIFT_CACHE_BLOCKS else None
+        shifts = shifts if keeps_shifts(len(keys)) else None
         # Q moved right by u (u < dh): the head sum of row b's product lands in slot h dh + u
         qs = shift_tree(ops, ops.need(q, 1 + masks, tag + "/q", b.q), min(dh, B), -1)
         scores, valid = [], []

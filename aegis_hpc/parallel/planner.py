@@ -41,8 +41,7 @@ Memory per GPU (uint64 words in memory, as the core stores ciphertexts): the
 local blocks' x and q at the top level, every k and v block of the sequence
 at the k/v level (the all-gather's result), the attention working set of one
 query block (dh shifted copies of q, B shifted copies of one key block, or
-2 B of every key block where the encoder keeps them (at most
-block.SHIFT_CACHE_BLOCKS blocks), the
+2 B of every key block where the encoder keeps them (block.keeps_shifts), the
 compact scores and probabilities of every key block, dh accumulators) +
 Galois and relinearization keys (uint32, dnum digits over P and Q) +
 weights: the float64 block diagonals of every transform (what PreparedModel
@@ -58,7 +57,7 @@ import sys
 from dataclasses import dataclass, field, replace
 
 from ..ckks.evaluator import LevelMatch
-from ..nn.block import SHIFT_CACHE_BLOCKS
+from ..nn.block import keeps_shifts
 from .comm import wire_bytes
 from .sharding import ShardSpec, limb_block
 
@@ -446,8 +445,8 @@ def memory(tr: Trace, cfg, params, strategy, world, layers) -> Memory:
     # with its padding for aegis); one query block's attention working set
     gathered = blocks_per_rank(tr.blocks, world) * world if strategy == "aegis" else tr.blocks
     # B shifted copies of one key block, or of K and V of every key block where the
-    # encoder keeps them for the other query blocks (block.SHIFT_CACHE_BLOCKS)
-    shifted = 2 * tr.B * tr.blocks if 1 < tr.blocks <= SHIFT_CACHE_BLOCKS else tr.B
+    # encoder keeps them for the other query blocks (block.keeps_shifts)
+    shifted = 2 * tr.B * tr.blocks if keeps_shifts(tr.blocks) else tr.B
     working = 2 * min(tr.dh, tr.B) + shifted + 2 * tr.blocks * groups   # (one sequence: an upper bound)
     cts = 2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg)
     digits = len(params.digits_at(top))
