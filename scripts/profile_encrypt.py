@@ -1,15 +1,23 @@
-"""Where public-key encryption's time goes (N=2^16, 42 limbs): the whole call, the
-message encoding (its host-side FFT separately), the small samplers on the ring's
-device, the batched NTT of v, e0, e1 and the fused products. Each line is the mean
-of 20 calls after a warm one, with a device sync around them.
+"""Where public-key encryption's time goes (the ring `bench ops` matches to the peer at
+--logn / --levels; default N=2^16, 24 levels): the whole call, the message's
+coefficients (the host FFT), the fused draw + reduction kernel with the NTT of v,
+e0 + m, e1, and the two products; the samplers alone and the Plaintext encoding for
+comparison. Each line is the mean of 20 calls after a warm one, with a device sync
+around them.
 
-    AEGIS_BACKEND=cupy python scripts/profile_encrypt.py
+    AEGIS_BACKEND=cupy python scripts/profile_encrypt.py [--logn 15 --levels 8]
 """
-import time, numpy as np
+import argparse, time, numpy as np
 from aegis_hpc import backend
-from aegis_hpc.ckks import Context, params
+from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
+from aegis_hpc.ckks import Context
 from aegis_hpc.ckks.params import ERROR_ETA
-p = params.build(log_n=16, levels=20, scale_bits=50, primes_per_level=2, base_primes=2, dnum=7)
+ap = argparse.ArgumentParser()
+ap.add_argument("--logn", type=int, default=16)
+ap.add_argument("--levels", type=int, default=24)
+args = ap.parse_args()
+p = match_params(args.logn, args.levels, peer_log2_q(args.levels))
+print(p.describe())
 ctx = Context(p)
 sk, keys = ctx.keygen()
 x = np.random.uniform(-1, 1, p.slots)
@@ -20,19 +28,14 @@ def T(label, f, reps=20):
     t = time.perf_counter()
     for _ in range(reps): r = f()
     backend.sync()
-    print(f"{label:30s} {(time.perf_counter()-t)/reps*1e3:7.3f} ms", flush=True)
+    print(f"{label:42s} {(time.perf_counter()-t)/reps*1e3:7.3f} ms", flush=True)
     return r
 T("encrypt (public key)", lambda: ctx.encrypt(x, keys.public))
-T("encode", lambda: ctx.encode(x))
-T("host coefficients", lambda: ctx.encoder.sparse_coefficients_many(x[None, :], 2.0**50, p.slots))
-sm = kg.small("t")
-T("ternary", lambda: sm.ternary(p.n))
-T("cbd", lambda: sm.centered_binomial(p.n, ERROR_ETA))
-xp = ctx.xp
-c = xp.stack([sm.ternary(p.n), sm.centered_binomial(p.n, ERROR_ETA), sm.centered_binomial(p.n, ERROR_ETA)])
-T("small_to_ntt x3", lambda: kg.small_to_ntt(c, idx))
-v = kg.small_to_ntt(c, idx)
+coeffs, _ = T("message coefficients (host FFT)", lambda: ctx.encoder.to_coefficients(x, p.scale_at(p.max_level), p.slots))
+noise = T("encryption_noise (draws, reduction, NTT)", lambda: kg.encryption_noise(idx, coeffs))
 qc = ctx.ring.q_col(idx)
-r = ctx.ring
-T("combine", lambda: (r.add_mod(r.add_mod(r.mul_mod(v[0], keys.public.b, qc), v[1], qc), v[2], qc), r.add_mod(r.mul_mod(v[0], keys.public.a, qc), v[2], qc)))
-T("chacha keystream, 2N words", lambda: sm._words(2 * p.n))
+T("the two halves (mul_add x2)", lambda: ctx._public_halves(keys.public, noise, qc))
+sm = kg.small("t")
+T("ternary alone (cupy operations)", lambda: sm.ternary(p.n))
+T("centred binomial alone", lambda: sm.centered_binomial(p.n, ERROR_ETA))
+T("encode (the Plaintext path)", lambda: ctx.encode(x))

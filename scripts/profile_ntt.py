@@ -16,7 +16,11 @@ from aegis_hpc.ckks import params as P
 from aegis_hpc.ckks.context import Context
 
 
-def timed(cp, fn, reps=20):
+REPS = 20
+
+
+def timed(cp, fn, reps=None):
+    reps = REPS if reps is None else reps
     fn()
     start, stop = cp.cuda.Event(), cp.cuda.Event()
     start.record()
@@ -44,10 +48,14 @@ def without(prefix):
 
 
 def main():
+    global REPS
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="n16-boot")
     ap.add_argument("--level", type=int, default=None, help="default: the top level")
+    ap.add_argument("--reps", type=int, default=REPS,
+                    help="timed calls per launch (1 under ncu, which replays each launch itself)")
     a = ap.parse_args()
+    REPS = a.reps
     backend.select("cupy")
     import cupy as cp
 

@@ -24,13 +24,15 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long i64;
 
+/* r in [0, 2q) -> r mod q as one unsigned min: below q, r - q wraps above r (q < 2^31, so
+   r < 2q never wraps itself); a compare and select would be two instructions */
+__device__ __forceinline__ u32 reduce_2q(u32 r, u32 q) { return min(r, r - q); }
 __device__ __forceinline__ u32 shoup_mul(u32 a, u32 w, u32 ws, u32 q) {
     u32 hi = __umulhi(a, ws);
-    u32 r = a * w - hi * q;            /* true value in [0, 2q), exact mod 2^32 */
-    return r >= q ? r - q : r;
+    return reduce_2q(a * w - hi * q, q);   /* true value in [0, 2q), exact mod 2^32 */
 }
-__device__ __forceinline__ u32 add_q(u32 a, u32 b, u32 q) { u32 s = a + b; return s >= q ? s - q : s; }
-__device__ __forceinline__ u32 sub_q(u32 a, u32 b, u32 q) { u32 s = a + q - b; return s >= q ? s - q : s; }
+__device__ __forceinline__ u32 add_q(u32 a, u32 b, u32 q) { return reduce_2q(a + b, q); }
+__device__ __forceinline__ u32 sub_q(u32 a, u32 b, u32 q) { return reduce_2q(a + q - b, q); }
 /* a*b for residues a, b < 2^32 held in 64-bit words: one 32x32->64 multiply, where the
    full 64x64 product the types ask for costs three */
 __device__ __forceinline__ u64 mul32(u64 a, u64 b) { return (u64)(u32)a * (u32)b; }
@@ -52,25 +54,36 @@ __device__ __forceinline__ size_t row_off(const int* rsel, long long r, int logn
     return (size_t)(rsel ? rsel[r] : r) << logn;
 }
 
-/* A row's prime and twiddle tables, and where this thread's column (top) or this
-   block's chunk (smem) starts in the array. */
-struct RowPart { int p; u32 q; size_t off; const u32* w; const u32* ws; };
+/* a * w mod q with w in Montgomery form (w 2^32 mod q): (a w + m q) / 2^32 for
+   m = a w (-q^-1) mod 2^32 is below 2q for any a < 2^32. The transforms' twiddles are
+   one Montgomery table, not a value and a Shoup table: half the twiddle loads, which
+   were the shared-memory pass's main stall (ncu: long scoreboard) and traffic (a row's
+   twiddles are twice its residues' bytes); the same three multiplies; exact. */
+__device__ __forceinline__ u32 mont_mul(u32 a, u32 wm, u32 q, u32 qn) {
+    const u64 t = (u64)a * wm;
+    const u32 m = (u32)t * qn;
+    return reduce_2q((u32)((t + (u64)m * q) >> 32), q);
+}
+
+/* A row's prime (q, qn = -q^-1 mod 2^32) and twiddle table, and where this thread's
+   column (top) or this block's chunk (smem) starts in the array. */
+struct RowPart { int p; u32 q; u32 qn; size_t off; const u32* w; };
 __device__ __forceinline__ RowPart row_part(long long r, size_t within, const int* rsel, const int* prow,
-                                            const u32* tw, const u32* twsh, const u32* qs, int logn) {
+                                            const u32* tw, const u32* qns, const u32* qs, int logn) {
     RowPart x;
     x.p = prow[r];
     x.q = qs[x.p];
+    x.qn = qns[x.p];
     x.off = row_off(rsel, r, logn) + within;
     x.w = tw + ((size_t)x.p << logn);
-    x.ws = twsh + ((size_t)x.p << logn);
     return x;
 }
 /* column k of row r for thread tid of a top pass over `rows` rows; false past the end */
 __device__ __forceinline__ bool column_of(RowPart& x, const int* rsel, const int* prow, const u32* tw,
-                                          const u32* twsh, const u32* qs, int logn, int logc, long long rows) {
+                                          const u32* qns, const u32* qs, int logn, int logc, long long rows) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (tid >= (rows << logc)) return false;
-    x = row_part(tid >> logc, (size_t)(tid & ((1 << logc) - 1)), rsel, prow, tw, twsh, qs, logn);
+    x = row_part(tid >> logc, (size_t)(tid & ((1 << logc) - 1)), rsel, prow, tw, qns, qs, logn);
     return true;
 }
 /* The shared-memory stages run in radix-8 rounds: each of a block's C/8 threads
@@ -82,26 +95,33 @@ __device__ __forceinline__ int round_pos(int j, int k, int lo) {
     return ((j >> lo) << (lo + 3)) | (k << lo) | (j & ((1 << lo) - 1));
 }
 __device__ __forceinline__ int padded(int i) { return i + (i >> 5); }
+/* padded(round_pos(j, k, lo)) from base = round_pos(j, 0, lo): with lo a compile-time
+   constant (the kernels are templates on the chunk size, so every round unrolls) the
+   k-th position is base plus a constant from lo >= 5 on, where k << lo is a multiple
+   of 32 - the index work per residue is what bounded these kernels (ncu: ALU-bound) */
+__device__ __forceinline__ int padded_at(int base, int k, int lo) {
+    return lo >= 5 ? padded(base) + (k << lo) + ((k << lo) >> 5) : padded(base + (k << lo));
+}
 /* this block's row and chunk (index c within its row) */
 __device__ __forceinline__ RowPart chunk_of(int& c, const int* rsel, const int* prow, const u32* tw,
-                                            const u32* twsh, const u32* qs, int logn, int logc) {
+                                            const u32* qns, const u32* qs, int logn, int logc) {
     int chunks = 1 << (logn - logc);
     long long r = blockIdx.x / chunks;
     c = (int)(blockIdx.x - r * chunks);
-    return row_part(r, (size_t)c << logc, rsel, prow, tw, twsh, qs, logn);
+    return row_part(r, (size_t)c << logc, rsel, prow, tw, qns, qs, logn);
 }
 
 /* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 */
 template <typename Ti, typename To, int LOGCH>
 __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
-                            const u32* psish, const u32* qs, int logn, long long rows) {
+                            const u32* qns, const u32* qs, int logn, long long rows) {
     const int CH = 1 << LOGCH;
     int logc = logn - LOGCH;
     RowPart x;
-    if (!column_of(x, rsel, prow, psi, psish, qs, logn, logc, rows)) return;
-    const u32 q = x.q;
+    if (!column_of(x, rsel, prow, psi, qns, qs, logn, logc, rows)) return;
+    const u32 q = x.q, qn = x.qn;
     const size_t off = x.off;
-    const u32 *w = x.w, *ws = x.ws;
+    const u32* w = x.w;
     u32 v[CH];
 #pragma unroll
     for (int i = 0; i < CH; ++i) v[i] = (u32)src[off + ((size_t)i << logc)];
@@ -110,11 +130,11 @@ __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* 
         const int m = 1 << s, span = CH >> (s + 1);   /* butterfly half-span t = span * C */
 #pragma unroll
         for (int g = 0; g < m; ++g) {
-            u32 wv = w[m + g], wsv = ws[m + g];
+            u32 wv = w[m + g];
 #pragma unroll
             for (int kk = 0; kk < span; ++kk) {
                 int i0 = g * 2 * span + kk;
-                u32 lo = v[i0], t = shoup_mul(v[i0 + span], wv, wsv, q);
+                u32 lo = v[i0], t = mont_mul(v[i0 + span], wv, q, qn);
                 v[i0] = add_q(lo, t, q);
                 v[i0 + span] = sub_q(lo, t, q);
             }
@@ -124,119 +144,126 @@ __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* 
     for (int i = 0; i < CH; ++i) dst[off + ((size_t)i << logc)] = (To)v[i];
 }
 
-/* one C-element chunk of one row per block, stages m = N/C .. N/2 (bits logc-1 .. 0 of
-   the butterfly span); the first round's positions k << (logc-3) | j are coalesced, so it
-   reads device memory directly; the last round's (8 j + k) go out through shared memory */
-template <typename Ti, typename To>
+/* one C = 2^LOGC-element chunk of one row per block, stages m = N/C .. N/2 (bits LOGC-1 .. 0
+   of the butterfly span); the first round's positions k << (LOGC-3) | j are coalesced, so
+   it reads device memory directly; the last round's (8 j + k) go out through shared
+   memory. A group's twiddles sit at w + m + (chunk position >> sh) + a constant. */
+template <typename Ti, typename To, int LOGC>
 __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
-                             const u32* psish, const u32* qs, int logn, int logc) {
+                             const u32* qns, const u32* qs, int logn) {
     extern __shared__ u32 s[];
-    const int j = threadIdx.x, C = 1 << logc;
+    constexpr int C = 1 << LOGC;
+    const int j = threadIdx.x;
     int c;
-    RowPart x = chunk_of(c, rsel, prow, psi, psish, qs, logn, logc);
-    const u32 q = x.q;
-    const u32 *w = x.w, *ws = x.ws;
-    const int cbase = c << logc;
+    RowPart x = chunk_of(c, rsel, prow, psi, qns, qs, logn, LOGC);
+    const u32 q = x.q, qn = x.qn;
+    const int cbase = c << LOGC;
     u32 v[8];
-    for (int hi = logc - 1; hi >= 0;) {
-        const int nb = hi >= 2 ? 3 : hi + 1, lo = hi >= 2 ? hi - 2 : 0;
-        if (hi == logc - 1) {
 #pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = (u32)src[x.off + round_pos(j, k, lo)];
+    for (int hi = LOGC - 1; hi >= 0; hi -= 3) {
+        const int nb = hi >= 2 ? 3 : hi + 1, lo = hi >= 2 ? hi - 2 : 0;
+        const int base = round_pos(j, 0, lo);
+        if (hi == LOGC - 1) {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = (u32)src[x.off + base + (k << lo)];
         } else {
             __syncthreads();
 #pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = s[padded(round_pos(j, k, lo))];
+            for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
         }
 #pragma unroll
         for (int kb = 2; kb >= 0; --kb) {
             const int b = lo + kb;
             if (b > hi || b <= hi - nb) continue;
-            const int sh = b + 1, m = 1 << (logn - sh);
+            const int sh = b + 1;
+            const int g0 = (1 << (logn - sh)) + ((cbase + base) >> sh);
+            const u32* w = x.w + g0;
             /* the k that differ only below bit kb share a butterfly group: one twiddle load */
 #pragma unroll
             for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
-                const int g = m + ((cbase + round_pos(j, k0, lo)) >> sh);
-                const u32 wv = w[g], wsv = ws[g];
+                const u32 wv = w[k0 >> (kb + 1)];
 #pragma unroll
                 for (int k = k0; k < k0 + (1 << kb); ++k) {
-                    u32 a = v[k], t = shoup_mul(v[k | (1 << kb)], wv, wsv, q);
+                    u32 a = v[k], t = mont_mul(v[k | (1 << kb)], wv, q, qn);
                     v[k] = add_q(a, t, q);
                     v[k | (1 << kb)] = sub_q(a, t, q);
                 }
             }
         }
 #pragma unroll
-        for (int k = 0; k < 8; ++k) s[padded(round_pos(j, k, lo))] = v[k];
-        hi -= nb;
+        for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
     }
     __syncthreads();
-    for (int i = j; i < C; i += blockDim.x) dst[x.off + i] = (To)s[padded(i)];
+#pragma unroll
+    for (int i = j; i < C; i += C / 8) dst[x.off + i] = (To)s[padded(i)];
 }
 
-/* inverse (Gentleman-Sande): span bits 0 .. logc-1 in shared memory, N^-1 folded in when
+/* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 in shared memory, N^-1 folded in when
    they are all the stages; the chunk comes in through shared memory (the first round's
    positions 8 j + k are not coalesced), the last round's go out directly */
-template <typename Ti, typename To>
+template <typename Ti, typename To, int LOGC>
 __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* ipsi,
-                          const u32* ipsish, const u32* qs, const u32* ninv, const u32* ninvsh,
-                          int logn, int logc, int scale) {
+                          const u32* qns, const u32* qs, const u32* ninv, const u32* ninvsh,
+                          int logn, int scale) {
     extern __shared__ u32 s[];
-    const int j = threadIdx.x, C = 1 << logc;
+    constexpr int C = 1 << LOGC;
+    const int j = threadIdx.x;
     int c;
-    RowPart x = chunk_of(c, rsel, prow, ipsi, ipsish, qs, logn, logc);
-    const u32 q = x.q;
-    const u32 *w = x.w, *ws = x.ws;
-    const int cbase = c << logc;
-    for (int i = j; i < C; i += blockDim.x) s[padded(i)] = (u32)src[x.off + i];
+    RowPart x = chunk_of(c, rsel, prow, ipsi, qns, qs, logn, LOGC);
+    const u32 q = x.q, qn = x.qn;
+    const int cbase = c << LOGC;
+#pragma unroll
+    for (int i = j; i < C; i += C / 8) s[padded(i)] = (u32)src[x.off + i];
     u32 v[8];
-    for (int b0 = 0; b0 < logc;) {
-        const int nb = min(3, logc - b0), lo = min(b0, logc - 3);
+#pragma unroll
+    for (int b0 = 0; b0 < LOGC; b0 += 3) {
+        const int nb = LOGC - b0 < 3 ? LOGC - b0 : 3, lo = b0 < LOGC - 3 ? b0 : LOGC - 3;
+        const int base = round_pos(j, 0, lo);
         __syncthreads();
 #pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = s[padded(round_pos(j, k, lo))];
+        for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
 #pragma unroll
         for (int kb = 0; kb < 3; ++kb) {
             const int b = lo + kb;
             if (b < b0 || b >= b0 + nb) continue;
-            const int sh = b + 1, h = 1 << (logn - sh);
+            const int sh = b + 1;
+            const int g0 = (1 << (logn - sh)) + ((cbase + base) >> sh);
+            const u32* w = x.w + g0;
 #pragma unroll
             for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
-                const int g = h + ((cbase + round_pos(j, k0, lo)) >> sh);
-                const u32 wv = w[g], wsv = ws[g];
+                const u32 wv = w[k0 >> (kb + 1)];
 #pragma unroll
                 for (int k = k0; k < k0 + (1 << kb); ++k) {
                     u32 a = v[k], b1 = v[k | (1 << kb)];
                     v[k] = add_q(a, b1, q);
-                    v[k | (1 << kb)] = shoup_mul(sub_q(a, b1, q), wv, wsv, q);
+                    v[k | (1 << kb)] = mont_mul(sub_q(a, b1, q), wv, q, qn);
                 }
             }
         }
-        b0 += nb;
-        if (b0 < logc) {
+        if (b0 + 3 < LOGC) {
 #pragma unroll
-            for (int k = 0; k < 8; ++k) s[padded(round_pos(j, k, lo))] = v[k];
+            for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
         } else {
             u32 ni = ninv[x.p], nis = ninvsh[x.p];
 #pragma unroll
             for (int k = 0; k < 8; ++k)
-                dst[x.off + round_pos(j, k, lo)] = (To)(scale ? shoup_mul(v[k], ni, nis, q) : v[k]);
+                dst[x.off + base + (k << lo)] = (To)(scale ? shoup_mul(v[k], ni, nis, q) : v[k]);
         }
     }
 }
 
 /* inverse, stages t = C .. N/2 (columns in registers), then N^-1; in place */
 template <typename T, int LOGCH>
-__global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi, const u32* ipsish,
+__global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi, const u32* qns,
                          const u32* qs, const u32* ninv, const u32* ninvsh, int logn, long long rows) {
     const int CH = 1 << LOGCH;
     int logc = logn - LOGCH;
     RowPart xr;
-    if (!column_of(xr, rsel, prow, ipsi, ipsish, qs, logn, logc, rows)) return;
+    if (!column_of(xr, rsel, prow, ipsi, qns, qs, logn, logc, rows)) return;
     const int p = xr.p;
-    const u32 q = xr.q;
+    const u32 q = xr.q, qn = xr.qn;
     const size_t off = xr.off;
-    const u32 *w = xr.w, *ws = xr.ws;
+    const u32* w = xr.w;
     u32 v[CH];
 #pragma unroll
     for (int i = 0; i < CH; ++i) v[i] = (u32)x[off + ((size_t)i << logc)];
@@ -245,13 +272,13 @@ __global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi
         const int span = 1 << s, h = CH >> (s + 1);   /* half-span t = span * C, h = N / 2t groups */
 #pragma unroll
         for (int g = 0; g < h; ++g) {
-            u32 wv = w[h + g], wsv = ws[h + g];
+            u32 wv = w[h + g];
 #pragma unroll
             for (int kk = 0; kk < span; ++kk) {
                 int i0 = g * 2 * span + kk;
                 u32 lo = v[i0], hi = v[i0 + span];
                 v[i0] = add_q(lo, hi, q);
-                v[i0 + span] = shoup_mul(sub_q(lo, hi, q), wv, wsv, q);
+                v[i0 + span] = mont_mul(sub_q(lo, hi, q), wv, q, qn);
             }
         }
     }
@@ -315,33 +342,6 @@ __global__ void mul_plain_sum(const u64* const* cts, const TP* const* pts, const
 }
 
 /* ---- fast basis conversion A -> B, one thread per (batch, coefficient) ------ */
-#define MAX_SRC 64
-extern "C" __global__ void basis_convert(const u64* x, u64* y, const u64* src_q, const u64* src_mu,
-                                         const u64* hat_inv, const u64* dst_q, const u64* dst_mu,
-                                         const u64* hat_mod, int n_a, int n_b, int logn,
-                                         long long batch) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= batch * N) return;
-    long long b = tid >> logn;
-    int n = (int)(tid & (N - 1));
-    u64 t[MAX_SRC];
-    const u64* xb = x + (size_t)b * n_a * N + n;
-    for (int i = 0; i < n_a; ++i) t[i] = barrett(mul32(xb[(size_t)i * N], hat_inv[i]), src_q[i], src_mu[i]);
-    u64* yb = y + (size_t)b * n_b * N + n;
-    for (int j = 0; j < n_b; ++j) {
-        u64 q = dst_q[j], mu = dst_mu[j];
-        const u64* hm = hat_mod + (size_t)j * n_a;
-        u64 acc = 0;
-        int pending = 0;
-        for (int i = 0; i < n_a; ++i) {
-            acc += mul32(t[i], hm[i]);
-            if (++pending == 4) { acc = barrett(acc, q, mu); pending = 1; }
-        }
-        yb[(size_t)j * N] = barrett(acc, q, mu);
-    }
-}
-
 /* sum_i t[i] * h[i] mod q over i < len <= A. A is a compile-time bound so the loop
    unrolls and t stays in registers (a runtime-sized array lives in local memory); a
    reduction after every third product from the fourth on keeps the sum below 2^64
@@ -358,41 +358,94 @@ __device__ __forceinline__ u64 dot_mod(const u64* t, const u64* h, int len, u64 
     return barrett(acc, q, mu);
 }
 
-/* ---- ModUp of every digit in one pass: rows of the digit copy the NTT-form input,
-   the others get the fast basis conversion of the digit (then one NTT over those rows
-   only); 32-bit words out, the largest array of a key switch. A >= the longest digit. */
+/* ---- fast basis conversion A -> B (BasisConverter.convert), A >= |A| */
 template <int A>
-__global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, const int* digit_start,
-                              const int* digit_len, const u64* hat_inv, const u64* src_q,
-                              const u64* src_mu, const u64* hat_mod, const u64* row_q,
-                              const u64* row_mu, const int* row_limb, int rows, int maxa,
-                              int logn, int digits, int row_chunk) {
+__global__ void basis_convert(const u64* x, u64* y, const u64* src_q, const u64* src_mu,
+                              const u64* hat_inv, const u64* dst_q, const u64* dst_mu,
+                              const u64* hat_mod, int n_a, int n_b, int logn, long long batch) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
-    int chunks = (rows + row_chunk - 1) / row_chunk;
-    if (tid >= (long long)digits * chunks * N) return;
+    if (tid >= batch * N) return;
+    long long b = tid >> logn;
     int n = (int)(tid & (N - 1));
-    long long jc = tid >> logn;
-    int j = (int)(jc / chunks);
-    int r0 = (int)(jc - (long long)j * chunks) * row_chunk;
-    int r1 = min(rows, r0 + row_chunk);
-    int s = digit_start[j], len = digit_len[j];
     u64 t[A];
+    const u64* xb = x + (size_t)b * n_a * N + n;
+#pragma unroll
+    for (int i = 0; i < A; ++i)
+        t[i] = i < n_a ? barrett(mul32(xb[(size_t)i * N], hat_inv[i]), src_q[i], src_mu[i]) : 0;
+    u64* yb = y + (size_t)b * n_b * N + n;
+    for (int j = 0; j < n_b; ++j)
+        yb[(size_t)j * N] = dot_mod<A>(t, hat_mod + (size_t)j * n_a, n_a, dst_q[j], dst_mu[j]);
+}
+
+/* sum_i t[i] * h[i] mod q over i < len <= A, h in Montgomery form (h 2^32 mod q), t < 2^31:
+   two products sum below 2^32 q, so one Montgomery reduction per pair (two multiplies,
+   m = x (-q^-1) mod 2^32, (x + m q) / 2^32 < 2q) replaces the 64-bit Barrett reductions,
+   which made ModUp's conversion ALU-bound (ncu); exact, so the residue is the reference's */
+template <int A>
+__device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32 q, u32 qinv_neg) {
+    u32 acc = 0;
+#pragma unroll
+    for (int i = 0; i < A; i += 2) {
+        if (i < len) {
+            u64 x = (u64)t[i] * h[i];
+            if (i + 1 < A) x += (u64)t[i + 1] * h[i + 1];      /* zero past len */
+            const u32 m = (u32)x * qinv_neg;
+            acc = add_q(acc, reduce_2q((u32)((x + (u64)m * q) >> 32), q), q);
+        }
+    }
+    return acc;
+}
+
+/* ---- ModUp of every digit in one pass: rows of the digit copy the NTT-form input,
+   the others get the fast basis conversion of the digit (then one NTT over those rows
+   only); 32-bit words out, the largest array of a key switch. A >= the longest digit;
+   hat_mont rows are zero past a digit's length. A block covers MODUP_COLS x blockDim
+   coefficients (columns blockDim apart, so every load and store is coalesced) of
+   row_chunk rows of one digit: a row's constants are loaded once for MODUP_COLS
+   coefficients. */
+#define MODUP_COLS 4
+template <int A>
+__global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, const int* digit_start,
+                              const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
+                              const u32* src_q, const u32* hat_mont, const u32* row_q,
+                              const u32* row_qinv_neg, const int* row_limb, int rows, int maxa,
+                              int logn, int digits, int row_chunk) {
+    const int N = 1 << logn, bd = blockDim.x;
+    const int per_row = N / (bd * MODUP_COLS);
+    const int chunks = (rows + row_chunk - 1) / row_chunk;
+    const long long jc = blockIdx.x / per_row;
+    const int n0 = (int)(blockIdx.x - jc * per_row) * bd * MODUP_COLS + threadIdx.x;
+    const int j = (int)(jc / chunks);
+    if (j >= digits) return;
+    const int r0 = (int)(jc - (long long)j * chunks) * row_chunk;
+    const int r1 = min(rows, r0 + row_chunk);
+    const int s = digit_start[j], len = digit_len[j];
+    u32 t[MODUP_COLS][A];
 #pragma unroll
     for (int i = 0; i < A; ++i) {
-        int c = j * maxa + i;
-        t[i] = i < len ? barrett(mul32(coeff[(size_t)(s + i) * N + n], hat_inv[c]), src_q[c], src_mu[c]) : 0;
+        const int c = j * maxa + i;
+        const u32 w = i < len ? hat_inv[c] : 0, ws = i < len ? hat_inv_sh[c] : 0, qi = i < len ? src_q[c] : 1;
+        const u64* x = coeff + (size_t)(s + i) * N + n0;
+#pragma unroll
+        for (int k = 0; k < MODUP_COLS; ++k) t[k][i] = i < len ? shoup_mul((u32)x[k * bd], w, ws, qi) : 0;
     }
-    u32* o = out + (size_t)j * rows * N + n;
     for (int r = r0; r < r1; ++r) {
-        int limb = row_limb[r];
-        u64 v;
+        const int limb = row_limb[r];
+        u32* o = out + ((size_t)j * rows + r) * N + n0;
         if (limb >= s && limb < s + len) {
-            v = d_ntt[(size_t)limb * N + n];
+            const u64* x = d_ntt + (size_t)limb * N + n0;
+#pragma unroll
+            for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = (u32)x[k * bd];
         } else {
-            v = dot_mod<A>(t, hat_mod + ((size_t)j * rows + r) * maxa, len, row_q[r], row_mu[r]);
+            const u32* hp = hat_mont + ((size_t)j * rows + r) * maxa;
+            u32 h[A];
+#pragma unroll
+            for (int i = 0; i < A; ++i) h[i] = i < len ? hp[i] : 0;
+            const u32 q = row_q[r], qn = row_qinv_neg[r];
+#pragma unroll
+            for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A>(t[k], h, len, q, qn);
         }
-        o[(size_t)r * N] = (u32)v;
     }
 }
 
@@ -400,7 +453,7 @@ __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, cons
    t_i = [x_i (P/p_i)^-1]_{p_i}; v = round(sum_i t_i / p_i) in the reference's float64
    order; out_j = (sum_i t_i (P/p_i) - v P) mod q_j. A >= n_p. */
 template <int A>
-__global__ void moddown_convert(const u64* pc, u64* out, const u64* p_q, const u64* p_mu,
+__global__ void moddown_convert(const u64* pc, u32* out, const u64* p_q, const u64* p_mu,
                                 const u64* hat_inv, const u64* q_q, const u64* q_mu,
                                 const u64* hat_mod, const u64* neg_p, int n_p, int limbs,
                                 int logn, long long polys) {
@@ -422,11 +475,11 @@ __global__ void moddown_convert(const u64* pc, u64* out, const u64* p_q, const u
         }
     }
     int v = (int)floor(__dadd_rn(frac, 0.5));
-    u64* o = out + (size_t)c * limbs * N + n;
+    u32* o = out + (size_t)c * limbs * N + n;
     for (int j = 0; j < limbs; ++j) {
         u64 q = q_q[j];
         u64 s = dot_mod<A>(t, hat_mod + (size_t)j * n_p, n_p, q, q_mu[j]) + neg_p[(size_t)j * (n_p + 1) + v];
-        o[(size_t)j * N] = s >= q ? s - q : s;
+        o[(size_t)j * N] = (u32)(s >= q ? s - q : s);
     }
 }
 
@@ -435,9 +488,10 @@ __global__ void moddown_convert(const u64* pc, u64* out, const u64* p_q, const u
    is rows row0 .. row0+limbs of a's polynomial c (poly_rows rows apart: ModDown skips
    the P rows, rescale the dropped limbs), and add_c (rows N apart, null for none) is
    the rest of the operation's result: a rotation's gathered c0, a product's d0 and d1 */
-extern "C" __global__ void scale_down_add(const u64* a, const u64* b, u64* out, const u64* inv, const u64* qs,
-                                          const u64* mus, const u64* add0, const u64* add1, const i64* perm,
-                                          int row0, int poly_rows, int limbs, int logn, long long polys) {
+template <typename TB>
+__global__ void scale_down_add(const u64* a, const TB* b, u64* out, const u64* inv, const u64* qs,
+                               const u64* mus, const u64* add0, const u64* add1, const i64* perm,
+                               int row0, int poly_rows, int limbs, int logn, long long polys) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
     long long per_poly = (long long)limbs << logn;
@@ -446,7 +500,7 @@ extern "C" __global__ void scale_down_add(const u64* a, const u64* b, u64* out, 
     long long rn = tid - c * per_poly;
     int r = (int)(rn >> logn), n = (int)(rn & (N - 1));
     u64 q = qs[r];
-    u64 x = a[((size_t)c * poly_rows + row0 + r) * N + n] + q - b[tid];
+    u64 x = a[((size_t)c * poly_rows + row0 + r) * N + n] + q - (u64)b[tid];
     u64 v = barrett(mul32(x, inv[r]), q, mus[r]);
     const u64* ad = c == 0 ? add0 : (c == 1 ? add1 : 0);
     if (ad) {
@@ -495,6 +549,9 @@ _ELEMENTWISE = {
     # B: any unsigned word, so a compact plaintext's uint32 rows need no widened copy
     "mul_mod": ("uint64 a, B b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(mul32_(a, b), q, mu)"),
     "sub_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out", "out = a >= b ? a - b : a + q - b"),
+    # a * b + c: a public-key encryption's halves (v pk.b + e0, v pk.a + e1) in one pass
+    "mul_add": ("B a, uint64 b, B c, uint64 q, uint64 mu", "uint64 out",
+                "unsigned long long s = barrett_(mul32_(a, b), q, mu) + c; out = s >= q ? s - q : s"),
     # a ciphertext plus a plaintext or constant b (broadcast over both polynomials) on its
     # first polynomial only: flat indices below `first` are that polynomial's
     "add_first": ("uint64 a, B b, uint64 q, int64 first, int32 negate", "uint64 out",
@@ -523,16 +580,14 @@ _SRC += r"""
 __device__ __forceinline__ u32 rotl32(u32 x, int k) { return (x << k) | (x >> (32 - k)); }
 #define QR(a, b, c, d) a += b; d ^= a; d = rotl32(d, 16); c += d; b ^= c; b = rotl32(b, 12); \
                        a += b; d ^= a; d = rotl32(d, 8);  c += d; b ^= c; b = rotl32(b, 7);
-extern "C" __global__ void chacha20_rows(u32* out, const u32* key, const u32* nonces,
-                                         u32 counter0, long long blocks, long long rows) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (tid >= rows * blocks) return;
-    long long r = tid / blocks, b = tid - r * blocks;
+/* block `counter` of the ChaCha20 stream of (key, nonce n0 n1 n2): 16 words into o */
+__device__ __forceinline__ void chacha20_block(u32* o, const u32* key, u32 n0, u32 n1, u32 n2, u32 counter) {
     u32 s[16], x[16];
     s[0] = 0x61707865u; s[1] = 0x3320646eu; s[2] = 0x79622d32u; s[3] = 0x6b206574u;
+#pragma unroll
     for (int i = 0; i < 8; ++i) s[4 + i] = key[i];
-    s[12] = counter0 + (u32)b;
-    s[13] = nonces[3 * r]; s[14] = nonces[3 * r + 1]; s[15] = nonces[3 * r + 2];
+    s[12] = counter; s[13] = n0; s[14] = n1; s[15] = n2;
+#pragma unroll
     for (int i = 0; i < 16; ++i) x[i] = s[i];
     for (int i = 0; i < 10; ++i) {
         QR(x[0], x[4], x[8],  x[12]) QR(x[1], x[5], x[9],  x[13])
@@ -540,17 +595,85 @@ extern "C" __global__ void chacha20_rows(u32* out, const u32* key, const u32* no
         QR(x[0], x[5], x[10], x[15]) QR(x[1], x[6], x[11], x[12])
         QR(x[2], x[7], x[8],  x[13]) QR(x[3], x[4], x[9],  x[14])
     }
-    u32* o = out + (size_t)r * blocks * 16 + (size_t)b * 16;
+#pragma unroll
     for (int i = 0; i < 16; ++i) o[i] = x[i] + s[i];
+}
+extern "C" __global__ void chacha20_rows(u32* out, const u32* key, const u32* nonces,
+                                         u32 counter0, long long blocks, long long rows) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= rows * blocks) return;
+    long long r = tid / blocks, b = tid - r * blocks;
+    u32 x[16];
+    chacha20_block(x, key, nonces[3 * r], nonces[3 * r + 1], nonces[3 * r + 2], counter0 + (u32)b);
+    u32* o = out + (size_t)r * blocks * 16 + (size_t)b * 16;
+    for (int i = 0; i < 16; ++i) o[i] = x[i];
+}
+
+/* A public-key encryption's small polynomials, three SmallSampler draws (nonce = (label0,
+   label1, draw0 + d)) made and reduced in one pass: out rows [0, limbs) the ternary v,
+   [limbs, 2 limbs) the centred-binomial e0 plus the message's coefficients msg (null:
+   none), [2 limbs, 3 limbs) e1, as residues mod each prime. One thread makes 16
+   coefficients from whole blocks (word i of the draw: block i / 16), so the launch
+   replaces the samplers' dozen cupy operations and the mask compaction that synchronised
+   the device; the numpy reference is SmallSampler.ternary / centered_binomial. */
+extern "C" __global__ void encryption_noise(u32* out, const u32* key, u32 label0, u32 label1, u32 draw0,
+                                            const i64* msg, const u64* qs, const u64* mus, int limbs,
+                                            int logn, int eta, u32 reject) {
+    long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int N = 1 << logn, groups = N >> 4;
+    if (g >= groups) return;
+    u32 w[16], w2[16];
+    int v[16], e0[16], e1[16];
+    chacha20_block(w, key, label0, label1, draw0, (u32)g);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+        u32 x = w[i];
+        for (u32 lap = 1; x == reject; ++lap) {      /* word i + lap N: about N 2^-32 per draw */
+            chacha20_block(w2, key, label0, label1, draw0, (u32)g + lap * groups);
+            x = w2[i];
+        }
+        v[i] = (int)(x % 3u) - 1;
+    }
+    const u32 mask = eta >= 32 ? 0xFFFFFFFFu : (1u << eta) - 1;
+    chacha20_block(w, key, label0, label1, draw0 + 1, (u32)g);
+    chacha20_block(w2, key, label0, label1, draw0 + 1, (u32)(g + groups));
+#pragma unroll
+    for (int i = 0; i < 16; ++i) e0[i] = __popc(w[i] & mask) - __popc(w2[i] & mask);
+    chacha20_block(w, key, label0, label1, draw0 + 2, (u32)g);
+    chacha20_block(w2, key, label0, label1, draw0 + 2, (u32)(g + groups));
+#pragma unroll
+    for (int i = 0; i < 16; ++i) e1[i] = __popc(w[i] & mask) - __popc(w2[i] & mask);
+    const size_t col = (size_t)g << 4;
+    for (int l = 0; l < limbs; ++l) {
+        const u64 q = qs[l], mu = mus[l];
+        const u32 q32 = (u32)q;
+        u32* o0 = out + (size_t)l * N + col;
+        u32* o1 = o0 + (size_t)limbs * N;
+        u32* o2 = o1 + (size_t)limbs * N;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            o0[i] = v[i] < 0 ? q32 - 1 : (u32)v[i];
+            u32 e = e0[i] < 0 ? q32 + e0[i] : (u32)e0[i];      /* |e| <= eta < q */
+            if (msg) {
+                const i64 m = msg[col + i];                    /* |m| < 2^62 (the encoder's bound) */
+                const u32 r = (u32)barrett((u64)(m < 0 ? -m : m), q, mu);
+                e = add_q(e, m < 0 && r ? q32 - r : r, q32);
+            }
+            o1[i] = e;
+            o2[i] = e1[i] < 0 ? q32 + e1[i] : (u32)e1[i];
+        }
+    }
 }
 """
 
 _state: dict = {}
 SMEM_LOG = 12  # 4096 residues (16 KiB) per block for the in-shared-memory stages
+SMEM_LOGS = (10, 11, SMEM_LOG)  # the chunk sizes compiled: min(SMEM_LOG, log N) for N = 2^10 ...
 THREADS = 256
 # rows of one ModUp digit per thread: the digit's scaled residues are recomputed per chunk,
 # which buys digits x rows/chunk-fold parallelism for a few extra Barrett reductions
 MODUP_ROW_CHUNK = 16
+MODUP_COLS = 4  # coefficients per thread of the ModUp conversion (the kernel's MODUP_COLS)
 # compiled source-limb bounds of the conversion kernels (a digit's limbs, |P|): each is
 # an unrolled instantiation; a count takes the smallest bound that holds it
 CONVERT_BOUNDS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32)
@@ -570,11 +693,11 @@ def _templates():
     names = []
     for ti in _WORDS:
         for to in _WORDS:
-            names += [f"ntt_fwd_smem<{ti}, {to}>", f"intt_smem<{ti}, {to}>"]
+            names += [f"{k}<{ti}, {to}, {c}>" for k in ("ntt_fwd_smem", "intt_smem") for c in SMEM_LOGS]
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
-        names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>"]
-    names += [f"modup_convert<{a}>" for a in CONVERT_BOUNDS] + [f"moddown_convert<{a}>" for a in CONVERT_BOUNDS]
+        names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>", f"scale_down_add<{ti}>"]
+    names += [f"{k}<{a}>" for k in ("modup_convert", "moddown_convert", "basis_convert") for a in CONVERT_BOUNDS]
     return names
 
 
@@ -657,18 +780,23 @@ def _mu_col(qc):
 
 
 def _ring_dev(ring):
-    """32-bit twiddle and Shoup tables of a RingTables on the device (built once per ring)."""
+    """32-bit Montgomery twiddle tables (mont_mul), -q^-1 mod 2^32 and the Shoup N^-1 of a
+    RingTables on the device (built once per ring)."""
     d = getattr(ring, "_kernel_tables", None)
     if d is None:
         cp = _cp()
+        q = np.array(ring.primes, dtype=np.uint64)
 
         def u32(a):
             return cp.asarray(cp.asnumpy(a).astype(np.uint32))
 
-        q = np.array(ring.primes, dtype=np.uint64)
+        def mont(a):
+            a = cp.asnumpy(a).astype(np.uint64).reshape(len(q), -1)
+            return cp.asarray(((a << np.uint64(32)) % q[:, None]).astype(np.uint32))
+
         d = {
-            "psi": u32(ring._psi), "psish": u32(ring._psi_sh),
-            "ipsi": u32(ring._ipsi), "ipsish": u32(ring._ipsi_sh),
+            "psi": mont(ring._psi), "ipsi": mont(ring._ipsi),
+            "qn": cp.asarray(np.array([(-pow(int(x), -1, 1 << 32)) % (1 << 32) for x in q], dtype=np.uint32)),
             "q": cp.asarray(q.astype(np.uint32)),
             "ninv": u32(ring._ninv), "ninvsh": u32(ring._ninv_sh),
             "prow": {},
@@ -724,7 +852,10 @@ def _transform_io(ring, a, idx, inplace, out_dtype, rows_sel):
         dst = src
     else:
         dst = cp.empty(src.shape, dtype=out_dtype or src.dtype)
-    return src, dst, rows, sel, prow, min(SMEM_LOG, ring.log_n)
+    logc = min(SMEM_LOG, ring.log_n)
+    if logc not in SMEM_LOGS:
+        raise ValueError(f"the device NTT takes rings of degree 2^{SMEM_LOGS[0]} and up, not 2^{ring.log_n}")
+    return src, dst, rows, sel, prow, logc
 
 
 def _smem_bytes(logc):
@@ -750,11 +881,11 @@ def ntt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     if top:
         _fn(f"ntt_fwd_top<{_word(src)}, {_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
-            (src, dst, _null(sel), prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int64(rows)))
+            (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn), np.int64(rows)))
         src = dst
-    _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}>")(
+    _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
-        (src, dst, _null(sel), prow, d["psi"], d["psish"], d["q"], np.int32(logn), np.int32(logc)),
+        (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn)),
         shared_mem=_smem_bytes(logc))
     return dst
 
@@ -768,15 +899,15 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     d = _ring_dev(ring)
     logn = ring.log_n
     top = logn - logc
-    _fn(f"intt_smem<{_word(src)}, {_word(dst)}>")(
+    _fn(f"intt_smem<{_word(src)}, {_word(dst)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
-        (src, dst, _null(sel), prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
-         np.int32(logn), np.int32(logc), np.int32(0 if top else 1)),
+        (src, dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
+         np.int32(logn), np.int32(0 if top else 1)),
         shared_mem=_smem_bytes(logc))
     if top:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
-            (dst, _null(sel), prow, d["ipsi"], d["ipsish"], d["q"], d["ninv"], d["ninvsh"],
+            (dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
              np.int32(logn), np.int64(rows)))
     return dst
 
@@ -840,6 +971,11 @@ def sub_mod(a, b, qc):
     return _ew("sub_mod")(a, b, qc)
 
 
+def mul_add(a, b, c, qc, out=None):
+    args = (a, b, c, qc, _mu_col(qc))
+    return _ew("mul_add")(*args) if out is None else _ew("mul_add")(*args, out)
+
+
 def add_first(data, b, qc, negate=False):
     """(2, L, N) ciphertext data with b (L, N) or (L, 1) added to (subtracted from)
     polynomial 0 mod q, polynomial 1 copied: one pass instead of copy, sum, store."""
@@ -882,7 +1018,7 @@ def basis_convert(conv, x):
     n = x.shape[-1]
     batch = x.size // (n_a * n)
     y = cp.empty(x.shape[:-2] + (n_b, n), dtype=np.uint64)
-    _fn("basis_convert")(_grid(batch * n), (THREADS,),
+    _fn(f"basis_convert<{_convert_bound(n_a, 'basis conversion')}>")(_grid(batch * n), (THREADS,),
                          (x, y, k["src_q"], k["src_mu"], k["hat_inv"], k["dst_q"], k["dst_mu"],
                           k["hat_mod"], np.int32(n_a), np.int32(n_b), np.int32(n.bit_length() - 1),
                           np.int64(batch)))
@@ -903,11 +1039,12 @@ def modup(ks, d, level):
     out = cp.empty((digits, rows, n), dtype=np.uint32)
     chunk = MODUP_ROW_CHUNK
     chunks = -(-rows // chunk)
-    _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(_grid(digits * chunks * n), (THREADS,),
-                         (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["src_q"],
-                          consts["src_mu"], consts["hat_mod"], consts["row_q"], consts["row_mu"],
-                          consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
-                          np.int32(ring.log_n), np.int32(digits), np.int32(chunk)))
+    _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(
+        (digits * chunks * (n // (THREADS * MODUP_COLS)),), (THREADS,),
+        (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
+         consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
+         consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
+         np.int32(ring.log_n), np.int32(digits), np.int32(chunk)))
     return ntt(ring, out, None, inplace=True, rows_sel=consts["converted"])
 
 
@@ -928,7 +1065,7 @@ def _modup_consts(ks, level):
     row_q = np.array([prm.qp[i] for i in ring_rows], dtype=np.uint64)
     row_limb = np.array([-1] * n_p + q_idx, dtype=np.int32)
     hat_inv = np.zeros((len(digits), maxa), dtype=np.uint64)
-    src_q = np.full((len(digits), maxa), 3, dtype=np.uint64)  # padding: any modulus > 1 keeps mu finite
+    src_q = np.full((len(digits), maxa), 3, dtype=np.uint64)  # padding: never read (t = 0 past a digit)
     hat_mod = np.zeros((len(digits), rows, maxa), dtype=np.uint64)
     sel, sel_prime = [], []  # rows the NTT transforms: all but each digit's own (copied) rows
     for j, dg in enumerate(digits):
@@ -942,12 +1079,17 @@ def _modup_consts(ks, level):
         hat_mod[j, dst_rows, :len(src)] = hm
         sel += [j * rows + r for r in dst_rows]
         sel_prime += [ring_rows[r] for r in dst_rows]
+    # 32-bit tables: Shoup companions of hat_inv, hat_mod in Montgomery form (x 2^32 mod q)
+    hat_inv_sh = (hat_inv << np.uint64(32)) // src_q
+    hat_mont = (hat_mod << np.uint64(32)) % row_q[None, :, None]
+    qinv_neg = np.array([(-pow(int(q), -1, 1 << 32)) % (1 << 32) for q in row_q], dtype=np.uint32)
     c = {
         "digits": len(digits), "rows": rows, "maxa": maxa,
         "start": cp.asarray(np.array([dg.start for dg in digits], dtype=np.int32)),
         "len": cp.asarray(np.array([len(dg) for dg in digits], dtype=np.int32)),
-        "hat_inv": cp.asarray(hat_inv), "src_q": cp.asarray(src_q), "src_mu": cp.asarray(_mu_of(src_q.ravel())),
-        "hat_mod": cp.asarray(hat_mod), "row_q": cp.asarray(row_q), "row_mu": cp.asarray(_mu_of(row_q)),
+        "hat_inv": cp.asarray(hat_inv.astype(np.uint32)), "hat_inv_sh": cp.asarray(hat_inv_sh.astype(np.uint32)),
+        "src_q": cp.asarray(src_q.astype(np.uint32)), "hat_mont": cp.asarray(hat_mont.astype(np.uint32)),
+        "row_q": cp.asarray(row_q.astype(np.uint32)), "row_qinv_neg": cp.asarray(qinv_neg),
         "row_limb": cp.asarray(row_limb),
         "converted": (cp.asarray(np.array(sel, dtype=np.int32)), cp.asarray(np.array(sel_prime, dtype=np.int32))),
     }
@@ -968,7 +1110,7 @@ def moddown(ks, acc, level, addend=None, perm=None):
     k = _converter_consts(ks._converter(("down", level), ks.p_idx, q_idx))
     n = ring.n
     polys = p_coeff.size // (n_p * n)
-    conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint64)
+    conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint32)   # residues < 2^31: half the traffic
     _fn(f"moddown_convert<{bound}>")(_grid(polys * n), (THREADS,),
                            (p_coeff, conv, k["src_q"], k["src_mu"], k["hat_inv"], k["dst_q"], k["dst_mu"],
                             k["hat_mod"], ks.neg_p_multiples(level), np.int32(n_p), np.int32(limbs),
@@ -980,7 +1122,8 @@ def moddown(ks, acc, level, addend=None, perm=None):
 def scale_down_add(a, row0, b, inv, qc, addend=None, perm=None):
     """(..., limbs, N): (a[..., row0:row0+limbs, :] + q - b) * inv mod q, plus addend[c]
     (gathered by perm when given) on polynomial c where addend[c] is not None; a is
-    C-contiguous (..., rows, N), b C-contiguous (..., limbs, N), inv a (limbs, 1) column."""
+    C-contiguous (..., rows, N), b C-contiguous (..., limbs, N) of 32- or 64-bit words,
+    inv a (limbs, 1) column."""
     cp = _cp()
     limbs, n = b.shape[-2], b.shape[-1]
     polys = b.size // (limbs * n)
@@ -995,7 +1138,7 @@ def scale_down_add(a, row0, b, inv, qc, addend=None, perm=None):
         perm = cp.ascontiguousarray(perm, dtype=np.int64)
     out = cp.empty(b.shape, dtype=np.uint64)
     q = cp.ascontiguousarray(qc.ravel())
-    _fn("scale_down_add")(_grid(polys * limbs * n), (THREADS,),
+    _fn(f"scale_down_add<{_word(b)}>")(_grid(polys * limbs * n), (THREADS,),
                           (a, b, out, cp.ascontiguousarray(inv.ravel()), q, _mu_col(qc).ravel(),
                            _null(adds[0]), _null(adds[1]), _null(perm), np.int32(row0), np.int32(a.shape[-2]),
                            np.int32(limbs), np.int32(n.bit_length() - 1), np.int64(polys)))
@@ -1050,4 +1193,23 @@ def chacha20_rows(key_words, nonces, counter0, blocks):
     nn = cp.asarray(np.asarray(nonces, dtype=np.uint32).reshape(rows, 3))
     _fn("chacha20_rows")(_grid(rows * blocks), (THREADS,),
                          (out, key, nn, np.uint32(counter0), np.int64(blocks), np.int64(rows)))
+    return out
+
+
+def encryption_noise(sampler, n, eta, qc, message=None, reject=None):
+    """(3, L, N) uint32 residues mod the primes of the column qc: v, e0 + message, e1 of a
+    public-key encryption, the sampler's next three draws (kernel encryption_noise)."""
+    from ..ckks.sampling import TERNARY_REJECT
+
+    cp = _cp()
+    key, label, draw0 = sampler.next_draws(3)
+    limbs = int(qc.shape[0])
+    out = cp.empty((3, limbs, n), dtype=cp.uint32)
+    msg = None if message is None else cp.ascontiguousarray(cp.asarray(message, dtype=cp.int64))
+    _fn("encryption_noise")(
+        _grid(n // 16), (THREADS,),
+        (out, cp.asarray(np.asarray(key, dtype=np.uint32)), np.uint32(label[0]), np.uint32(label[1]),
+         np.uint32(draw0), _null(msg), cp.ascontiguousarray(qc.ravel()),
+         cp.ascontiguousarray(_mu_col(qc).ravel()), np.int32(limbs), np.int32(n.bit_length() - 1),
+         np.int32(eta), np.uint32(TERNARY_REJECT if reject is None else reject)))
     return out

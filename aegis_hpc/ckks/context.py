@@ -139,18 +139,20 @@ class Context:
         32-byte seed instead of os.urandom, for a key holder whose re-encryptions
         must come out bit-identical on every rank; never reuse a seed.
         """
-        pt = values if isinstance(values, Plaintext) else self.encode(values, level=level, slots=slots)
-        pt_data = pt.expanded(self.xp).data
         if isinstance(key, EvaluationKeys):
             key = key.public
         if getattr(key, "fingerprint", None) != self.params.fingerprint:
             raise EvaluationError("encryption key does not belong to this parameter set")
+        if seed is not None and not isinstance(key, SecretKey):
+            raise EvaluationError("a fixed encryption seed is only for secret-key encryption")
+        if isinstance(key, PublicKey) and not isinstance(values, Plaintext):
+            return self._encrypt_public(values, key, level, slots)
+        pt = values if isinstance(values, Plaintext) else self.encode(values, level=level, slots=slots)
+        pt_data = pt.expanded(self.xp).data
         xp, kg = self.xp, self.keygenerator
         limbs = self.params.limbs_at(pt.level)
         idx = list(range(limbs))
         qc = self.ring.q_col(idx)
-        if seed is not None and not isinstance(key, SecretKey):
-            raise EvaluationError("a fixed encryption seed is only for secret-key encryption")
         if isinstance(key, SecretKey):
             a_seed, e_seed = (fresh_seed(), fresh_seed()) if seed is None else _split_seed(seed)
             a = kg.uniform(a_seed, idx)
@@ -158,19 +160,34 @@ class Context:
             c0 = (kg.rlwe_b(a, key.ntt[:limbs], e, qc) + pt_data) % qc
             data = xp.stack([c0, a])
         elif isinstance(key, PublicKey):
-            # (v pk.b + e0 + m, v pk.a + e1): v, e0, e1 drawn and transformed on the
-            # ring's device in one batch
-            small, n = kg.small("enc-pk"), self.params.n
-            v, e0, e1 = kg.small_to_ntt(xp.stack([small.ternary(n), small.centered_binomial(n, ERROR_ETA),
-                                                  small.centered_binomial(n, ERROR_ETA)]), idx)
-            ring = self.ring
-            c0 = ring.add_mod(ring.add_mod(ring.mul_mod(v, key.b[:limbs], qc), e0, qc), pt_data, qc)
-            c1 = ring.add_mod(ring.mul_mod(v, key.a[:limbs], qc), e1, qc)
-            data = xp.stack([c0, c1])
+            data = self._public_halves(key, kg.encryption_noise(idx), qc)
+            data[0] = self.ring.add_mod(data[0], pt_data, qc)
         else:
             raise EvaluationError(f"cannot encrypt with a {type(key).__name__}")
         return Ciphertext(data=data, level=pt.level, scale=pt.scale, slots=pt.slots,
                           fingerprint=self.params.fingerprint, is_complex=pt.is_complex)
+
+    def _public_halves(self, pk: PublicKey, noise, qc):
+        """(v pk.b + noise[1], v pk.a + noise[2]) mod q, v = noise[0]: one pass per half."""
+        limbs = noise.shape[1]
+        data = self.xp.empty((2, limbs, self.params.n), dtype=np.uint64)
+        self.ring.mul_add(noise[0], pk.b[:limbs], noise[1], qc, out=data[0])
+        self.ring.mul_add(noise[0], pk.a[:limbs], noise[2], qc, out=data[1])
+        return data
+
+    def _encrypt_public(self, values, pk: PublicKey, level, slots):
+        """Public-key encryption of values: the message's coefficients go into the error
+        e0 before its NTT (Encoder.to_coefficients, then KeyGenerator.encryption_noise),
+        so the message costs no transform or pass of its own."""
+        level = self.params.max_level if level is None else level
+        z = np.asarray(values).ravel()
+        scale = self.params.scale_at(level)
+        coeffs, slots = self.encoder.to_coefficients(z, scale, slots)
+        idx = list(range(self.params.limbs_at(level)))
+        qc = self.ring.q_col(idx)
+        data = self._public_halves(pk, self.keygenerator.encryption_noise(idx, coeffs), qc)
+        return Ciphertext(data=data, level=level, scale=scale, slots=slots, fingerprint=self.params.fingerprint,
+                          is_complex=bool(np.iscomplexobj(z) and np.any(np.imag(z))))
 
     def decrypt(self, ct: Ciphertext, sk: SecretKey):
         """Slots of the message (float, or complex for complex ciphertexts)."""

@@ -44,10 +44,16 @@ class Encoder:
         k = np.arange(n)
         self._twist = np.exp(1j * np.pi * k / n)
         self._untwist = np.conj(self._twist)
-        # Re(fft * untwist / n) from the real and imaginary parts: two real products
-        # instead of a complex division and product over the whole spectrum
-        self._untwist_re = np.ascontiguousarray(self._untwist.real / n)
-        self._untwist_im = np.ascontiguousarray(self._untwist.imag / n)
+        # Encoding needs the points at even positions only: the odd ones are their
+        # conjugates (position n-1-p), so m_k + i m_{k+n/2} = (2/n) zeta^-k FFT(even)[k],
+        # one complex FFT of n/2 points. Each slot lands at an even position either
+        # itself or as its conjugate; _even_slot[i] is the slot at even position 2i.
+        odd = self._slot_pos % 2 == 1
+        even_pos = np.where(odd, n - 1 - self._slot_pos, self._slot_pos) // 2
+        self._even_slot = np.empty(self.max_slots, dtype=np.int64)
+        self._even_slot[even_pos] = np.arange(self.max_slots)
+        self._even_conj = odd[self._even_slot]
+        self._half_untwist = self._untwist[: n // 2] * (2.0 / n)
 
     def slots_for(self, count: int, slots: int | None = None) -> int:
         if count > self.max_slots:
@@ -95,20 +101,15 @@ class Encoder:
             full = np.zeros((z.shape[0], slots), dtype=z.dtype)
             full[:, : z.shape[1]] = z
             z = full
-        points = np.empty((z.shape[0], sub.n), dtype=z.dtype)
-        points[:, sub._slot_pos] = z
-        points[:, sub._conj_pos] = np.conj(z)
-        if real:
-            # real points: a real FFT (half the work); X[n - k] = conj(X[k])
-            half = np.fft.rfft(points, axis=-1)
-            re = np.concatenate([half.real, half.real[:, -2:0:-1]], axis=-1)
-            im = np.concatenate([half.imag, -half.imag[:, -2:0:-1]], axis=-1)
-        else:
-            spectrum = np.fft.fft(points, axis=-1)
-            re, im = spectrum.real, spectrum.imag
-        m = re * sub._untwist_re
-        m -= im * sub._untwist_im
-        m *= scale
+        even = z[:, sub._even_slot]
+        if not real:
+            even[:, sub._even_conj] = np.conj(even[:, sub._even_conj])
+        spectrum = np.fft.fft(even, axis=-1)
+        spectrum *= sub._half_untwist
+        m = np.empty((z.shape[0], sub.n))
+        half = sub.n // 2
+        np.multiply(spectrum.real, scale, out=m[:, :half])
+        np.multiply(spectrum.imag, scale, out=m[:, half:])
         if np.max(np.abs(m), initial=0.0) >= 2.0 ** 62:
             raise EncodingError(f"values too large for scale 2^{np.log2(scale):.1f} (coefficients overflow 2^62)")
         return np.rint(m).astype(np.int64), slots

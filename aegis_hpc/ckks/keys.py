@@ -82,12 +82,29 @@ class KeyGenerator:
         self.key_rows = list(range(nq, nq + npr)) + list(range(nq))  # P first, then Q
 
     def small_to_ntt(self, coeffs, idx):
-        """Small signed integer coefficients (..., N) (host or device) -> NTT form
+        """Signed integer coefficients (..., N) (host or device, |c| < 2^63) -> NTT form
         (..., len(idx), N) over the primes `idx` (the reduction runs where the ring lives)."""
         xp = self.xp
         q = xp.asarray(np.array([self.params.qp[i] for i in idx], dtype=np.int64))[:, None]
         c = xp.asarray(coeffs).astype(xp.int64)[..., None, :]
-        return self.ring.ntt((c + q * (c < 0)).astype(np.uint64), idx)
+        return self.ring.ntt((c % q).astype(np.uint64), idx)
+
+    def encryption_noise(self, idx, message=None):
+        """(3, len(idx), N) NTT form over the primes `idx`: the ternary v and the errors
+        e0 + m and e1 of a public-key encryption (c0 = v pk.b + e0 + m, c1 = v pk.a + e1),
+        from a fresh seed; `message` holds m's integer coefficients (N,) or is None. The
+        NTT is linear, so m rides in e0's transform instead of one of its own; on the
+        GPU one kernel draws and reduces all three (backend.kernels.encryption_noise)."""
+        small, n = self.small("enc-pk"), self.params.n
+        if self.ring._gpu:
+            from ..backend import kernels
+
+            res = kernels.encryption_noise(small, n, ERROR_ETA, self.ring.q_col(idx), message)
+            return self.ring.ntt(res, idx)
+        v, e0, e1 = small.ternary(n), small.centered_binomial(n, ERROR_ETA), small.centered_binomial(n, ERROR_ETA)
+        if message is not None:
+            e0 = e0 + np.asarray(message, dtype=np.int64)
+        return self.small_to_ntt(np.stack([v, e0, e1]), idx)
 
     @staticmethod
     def rlwe_b(a, s_ntt, e, qc):

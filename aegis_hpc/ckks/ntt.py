@@ -106,6 +106,18 @@ class RingTables:
             return kernels.sub_mod(a, b, qc)
         return (a + qc - b) % qc
 
+    def mul_add(self, a, b, c, qc, out=None):
+        """a * b + c mod q (into `out` if given): one fused kernel on the GPU."""
+        if self._gpu:
+            from ..backend import kernels
+
+            return kernels.mul_add(a, b, c, qc, out)
+        r = (a.astype(np.uint64) * b % qc + c) % qc
+        if out is None:
+            return r
+        out[...] = r
+        return out
+
     def add_first(self, data, b, qc, negate=False):
         """Ciphertext data (2, L, N) with b added to (subtracted from) polynomial 0 only."""
         if self._gpu:

@@ -12,10 +12,14 @@ lives, with no host round trip.
   (no bias), so a key's `a` is regenerated from its seed on any machine (key
   files store seeds).
 - Small coefficients (`SmallSampler`): nonce = (two words of SHA-256 of a
-  label, draw number). Uniform ternary: one word per coefficient, the word
-  2^32 - 1 rejected, the rest mod 3 (2^32 - 1 = 3 * 1431655765: no bias).
-  Centred binomial with eta <= 32: two words per coefficient, popcount of the
-  low eta bits of one minus that of the other.
+  label, draw number). Uniform ternary: coefficient i is word i mod 3, minus 1;
+  the word 2^32 - 1 is rejected (2^32 - 1 = 3 * 1431655765: no bias) and
+  replaced by word i + n, then i + 2n, ..., so each coefficient depends on its
+  own words and a GPU thread makes its coefficients alone. Centred binomial
+  with eta <= 32: words i and n + i for coefficient i, popcount of the low eta
+  bits of one minus that of the other. A public-key encryption's v, e0, e1 are
+  three consecutive draws, made in one kernel on the GPU
+  (backend.kernels.encryption_noise).
 - The sparse ternary secrets (a fixed Hamming weight: a Fisher-Yates shuffle,
   sequential) come from SHAKE-256 of the seed and a label (`Stream`) on the host.
 """
@@ -158,6 +162,9 @@ def _popcount32(x):
     return (x * 0x01010101) >> 24
 
 
+TERNARY_REJECT = 0xFFFFFFFF   # the one word outside 3 * floor(2^32 / 3)
+
+
 class SmallSampler:
     """Small coefficients (ternary secrets, centred-binomial errors) from a 32-byte
     seed and a label, generated where xp lives; every draw is its own ChaCha20
@@ -170,19 +177,37 @@ class SmallSampler:
         self._draw = 0
         self.xp = xp
 
-    def _words(self, count: int):
-        nonce = np.array([[self._label[0], self._label[1], self._draw]], dtype=np.uint32)
-        self._draw += 1
-        return _keystream(self.xp)(self._key, nonce, 0, -(-count // 16))[0, :count]
+    def next_draws(self, count: int):
+        """(key words, label words, first draw number) of the next `count` draws, which
+        are then spent: for a kernel that makes several draws at once."""
+        first = self._draw
+        self._draw += count
+        return self._key, self._label, first
 
-    def ternary(self, n: int):
-        """(n,) int64 uniform on {-1, 0, 1}."""
+    def _stream(self, draw: int, word0: int, count: int):
+        """Words word0 .. word0 + count of draw `draw`'s stream (word0 a multiple of 16)."""
+        nonce = np.array([[self._label[0], self._label[1], draw]], dtype=np.uint32)
+        return _keystream(self.xp)(self._key, nonce, word0 // 16, -(-count // 16))[0, :count]
+
+    def _words(self, count: int):
+        return self._stream(self.next_draws(1)[2], 0, count)
+
+    def ternary(self, n: int, reject: int = TERNARY_REJECT):
+        """(n,) int64 uniform on {-1, 0, 1}. `reject` is a test hook (a word that occurs
+        in a test's stream exercises the redraw); only the default is unbiased."""
+        if n % 16:
+            raise ValueError("ternary draws take a multiple of 16 coefficients")
         xp = self.xp
-        words = self._words(n + 64)     # a rejection has probability 2^-32 per word
-        got = words[words != 0xFFFFFFFF][:n]
-        if got.size < n:                # never in practice
-            return self.ternary(n)
-        return (got % 3).astype(xp.int64) - 1
+        draw = self.next_draws(1)[2]
+        words = self._stream(draw, 0, n)
+        bad = words == reject
+        lap = 1
+        while bool(bad.any()):          # probability about n * 2^-32 per draw
+            more = self._stream(draw, lap * n, n)
+            words = xp.where(bad, more, words)
+            bad &= more == reject
+            lap += 1
+        return (words % 3).astype(xp.int64) - 1
 
     def centered_binomial(self, n: int, eta: int):
         """(n,) int64: eta bits minus eta bits (variance eta / 2)."""

@@ -214,6 +214,11 @@ def test_elementwise_bit_exact():
     # a compact plaintext's uint32 rows times a ciphertext
     np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(A, cp.asarray(b[1].astype(np.uint32)), qd)),
                                   a * b[1] % qc)
+    # a * b + c, 32-bit a and c (a public-key encryption's noise), into a given array
+    out = cp.empty(A[0].shape, dtype=cp.uint64)
+    kernels.mul_add(cp.asarray(a[0].astype(np.uint32)), cp.asarray(b[0]), cp.asarray(a[1].astype(np.uint32)),
+                    qd, out)
+    np.testing.assert_array_equal(cp.asnumpy(out), (a[0] * b[0] % qc + a[1]) % qc)
 
 
 def test_barrett_constants_cached_for_views_of_a_column():
@@ -247,10 +252,11 @@ def test_scale_down_add_bit_exact(row0, perm, adds):
     for c, x in enumerate(addend):
         if x is not None:
             want[c] = (want[c] + (x if p is None else x[:, p])) % qc
-    got = kernels.scale_down_add(cp.asarray(full), row0, cp.asarray(b), cp.asarray(inv), cp.asarray(qc),
-                                 [None if x is None else cp.asarray(x) for x in addend],
-                                 None if p is None else cp.asarray(p))
-    np.testing.assert_array_equal(cp.asnumpy(got), want)
+    for word in (np.uint64, np.uint32):        # ModDown's conversion hands over 32-bit words
+        got = kernels.scale_down_add(cp.asarray(full), row0, cp.asarray(b.astype(word)), cp.asarray(inv),
+                                     cp.asarray(qc), [None if x is None else cp.asarray(x) for x in addend],
+                                     None if p is None else cp.asarray(p))
+        np.testing.assert_array_equal(cp.asnumpy(got), want)
 
 
 # ---- whole operations: the device evaluator against the numpy evaluator ----------------
@@ -374,3 +380,31 @@ def test_small_sampling_and_public_key_encryption_bit_exact(monkeypatch):
     with using("cupy"):
         got = Context(prm).encrypt(x, _keys_to_device(keys).public)
     np.testing.assert_array_equal(cp.asnumpy(got.data), want.data)
+
+
+def test_encryption_noise_kernel_bit_exact():
+    """A public-key encryption's v, e0 + m and e1, drawn and reduced mod each prime in one
+    kernel, equal numpy's three draws from the same seed: with a message of full-size
+    coefficients, and with no message and a `reject` word that occurs in the ternary
+    draw's stream (its redraw path, which the real 2^32 - 1 almost never takes)."""
+    from aegis_hpc.ckks import sampling
+
+    log_n = 12
+    n = 1 << log_n
+    primes = mixed_primes(log_n, 4)
+    qc = cp.asarray(np.array(primes, dtype=np.uint64)[:, None])
+    seed = sampling.fresh_seed()
+    msg = np.random.default_rng(9).integers(-(1 << 61), 1 << 61, n)
+    raw = sampling.SmallSampler(seed, "k")._stream(0, 0, n)
+    for reject, message in ((sampling.TERNARY_REJECT, msg), (int(raw[5]), None)):
+        ref = sampling.SmallSampler(seed, "k")
+        v = ref.ternary(n, reject=reject)
+        e0, e1 = (ref.centered_binomial(n, P.ERROR_ETA) for _ in range(2))
+        if message is not None:
+            e0 = e0 + message
+        want = np.stack([v, e0, e1])[:, None, :] % np.array(primes, dtype=np.int64)[:, None]
+        dev = sampling.SmallSampler(seed, "k", cp)
+        got = kernels.encryption_noise(dev, n, P.ERROR_ETA, qc, None if message is None else cp.asarray(message),
+                                       reject=reject)
+        np.testing.assert_array_equal(cp.asnumpy(got), want)
+        assert dev.next_draws(1)[2] == 3              # the three draws are spent

@@ -64,13 +64,29 @@ def test_small_sampler_draws_are_reproducible_and_independent():
     assert not np.array_equal(first, SmallSampler(seed, "y").ternary(4096))   # another label
 
 
-def test_ternary_rejects_the_one_biased_word():
-    """2^32 - 1 is the only word outside 3 * floor(2^32 / 3): it must be skipped, not
-    reduced (it would make -1 more likely than 1)."""
+def test_ternary_redraws_the_one_biased_word():
+    """2^32 - 1 is the only word outside 3 * floor(2^32 / 3): it must be redrawn, not
+    reduced (it would make -1 more likely than 1); coefficient i takes word i + n, then
+    i + 2n, ... of its draw, whatever the other coefficients drew."""
     small = SmallSampler(fresh_seed(), "r")
-    words = np.array([0xFFFFFFFF, 5, 0xFFFFFFFF, 7, 9] + [0] * 64, dtype=np.uint32)
-    small._words = lambda count: words[:count]
-    assert small.ternary(3).tolist() == [5 % 3 - 1, 7 % 3 - 1, 9 % 3 - 1]
+    bad = 0xFFFFFFFF
+    laps = {0: [bad, 5, bad, 7] + [9] * 12, 16: [bad, 11, 4, 6] + [0] * 12, 32: [8] + [bad] * 15}
+    small._stream = lambda draw, word0, count: np.array(laps[word0][:count], dtype=np.uint32)
+    got = small.ternary(16)
+    assert got.tolist() == [8 % 3 - 1, 5 % 3 - 1, 4 % 3 - 1, 7 % 3 - 1] + [9 % 3 - 1] * 12
+
+
+def test_ternary_redraw_matches_the_raw_stream():
+    """The same rule on a real stream: a word that occurs in it (the test hook `reject`)
+    is replaced by the word n further on in the same draw."""
+    seed = fresh_seed()
+    n = 4096
+    raw = SmallSampler(seed, "z")._stream(0, 0, 3 * n).astype(np.int64)
+    reject = int(raw[17])
+    want = np.where(raw[:n] == reject, np.where(raw[n:2 * n] == reject, raw[2 * n:], raw[n:2 * n]), raw[:n])
+    got = SmallSampler(seed, "z").ternary(n, reject=reject)
+    assert (raw[:n] == reject).sum() >= 1
+    assert np.array_equal(got, want % 3 - 1)
 
 
 def test_sparse_secret_has_exact_hamming_weight_and_works():
