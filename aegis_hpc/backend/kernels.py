@@ -406,7 +406,7 @@ __device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32
    coefficients. */
 #define MODUP_COLS 4
 template <int A>
-__global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, const int* digit_start,
+__global__ void modup_convert(const u32* coeff, const u64* d_ntt, u32* out, const int* digit_start,
                               const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, int rows, int maxa,
@@ -426,9 +426,9 @@ __global__ void modup_convert(const u64* coeff, const u64* d_ntt, u32* out, cons
     for (int i = 0; i < A; ++i) {
         const int c = j * maxa + i;
         const u32 w = i < len ? hat_inv[c] : 0, ws = i < len ? hat_inv_sh[c] : 0, qi = i < len ? src_q[c] : 1;
-        const u64* x = coeff + (size_t)(s + i) * N + n0;
+        const u32* x = coeff + (size_t)(s + i) * N + n0;
 #pragma unroll
-        for (int k = 0; k < MODUP_COLS; ++k) t[k][i] = i < len ? shoup_mul((u32)x[k * bd], w, ws, qi) : 0;
+        for (int k = 0; k < MODUP_COLS; ++k) t[k][i] = i < len ? shoup_mul(x[k * bd], w, ws, qi) : 0;
     }
     for (int r = r0; r < r1; ++r) {
         const int limb = row_limb[r];
@@ -1026,14 +1026,14 @@ def basis_convert(conv, x):
 
 
 def modup(ks, d, level):
-    """KeySwitcher.modup on the device: INTT of d, one conversion kernel for all digits
-    (a digit's own rows copy d), one NTT over the converted rows; 32-bit words."""
+    """KeySwitcher.modup on the device: INTT of d (into 32-bit words), one conversion kernel
+    for all digits (a digit's own rows copy d), one NTT over the converted rows; 32-bit words out."""
     cp = _cp()
     consts = _modup_consts(ks, level)
     ring = ks.ring
     limbs = ks.params.limbs_at(level)
     d = cp.ascontiguousarray(d, dtype=np.uint64)
-    coeff = intt(ring, d, list(range(limbs)))
+    coeff = intt(ring, d, list(range(limbs)), out_dtype=np.uint32)   # read once, by the conversion
     digits, rows = consts["digits"], consts["rows"]
     n = ring.n
     out = cp.empty((digits, rows, n), dtype=np.uint32)

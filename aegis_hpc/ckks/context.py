@@ -180,10 +180,10 @@ class Context:
         e0 before its NTT (Encoder.to_coefficients, then KeyGenerator.encryption_noise),
         so the message costs no transform or pass of its own."""
         level = self.params.max_level if level is None else level
+        idx = list(range(self.params.limbs_at(level)))     # checks the level
         z = np.asarray(values).ravel()
         scale = self.params.scale_at(level)
         coeffs, slots = self.encoder.to_coefficients(z, scale, slots)
-        idx = list(range(self.params.limbs_at(level)))
         qc = self.ring.q_col(idx)
         data = self._public_halves(pk, self.keygenerator.encryption_noise(idx, coeffs), qc)
         return Ciphertext(data=data, level=level, scale=scale, slots=slots, fingerprint=self.params.fingerprint,

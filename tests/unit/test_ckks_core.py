@@ -178,6 +178,8 @@ def test_public_key_encryption_is_the_textbook_formula(ctx, keys, rng, monkeypat
             assert np.array_equal(to_numpy(ct.data), want)
             assert (ct.level, ct.slots, ct.scale) == (pt.level, pt.slots, pt.scale)
         assert np.abs(ctx.decrypt(got, sk)[:count] - x).max() < 1e-7
+    with pytest.raises(ValueError, match="level 99 outside"):
+        ctx.encrypt(rand(rng, 8), ek, level=99)
 
 
 def test_encryption_is_randomised(ctx, keys, rng):
