@@ -121,7 +121,7 @@ class KeySwitcher:
         out = acc[..., self.n_p:, :] + qc - conv
         out *= self.p_inverse(level)
         out %= qc
-        return add_polys(out, addend, perm, qc)
+        return add_polys(ring, out, addend, perm, qc)
 
     def p_inverse(self, level):
         """(limbs, 1) column of P^-1 mod q_j."""
@@ -171,10 +171,11 @@ class KeySwitcher:
         return self.moddown(self.inner(self.modup(d, level), key, level), level, addend)
 
 
-def add_polys(u, addend, perm, qc):
-    """u[c] + addend[c][..., perm] mod q for each c where addend[c] is not None (in place)."""
+def add_polys(ring, u, addend, perm, qc):
+    """u[c] + addend[c][..., perm] mod q for each c where addend[c] is not None (in place),
+    by the ring's own modular sum (one fused kernel on the device)."""
     for c, x in enumerate(addend or ()):
         if x is not None:
             x = x[: u.shape[-2]]
-            u[c] = (u[c] + (x if perm is None else x[:, perm])) % qc
+            u[c] = ring.add_mod(u[c], x if perm is None else x[:, perm], qc)
     return u

@@ -150,7 +150,7 @@ class LimbEvaluator(Evaluator):
         full[:, : self.n_p] = acc[:, : self.n_p]
         full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
         u = self.ks.moddown(full, level)[:, self.r::self.P]
-        return add_polys(u, addend, perm, self._qc(limbs))
+        return add_polys(self.ring, u, addend, perm, self._qc(limbs))
 
     def bootstrap(self, ct):
         raise NotImplementedError("bootstrapping is not limb-parallel yet (use --refresh client)")
