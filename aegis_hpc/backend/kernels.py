@@ -148,6 +148,36 @@ __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* 
    of the butterfly span); the first round's positions k << (LOGC-3) | j are coalesced, so
    it reads device memory directly; the last round's (8 j + k) go out through shared
    memory. A group's twiddles sit at w + m + (chunk position >> sh) + a constant. */
+/* twiddles of the butterfly groups of stage bit b (span 2^b) from chunk position pos on:
+   the table holds stage sh = b + 1's groups from 2^(logn - sh), one per 2^sh positions */
+__device__ __forceinline__ const u32* group_twiddles(const u32* w, int logn, int b, int pos) {
+    const int sh = b + 1;
+    return w + (1 << (logn - sh)) + (pos >> sh);
+}
+
+/* the butterflies of bit kb of a round's eight residues (positions base + (k << lo)): the k
+   that differ only below bit kb share a group, so one twiddle load serves them.
+   Cooley-Tukey (forward: a + w b, a - w b) or Gentleman-Sande (inverse: a + b, w (a - b)). */
+template <bool FWD>
+__device__ __forceinline__ void round_stage(u32 (&v)[8], const u32* w, int kb, u32 q, u32 qn) {
+#pragma unroll
+    for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
+        const u32 wv = w[k0 >> (kb + 1)];
+#pragma unroll
+        for (int k = k0; k < k0 + (1 << kb); ++k) {
+            const u32 a = v[k], b = v[k | (1 << kb)];
+            if (FWD) {
+                const u32 t = mont_mul(b, wv, q, qn);
+                v[k] = add_q(a, t, q);
+                v[k | (1 << kb)] = sub_q(a, t, q);
+            } else {
+                v[k] = add_q(a, b, q);
+                v[k | (1 << kb)] = mont_mul(sub_q(a, b, q), wv, q, qn);
+            }
+        }
+    }
+}
+
 template <typename Ti, typename To, int LOGC>
 __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
                              const u32* qns, const u32* qs, int logn) {
@@ -175,20 +205,7 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
         for (int kb = 2; kb >= 0; --kb) {
             const int b = lo + kb;
             if (b > hi || b <= hi - nb) continue;
-            const int sh = b + 1;
-            const int g0 = (1 << (logn - sh)) + ((cbase + base) >> sh);
-            const u32* w = x.w + g0;
-            /* the k that differ only below bit kb share a butterfly group: one twiddle load */
-#pragma unroll
-            for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
-                const u32 wv = w[k0 >> (kb + 1)];
-#pragma unroll
-                for (int k = k0; k < k0 + (1 << kb); ++k) {
-                    u32 a = v[k], t = mont_mul(v[k | (1 << kb)], wv, q, qn);
-                    v[k] = add_q(a, t, q);
-                    v[k | (1 << kb)] = sub_q(a, t, q);
-                }
-            }
+            round_stage<true>(v, group_twiddles(x.w, logn, b, cbase + base), kb, q, qn);
         }
 #pragma unroll
         for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
@@ -226,19 +243,7 @@ __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* pr
         for (int kb = 0; kb < 3; ++kb) {
             const int b = lo + kb;
             if (b < b0 || b >= b0 + nb) continue;
-            const int sh = b + 1;
-            const int g0 = (1 << (logn - sh)) + ((cbase + base) >> sh);
-            const u32* w = x.w + g0;
-#pragma unroll
-            for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
-                const u32 wv = w[k0 >> (kb + 1)];
-#pragma unroll
-                for (int k = k0; k < k0 + (1 << kb); ++k) {
-                    u32 a = v[k], b1 = v[k | (1 << kb)];
-                    v[k] = add_q(a, b1, q);
-                    v[k | (1 << kb)] = mont_mul(sub_q(a, b1, q), wv, q, qn);
-                }
-            }
+            round_stage<false>(v, group_twiddles(x.w, logn, b, cbase + base), kb, q, qn);
         }
         if (b0 + 3 < LOGC) {
 #pragma unroll
