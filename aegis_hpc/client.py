@@ -91,8 +91,11 @@ def cmd_keygen(args) -> int:
     if args.bootstrap:
         bootstrap_rotations(params)   # refuses chains too short for bootstrapping, before keygen
     ctx = Context(params)
+    if args.row_slots and not args.for_model:
+        raise UsageError("--row-slots needs --for-model (the rotations of that model's layout)")
     rotations = (_parse_rotations(args.rotations) if args.rotations
-                 else _call_model("required_rotations", args.for_model, params) if args.for_model else [])
+                 else _call_model("required_rotations", args.for_model, params, args.row_slots) if args.for_model
+                 else [])
     if args.bootstrap and args.for_model:
         # bootstrapping runs at S and S*G_max slots (nn/refresh.py); each count has its own rotations
         rotations = list(rotations) + _model_hook_in("aegis_hpc.nn.refresh", "required_rotations")(
@@ -136,17 +139,24 @@ def cmd_encrypt(args) -> int:
         if args.model:
             raise UsageError("--model only applies to --text")
         values = _load_matrix(args.input)
-    if io.row_slots(values.shape[1]) > ctx.params.slots:
-        raise UsageError(f"{values.shape[1]} features do not fit the {ctx.params.slots} slots of "
-                         f"{ctx.params.name}")
+    T, F = values.shape
+    # a model's heads must stay inside a feature chunk: rows a multiple of its head size
+    unit = _call_model("head_dim", args.model) if args.model else 1
+    S = args.row_slots or io.token_block_slots(T, F, ctx.params.slots, unit=unit)
+    why = io.row_width_error(S, F, ctx.params.slots, unit)
+    if why:
+        raise UsageError(f"{F} features on {ctx.params.name} ({ctx.params.slots} slots): {why}")
     t0 = time.perf_counter()
-    # token blocks: consecutive rows share a ciphertext (io.ciphertexts, nn/packing.py)
-    cts = [ctx.encrypt(v, key, slots=v.size) for v in io.pack_rows(values, ctx.params.slots)]
+    # token blocks: consecutive rows share a ciphertext, features in chunks of S slots
+    # where that takes fewer ciphertexts (io.ciphertexts, nn/packing.py)
+    cts = [ctx.encrypt(v, key, slots=v.size) for v in io.pack_rows(values, ctx.params.slots, S)]
     io.write_ciphertexts(args.out, cts, shape=values.shape, packing=io.TOKEN_BLOCKS,
-                         force=args.force, key_id=key_id)
-    rows = io.rows_per_ciphertext(values.shape[0], values.shape[1], ctx.params.slots)
+                         force=args.force, key_id=key_id, row_width=S)
+    rows = io.rows_per_ciphertext(T, S, ctx.params.slots)
+    chunks = io.feature_chunks(F, S)
     use = io.slot_use(values.size, len(cts), ctx.params.slots)
-    _say(f"encrypted {values.shape[0]} x {values.shape[1]} -> {len(cts)} ciphertext(s) of {rows} row(s) "
+    _say(f"encrypted {T} x {F} -> {len(cts)} ciphertext(s) of {rows} row(s)"
+         f"{f' x {S} features ({chunks} feature chunks)' if chunks > 1 else ''} "
          f"({cts[0].slots} slots, level {cts[0].level}, slot use {100 * use:.1f} %) in "
          f"{time.perf_counter() - t0:.1f} s: {args.out}")
     return 0
@@ -217,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--bootstrap", action="store_true",
                    help="add bootstrapping keys (presets ending in -boot), for infer --refresh bootstrap")
     k.add_argument("--out", required=True, help="directory for secret.h5 and eval.h5")
+    k.add_argument("--row-slots", type=int, default=None,
+                   help="with --for-model: also the rotations of inputs packed with rows of this many "
+                        "slots (client encrypt --row-slots)")
     k.set_defaults(func=cmd_keygen)
 
     e = sub.add_parser("encrypt", help="encrypt a tokens x features array, one ciphertext per row")
@@ -228,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text", help="text to tokenize and embed with --model")
     e.add_argument("--model", help="model whose tokenizer and embedding turn --text into features")
     e.add_argument("--out", required=True)
+    e.add_argument("--row-slots", type=int, default=None,
+                   help="slots per token row (a power of two that holds or divides the features; "
+                        "default: the packing that takes the fewest ciphertexts)")
     e.set_defaults(func=cmd_encrypt)
 
     d = sub.add_parser("decrypt", help="decrypt a ciphertext file or shard index to .npy")

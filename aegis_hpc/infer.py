@@ -155,11 +155,6 @@ def run(args, comm) -> int:
             args.refresh = "bootstrap" if io.has_bootstrap_keys(keys) else "client"
         if args.strategy == "limb" and args.refresh == "bootstrap":
             raise UsageError("--strategy limb: bootstrapping is not limb-parallel yet (use --refresh client)")
-        layout = prepared(args.model, params.slots, layers).layout
-        missing = [r for r in models.required_rotations(args.model, params) if r not in _rotations_of(keys, params)]
-        if missing:
-            raise UsageError(f"{args.keys}: no rotation keys for steps {missing[:6]}{'...' if len(missing) > 6 else ''} "
-                             f"(make keys with keygen --for-model {cfg.name})")
         key_holder = None
         if args.refresh == "client":
             if not args.key_holder:
@@ -194,6 +189,18 @@ def run(args, comm) -> int:
                 raise UsageError(f"{path}: ciphertexts at level {ct0.level}, model {cfg.name} needs at least {need} "
                                  f"(encrypt at the top level, {params.max_level})")
             tensors.append(t)
+        widths = sorted({t.row_slots for t in tensors})
+        if len(widths) != 1:
+            raise UsageError(f"inputs packed with different row widths {widths}: encrypt them in one batch "
+                             "or run them separately")
+        try:
+            layout = prepared(args.model, params.slots, layers, widths[0]).layout
+        except ValueError as e:
+            raise UsageError(f"{args.input[0]}: {e} (model {cfg.name})") from None
+        missing = [r for r in layout.rotations() if r not in _rotations_of(keys, params)]
+        if missing:
+            raise UsageError(f"{args.keys}: no rotation keys for steps {missing[:6]}{'...' if len(missing) > 6 else ''} "
+                             f"(make keys with keygen --for-model {cfg.name})")
         _check_approx(args, params, layers)
     except Exception as e:
         err = _one_line(e)
@@ -206,13 +213,16 @@ def run(args, comm) -> int:
     lengths = [int(t.shape[0]) for t in tensors]
     counts = [len(t.ciphertexts) for t in tensors]
     total = sum(counts)
+    # a rank holds whole token blocks: all feature chunks of its tokens
+    chunks = layout.hidden_chunks
+    n_blocks = total // chunks
     if args.strategy == "aegis":
         from .io import rank_range
 
-        sl = rank_range(total, rank, size)
+        sl = rank_range(n_blocks, rank, size)
         mine = set(range(sl.start, sl.stop))
     else:
-        mine = set(range(total))
+        mine = set(range(n_blocks))
     cts = [t.ciphertexts for t in tensors]
     slot_use = io.slot_use(sum(lengths) * cfg.hidden, total, params.slots)
     say(f"aegis_hpc.infer: model {cfg.name}, {layers} layer(s), {len(cts)} sequence(s), {sum(lengths)} tokens in "
@@ -272,18 +282,18 @@ def run(args, comm) -> int:
 
     blks, ops = encrypted.run(ctx, keys, cts, args.model, layers, args.refresh, key_holder,
                               gather=gather, blocks=mine, on_block=on_block, ops_class=counted_ops,
-                              lengths=lengths)
+                              lengths=lengths, row_width=layout.S)
     if args.strategy == "limb":   # whole ciphertexts for the output files
         for b in blks:
-            b.x = limb_ev.gather(b.x, "output")
+            b.x = [limb_ev.gather(c, "output") for c in b.x]
     wall = time.time() - t_start
     # outputs: one shard per rank holding blocks of the sequence, then an index
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    offsets = np.concatenate([[0], np.cumsum(counts) // chunks]).astype(int)
     write_rank = {s: [] for s in range(len(cts))}
     for s in range(len(cts)):
         for r in range(size):
             if args.strategy == "aegis":
-                sl = io.rank_range(total, r, size)
+                sl = io.rank_range(n_blocks, r, size)
                 if max(sl.start, offsets[s]) < min(sl.stop, offsets[s + 1]):
                     write_rank[s].append(r)
             elif r == 0:
@@ -292,10 +302,10 @@ def run(args, comm) -> int:
         if rank in write_rank[s]:
             mine_s = sorted((b for b in blks if b.sid == s), key=lambda b: b.idx)
             shard = io.Shard(index=write_rank[s].index(rank), count=len(write_rank[s]),
-                             start=mine_s[0].idx, total=counts[s])
-            io.write_ciphertexts(io.shard_path(out, rank), [b.x for b in mine_s],
+                             start=mine_s[0].idx * chunks, total=counts[s])
+            io.write_ciphertexts(io.shard_path(out, rank), [c for b in mine_s for c in b.x],
                                  shape=(lengths[s], cfg.hidden), packing=io.TOKEN_BLOCKS, force=args.force,
-                                 shard=shard, key_id=eval_id, encoder=(cfg.name, layers))
+                                 shard=shard, key_id=eval_id, encoder=(cfg.name, layers), row_width=layout.S)
     comm.c.Barrier()
     if rank == 0:
         for s, out in enumerate(args.output):

@@ -141,7 +141,6 @@ def run(args, on_input=None) -> dict:
     sk, keys = ctx.keygen(rotations=rot, bootstrap=boot)
     backend.sync()
     keygen_s = time.perf_counter() - t
-    layout = mirror.prepared(args.model, p.slots, layers).layout
     print(f"{p.describe()}; backend {backend.name()}; {len(keys.galois)} rotation keys in {keygen_s:.1f} s",
           flush=True)
     rows = []
@@ -156,6 +155,7 @@ def run(args, on_input=None) -> dict:
         x = models.embed_ids(args.model, ids)
         T = len(ids)
         level = _input_level(args, T, p, layers)
+        layout = encrypted.layout_for(ctx, args.model, [T], layers)
         t = time.perf_counter()
         cts = encrypted.encrypt_blocks(ctx, keys.public, [x], layout, level)
         backend.sync()
@@ -202,7 +202,7 @@ def run(args, on_input=None) -> dict:
         def on_layer(i, blks):
             backend.sync()
             t_check = time.perf_counter()
-            dec_i = layout.unpack([ctx.decrypt(b.x, sk) for b in blks], T, cfg.hidden)
+            dec_i = layout.unpack([[ctx.decrypt(c, sk) for c in b.x] for b in blks], T, cfg.hidden)
             per_layer[i]["max_abs_vs_mirror"] = float(np.abs(dec_i - mirror_layers[i]).max())
             print(f"  {label}: layer {i} max |enc - mirror| {per_layer[i]['max_abs_vs_mirror']:.2e}", flush=True)
             checked["s"] += time.perf_counter() - t_check
@@ -212,7 +212,7 @@ def run(args, on_input=None) -> dict:
                                     on_block=on_block, ops_class=ops_class, lengths=[T], on_layer=on_layer)
         backend.sync()
         run_s = time.perf_counter() - t - checked["s"]
-        dec = layout.unpack([ctx.decrypt(b.x, sk) for b in blocks], T, cfg.hidden)
+        dec = layout.unpack([[ctx.decrypt(c, sk) for c in b.x] for b in blocks], T, cfg.hidden)
         ref = reference.encode(args.model, x, layers)
         row = {
             "input": label, "tokens": T, "ciphertexts": len(cts[0]), "input_level": level,

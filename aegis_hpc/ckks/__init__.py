@@ -5,12 +5,12 @@ from .context import Context
 from .encoder import EncodingError
 from .evaluator import EvaluationError, Evaluator, MissingKeyError
 from .keys import EvaluationKeys, PublicKey, SecretKey, SwitchingKey
-from .lintrans import LinearTransform
+from .lintrans import BlockTransform, LinearTransform
 from .params import InsecureParametersError, ParameterError, Parameters, build, preset
 from .polynomial import ChebyshevSeries
 
 __all__ = [
     "Context", "Ciphertext", "Plaintext", "Evaluator", "EvaluationKeys", "PublicKey", "SecretKey",
-    "SwitchingKey", "LinearTransform", "ChebyshevSeries", "Parameters", "build", "preset",
+    "SwitchingKey", "LinearTransform", "BlockTransform", "ChebyshevSeries", "Parameters", "build", "preset",
     "InsecureParametersError", "ParameterError", "EvaluationError", "MissingKeyError", "EncodingError",
 ]

@@ -192,23 +192,22 @@ class LinearTransform:
                 babies[parent + s] = out
         return babies
 
+    def release(self):
+        """Drop the cached plaintext diagonals (device memory between layers)."""
+        self._plaintexts = {}
+
     def evaluate(self, ev, ct, rescale: bool = True, share: tuple | None = None):
         """share=(i, n): only runs i, i+n, ... and no rescale -- the partial
         sum of tensor parallelism. Partials of i = 0..n-1 add up (mod each
         prime) to exactly the unrescaled full result, because every run is
         computed whole on one rank and the full result is the sum of the runs."""
-        if self.slots % ct.slots or ct.slots % self.period:
-            raise ValueError(f"transform for {self.slots} slots (period {self.period}) applied to a "
-                             f"{ct.slots}-slot ciphertext")
+        _check_input(self, ct)
         if not self._groups:
             raise ValueError("empty linear transform")
         scale = ev.rescale_target_scale(ct.scale, ct.level)
-        runs = [(run, steps) for j, (run, steps) in enumerate(self._run_steps)
-                if share is None or j % share[1] == share[0]]
-        if share is not None:
-            rescale = False
-            if not runs:
-                return ct.with_data(ev.xp.zeros_like(ct.data), scale=ct.scale * scale)
+        runs = _runs_of(self, share)
+        if not runs:
+            return ct.with_data(ev.xp.zeros_like(ct.data), scale=ct.scale * scale)
         pts = self._encoded(ev, ct.level, scale)
         babies = self._rotate_babies(ev, ct)
 
@@ -216,15 +215,145 @@ class LinearTransform:
             ks = self._groups[giant]
             return ev.mul_plain_sum([babies[k % self.n1] for k in ks], [pts[k] for k in ks])
 
-        total = None
-        for run, gaps in runs:
-            acc, steps = None, iter(gaps)
-            for giant in reversed(run):
+        total = _horner(ev, runs, inner)
+        return ev.rescale(total) if rescale and share is None else total
+
+
+def _check_input(lt, ct):
+    if lt.slots % ct.slots or ct.slots % lt.period:
+        raise ValueError(f"transform for {lt.slots} slots (period {lt.period}) applied to a "
+                         f"{ct.slots}-slot ciphertext")
+
+
+def _runs_of(plan, share):
+    """The plan's giant-step runs, or with share=(i, n) runs i, i+n, ... (tensor parallelism)."""
+    return [(run, steps) for j, (run, steps) in enumerate(plan._run_steps)
+            if share is None or j % share[1] == share[0]]
+
+
+def _horner(ev, runs, inner):
+    """sum over the runs of Horner's rule over their giant groups: acc = inner(g) + rot(acc, gap),
+    then the run's offset. inner(g) may be None (no diagonal of that group): a zero term."""
+    total = None
+    for run, gaps in runs:
+        acc, steps = None, iter(gaps)
+        for n, giant in enumerate(reversed(run)):
+            if n:
+                gap = next(steps)
                 if acc is not None:
-                    for s in next(steps):
+                    for s in gap:
                         acc = ev.rotate(acc, s)
-                acc = inner(giant) if acc is None else ev.add(acc, inner(giant))
-            for s in next(steps, []):     # the run's offset
+            term = inner(giant)
+            if term is not None:
+                acc = term if acc is None else ev.add(acc, term)
+        offset = next(steps, [])
+        if acc is not None:
+            for s in offset:
                 acc = ev.rotate(acc, s)
             total = acc if total is None else ev.add(total, acc)
-        return ev.rescale(total) if rescale else total
+    return total
+
+
+class BlockTransform:
+    """y_j = sum_i M_ji x_i for a matrix cut into blocks: `blocks[j][i]` is the
+    LinearTransform of M_ji (None: a zero block), all of one slot count, period,
+    baby-step size and key set. Feature-chunked activations (nn/packing.py) use
+    it: a hidden x hidden weight on hidden / S chunk ciphertexts.
+
+    Each input's baby steps are rotated once for every output, and an output's
+    inner products over all its inputs are summed before its giant steps, so a
+    product costs inputs x babies + outputs x giants key switches instead of
+    inputs x outputs x (babies + giants). The giant steps follow one plan made
+    from the union of the blocks' diagonals, so tensor-parallel shares of runs
+    still add up to the one-rank result bit for bit."""
+
+    def __init__(self, blocks):
+        rows = [list(r) for r in blocks]
+        present = [lt for r in rows for lt in r if lt is not None]
+        if not rows or not present or any(len(r) != len(rows[0]) for r in rows):
+            raise ValueError("blocks must be a non-empty grid with at least one transform")
+        first = present[0]
+        if any((lt.slots, lt.period, lt.n1, lt.keys) != (first.slots, first.period, first.n1, first.keys)
+               for lt in present):
+            raise ValueError("blocks must share slots, period, baby steps and key set")
+        self.blocks = rows
+        self.outputs, self.inputs = len(rows), len(rows[0])
+        self.slots, self.period = first.slots, first.period
+        union = sorted({k for lt in present for k in lt.diagonals})
+        self.plan = LinearTransform(diagonals={k: np.zeros(self.period) for k in union}, slots=self.slots,
+                                    period=self.period, baby_steps=first.n1, keys=first.keys)
+        self._used = [any(r[i] is not None for r in rows) for i in range(self.inputs)]
+
+    @classmethod
+    def block_diagonal(cls, matrix, block: int, slots: int, **kw) -> "BlockTransform":
+        """An (outputs x inputs) matrix, cut into block x block pieces (the last ones
+        zero-padded), as a grid of LinearTransform.block_diagonal: the same matrix on
+        every token row of chunk ciphertexts that hold `block` features per row."""
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.ndim != 2:
+            raise ValueError("matrix must be 2-D")
+        outs, ins = -(-m.shape[0] // block), -(-m.shape[1] // block)
+        # one baby-step size for every block (the count of a dense block's diagonals)
+        kw.setdefault("baby_steps", 1 << max(0, math.ceil(math.log2(math.sqrt(2 * block - 1)))))
+        grid = []
+        for j in range(outs):
+            row = []
+            for i in range(ins):
+                piece = m[j * block:(j + 1) * block, i * block:(i + 1) * block]
+                row.append(LinearTransform.block_diagonal(piece, block, slots, **kw) if np.any(piece) else None)
+            grid.append(row)
+        return cls(grid)
+
+    def rotations(self) -> list[int]:
+        return self.plan.rotations()
+
+    def key_switches(self) -> int:
+        babies = sum(len(ss) for _, ss in self.plan._tree)
+        return sum(self._used) * babies + self.outputs * self.plan._giant_rotations()
+
+    def block_matrix(self, j: int, i: int) -> np.ndarray:
+        lt = self.blocks[j][i]
+        return np.zeros((self.period, self.period)) if lt is None else lt.block_matrix()
+
+    def release(self):
+        for row in self.blocks:
+            for lt in row:
+                if lt is not None:
+                    lt.release()
+
+    def evaluate(self, ev, cts, rescale: bool = True, share: tuple | None = None) -> list:
+        """The outputs y_0..y_{outputs-1}; share as LinearTransform.evaluate (no rescale)."""
+        cts = list(cts)
+        if len(cts) != self.inputs:
+            raise ValueError(f"{self.outputs} x {self.inputs} block transform applied to {len(cts)} ciphertexts")
+        for ct in cts:
+            _check_input(self.plan, ct)
+        level = min(ct.level for ct in cts)
+        cts = [ev.adjust(ct, level) if ct.level > level else ct for ct in cts]
+        # one scale product for every term of a sum: the plaintexts of an input whose
+        # scale differs make up the difference
+        s0 = ev.rescale_target_scale(cts[0].scale, level)
+        scales = [s0 if ct.scale == cts[0].scale else cts[0].scale * s0 / ct.scale for ct in cts]
+        runs = _runs_of(self.plan, share)
+        if not runs:
+            zero = cts[0].with_data(ev.xp.zeros_like(cts[0].data), scale=cts[0].scale * s0)
+            return [zero] * self.outputs
+        babies = [self.plan._rotate_babies(ev, ct) if used else None for ct, used in zip(cts, self._used)]
+        n1 = self.plan.n1
+        out = []
+        for row in self.blocks:
+            pts = [None if lt is None else lt._encoded(ev, level, s) for lt, s in zip(row, scales)]
+
+            def inner(giant, row=row, pts=pts):
+                cs, ps = [], []
+                for i, lt in enumerate(row):
+                    for k in [] if lt is None else lt._groups.get(giant, ()):
+                        cs.append(babies[i][k % n1])
+                        ps.append(pts[i][k])
+                return ev.mul_plain_sum(cs, ps) if cs else None
+
+            total = _horner(ev, runs, inner)
+            if total is None:
+                total = cts[0].with_data(ev.xp.zeros_like(cts[0].data), scale=cts[0].scale * s0)
+            out.append(ev.rescale(total) if rescale and share is None else total)
+        return out

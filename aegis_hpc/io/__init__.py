@@ -6,7 +6,7 @@ The format is described in docs/formats.md. Every reader raises FormatError
 
 from .ciphertexts import (ROW_PER_CIPHERTEXT, TOKEN_BLOCKS, CiphertextTensor, Shard, decode_rows, pack_rows,
                           rank_range, read_ciphertexts, row_slots, rows_per_ciphertext, shard_path, slot_use,
-                          write_ciphertexts, write_index)
+                          token_block_slots, feature_chunks, row_width_error, unpack_rows, write_ciphertexts, write_index)
 from .container import (FORMAT, FORMAT_VERSION, KINDS, FormatError, OutputExistsError, atomic_output,
                         check_output)
 from .inspect import describe
@@ -22,5 +22,5 @@ __all__ = [
     "has_bootstrap_keys",
     "write_ciphertexts", "read_ciphertexts", "write_index", "CiphertextTensor", "Shard", "rank_range",
     "shard_path", "decode_rows", "ROW_PER_CIPHERTEXT", "TOKEN_BLOCKS", "pack_rows", "row_slots",
-    "rows_per_ciphertext", "slot_use", "read_weights", "write_weights", "describe",
+    "rows_per_ciphertext", "slot_use", "token_block_slots", "feature_chunks", "row_width_error", "unpack_rows", "read_weights", "write_weights", "describe",
 ]

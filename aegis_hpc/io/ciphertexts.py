@@ -31,15 +31,51 @@ STORAGE = ("single", "shard", "index")
 
 
 def row_slots(features: int) -> int:
-    """Slots of one row in a token-blocks tensor: the power of two at or above the features."""
+    """Slots of one row in a token-blocks tensor of one chunk: the power of two at or
+    above the features."""
     return pow2_at_least(features)
 
 
-def rows_per_ciphertext(rows: int, features: int, max_slots: int) -> int:
-    """B of a token-blocks tensor: a ciphertext holds B consecutive rows, row b in slots
-    [b S, b S + features) of B S slots; B is the power of two at or above `rows`, at
-    most max_slots / S (the ring's slots)."""
-    S = row_slots(features)
+def chunk_slots(features: int) -> int:
+    """Row slots of the feature-chunked alternative: the largest power of two that
+    divides the features (768 -> 256: three chunks with no padding)."""
+    return features & -features
+
+
+def token_block_slots(rows: int, features: int, max_slots: int, unit: int = 1) -> int:
+    """S, the row width of a token-blocks tensor of rows x features: of one chunk of
+    row_slots(features), or of features / chunk_slots(features) feature chunks, the one
+    with fewer ciphertexts (ties: one chunk). unit: S must be a multiple of it (the
+    model's head size: a head stays inside a chunk)."""
+    best = row_slots(features)
+    alt = chunk_slots(features)
+    if alt < best and alt % unit == 0 and alt <= max_slots:
+        def count(S):
+            return -(-features // S) * -(-rows // rows_per_ciphertext(rows, S, max_slots))
+        if count(alt) < count(best):
+            return alt
+    return best
+
+
+def row_width_error(S: int, features: int, max_slots: int, unit: int = 1) -> str | None:
+    """Why S cannot be the row width of a token-blocks tensor of `features` (None: it can)."""
+    if S < 1 or S & (S - 1) or S > max_slots:
+        return f"row width {S} is not a power of two of at most {max_slots} slots"
+    if S < features and features % S:
+        return f"row width {S} neither holds nor divides {features} features"
+    if S % unit:
+        return f"row width {S} is not a multiple of the head size {unit}"
+    return None
+
+
+def feature_chunks(features: int, S: int) -> int:
+    return -(-features // S)
+
+
+def rows_per_ciphertext(rows: int, S: int, max_slots: int) -> int:
+    """B of a token-blocks tensor with rows of S slots: a ciphertext holds B consecutive
+    rows (of one feature chunk), row b in slots [b S, b S + min(S, features)) of B S
+    slots; B is the power of two at or above `rows`, at most max_slots / S."""
     return max(1, min(pow2_at_least(rows), max_slots // S))
 
 
@@ -48,25 +84,33 @@ def slot_use(values: int, ciphertexts: int, ring_slots: int) -> float:
     return values / (ciphertexts * ring_slots)
 
 
-def pack_rows(values, max_slots: int) -> list:
-    """A (rows, features) array as the slot vectors of its token-blocks ciphertexts."""
+def pack_rows(values, max_slots: int, S: int | None = None) -> list:
+    """A (rows, features) array as the slot vectors of its token-blocks ciphertexts:
+    block by block, and within a block its feature chunks in order (S: the row width,
+    default row_slots(features), one chunk)."""
     values = np.asarray(values)
     T, F = values.shape
-    S, B = row_slots(F), rows_per_ciphertext(T, F, max_slots)
+    S = S or row_slots(F)
+    B, C = rows_per_ciphertext(T, S, max_slots), feature_chunks(F, S)
+    padded = np.zeros((T, C * S), dtype=values.dtype)
+    padded[:, :F] = values
     out = []
     for lo in range(0, T, B):
-        v = np.zeros((B, S), dtype=values.dtype)
-        v[: min(B, T - lo), :F] = values[lo:lo + B]
-        out.append(v.ravel())
+        for c in range(C):
+            v = np.zeros((B, S), dtype=values.dtype)
+            v[: min(B, T - lo)] = padded[lo:lo + B, c * S:(c + 1) * S]
+            out.append(v.ravel())
     return out
 
 
-def unpack_rows(vectors, rows: int, features: int) -> np.ndarray:
+def unpack_rows(vectors, rows: int, features: int, S: int | None = None) -> np.ndarray:
     """The inverse of pack_rows: the slot vectors of a whole token-blocks tensor
     (in order) -> its (rows, features) array."""
-    S = row_slots(features)
-    return np.concatenate([np.asarray(v).reshape(-1, S)[:, :features]
-                           for v in vectors])[:rows]
+    S = S or row_slots(features)
+    C = feature_chunks(features, S)
+    vectors = [np.asarray(v).reshape(-1, S) for v in vectors]
+    blocks = [np.concatenate(vectors[j:j + C], axis=1)[:, :features] for j in range(0, len(vectors), C)]
+    return np.concatenate(blocks)[:rows]
 
 
 @dataclass
@@ -79,6 +123,7 @@ class CiphertextTensor:
     key_id: str | None = None  # secret key these are encrypted under (files before it: None)
     model: str | None = None   # encoder output: the model and layer count that made it
     layers: int | None = None
+    row_slots: int = 0         # token-blocks: slots of a token row in one feature chunk
 
 
 @dataclass(frozen=True)
@@ -106,12 +151,13 @@ def _common(cts) -> dict:
 
 def write_ciphertexts(path, cts, *, shape, packing: str = ROW_PER_CIPHERTEXT, force: bool = False,
                       shard: Shard | None = None, key_id: str | None = None,
-                      encoder: tuple | None = None) -> None:
+                      encoder: tuple | None = None, row_width: int | None = None) -> None:
     """Write a tensor (or, with `shard`, this rank's part of one). `key_id`
     (io.secret_key_id) names the secret key, so a wrong key of the same
     parameter set is refused instead of decrypting to noise. `encoder`
     (model, layers) marks an encoder output: decryption checks its values
-    against the bound of that layer's LayerNorm."""
+    against the bound of that layer's LayerNorm. `row_width`: a token-blocks tensor's
+    row width S (default row_slots(features): one chunk)."""
     cts = list(cts)
     meta = _common(cts)
     n = cts[0].data.shape[-1]
@@ -131,6 +177,8 @@ def write_ciphertexts(path, cts, *, shape, packing: str = ROW_PER_CIPHERTEXT, fo
             g.attrs["key_id"] = key_id
         if encoder:
             g.attrs.update({"model": encoder[0], "layers": int(encoder[1])})
+        if packing == TOKEN_BLOCKS:
+            g.attrs["row_slots"] = int(row_width or row_slots(shape[1]))
         ds = container.new_dataset(g, "data", (len(cts), 2, meta["limbs"], n), np.uint32)
         for i, ct in enumerate(cts):
             ds[i] = to_numpy(ct.data).astype(np.uint32)
@@ -143,7 +191,7 @@ def write_index(path, shard_paths, force: bool = False) -> None:
     metas.sort(key=lambda m: m["start"])
     first = metas[0]
     same = ("level", "scale", "slots", "is_complex", "limbs", "packing", "total", "fingerprint",
-            "n", "shard_count", "key_id", "model", "layers")
+            "n", "shard_count", "key_id", "model", "layers", "row_slots")
     expected_start = 0
     for m in metas:
         if m["storage"] != "shard":
@@ -175,6 +223,8 @@ def write_index(path, shard_paths, force: bool = False) -> None:
             g.attrs["key_id"] = first["key_id"]
         if first["model"]:
             g.attrs.update({"model": first["model"], "layers": first["layers"]})
+        if first["packing"] == TOKEN_BLOCKS:
+            g.attrs["row_slots"] = first["row_slots"]
         g.attrs.update({"shape": np.asarray(first["shape"], np.int64), "count": first["total"],
                         "start": 0, "storage": "index", "shard_files": names,
                         "shard_starts": np.array([m["start"] for m in metas], np.int64),
@@ -208,12 +258,18 @@ def _meta(path, g, n) -> dict:
                                                   or meta["shape"][1] > meta["slots"]):
         raise FormatError(f"{path}: shape {meta['shape']} does not match {meta['total']} ciphertexts "
                           f"of {meta['slots']} slots packed {ROW_PER_CIPHERTEXT}")
+    meta["row_slots"] = 0
     if meta["packing"] == TOKEN_BLOCKS:
         T, F = meta["shape"]
-        B = rows_per_ciphertext(T, F, n // 2)
-        if meta["slots"] != B * row_slots(F) or meta["total"] != -(-T // B):
+        # files from before feature chunks have no row_slots: one chunk
+        S = meta["row_slots"] = int(a(g, "row_slots", "i")) if "row_slots" in g.attrs else row_slots(F)
+        why = row_width_error(S, F, n // 2)
+        if why:
+            raise FormatError(f"{path}: {why}")
+        B = rows_per_ciphertext(T, S, n // 2)
+        if meta["slots"] != B * S or meta["total"] != -(-T // B) * feature_chunks(F, S):
             raise FormatError(f"{path}: shape {meta['shape']} does not match {meta['total']} ciphertexts "
-                              f"of {meta['slots']} slots packed {TOKEN_BLOCKS}")
+                              f"of {meta['slots']} slots packed {TOKEN_BLOCKS} with rows of {S}")
     return meta
 
 
@@ -278,7 +334,7 @@ def read_ciphertexts(path, params, select: slice | None = None) -> CiphertextTen
         if len(files) != len(starts) or len(files) != len(counts):
             raise FormatError(f"{path}: shard tables have different lengths")
         expect = {k: meta[k] for k in ("level", "scale", "slots", "is_complex", "limbs", "packing",
-                                       "total", "shape", "key_id", "model", "layers")}
+                                       "total", "shape", "key_id", "model", "layers", "row_slots")}
         cts = []
         base = os.path.dirname(os.path.abspath(path))
         for name, start, count in zip(files, starts, counts):
@@ -295,7 +351,7 @@ def read_ciphertexts(path, params, select: slice | None = None) -> CiphertextTen
             raise FormatError(f"{path}: shards do not cover ciphertexts {lo}..{hi - 1}")
     return CiphertextTensor(ciphertexts=cts, shape=meta["shape"], packing=meta["packing"],
                             start=lo, total=meta["total"], key_id=meta["key_id"], model=meta["model"],
-                            layers=meta["layers"])
+                            layers=meta["layers"], row_slots=meta["row_slots"])
 
 
 def rank_range(total: int, rank: int, size: int) -> slice:
@@ -319,4 +375,4 @@ def decode_rows(ctx, tensor: CiphertextTensor, sk) -> np.ndarray:
         return np.stack(rows)
     if tensor.start or len(tensor.ciphertexts) != tensor.total:
         raise FormatError("only a whole token-blocks tensor can be unpacked")
-    return unpack_rows([to_numpy(ctx.decrypt(ct, sk)) for ct in tensor.ciphertexts], T, F)
+    return unpack_rows([to_numpy(ctx.decrypt(ct, sk)) for ct in tensor.ciphertexts], T, F, tensor.row_slots)

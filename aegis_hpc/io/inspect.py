@@ -26,15 +26,21 @@ def _fmt(name, value) -> str:
 
 
 def _packing_line(attrs, root, f) -> str:
-    """Rows per ciphertext and slot use: the share of the ring's slots the values fill."""
-    from .ciphertexts import ROW_PER_CIPHERTEXT, row_slots, slot_use
+    """Rows per ciphertext, feature chunks and slot use: the share of the ring's slots the values fill."""
+    from .ciphertexts import ROW_PER_CIPHERTEXT, feature_chunks, row_slots, slot_use
 
     T, F = (int(x) for x in np.asarray(attrs["shape"]).ravel())
     total, slots = int(attrs["total"]), int(attrs["slots"])
     data = f["ciphertexts/data"]
     ring_slots = data.shape[-1] // 2
-    per_ct = 1 if attrs["packing"] == ROW_PER_CIPHERTEXT else slots // row_slots(F)
-    return (f"packing {attrs['packing']}: {T} x {F} values, {per_ct} row(s) per ciphertext of {slots} slots; "
+    if attrs["packing"] == ROW_PER_CIPHERTEXT:
+        per_ct, chunks = "1 row", ""
+    else:
+        S = int(attrs["row_slots"]) if "row_slots" in attrs else row_slots(F)
+        C = feature_chunks(F, S)
+        per_ct = f"{slots // S} row(s) of {S} slots"
+        chunks = f", features in {C} chunks of {S}" if C > 1 else ""
+    return (f"packing {attrs['packing']}: {T} x {F} values, {per_ct} per ciphertext of {slots} slots{chunks}; "
             f"slot use {100.0 * slot_use(T * F, total, ring_slots):.1f} % of {total} x {ring_slots} ring slots")
 
 

@@ -42,6 +42,7 @@ import time
 import numpy as np
 
 from ..backend import name as backend_name
+from ..backend import to_numpy
 from ..ckks import Context
 from . import encrypted, mirror, models, reference
 from .calibrate import read_sentences, validation_corpus_path
@@ -189,7 +190,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ctx = Context.from_preset(a.preset)
     sk, keys = ctx.keygen(rotations=models.required_rotations(a.model, ctx.params))
-    slots = mirror.prepared(a.model, ctx.params.slots, layers).layout.S
     hidden = models.config(a.model).hidden
     key_holder = KeyHolder(ctx, sk)
     if rank == 0:
@@ -199,19 +199,23 @@ def main(argv=None) -> int:
     mine = list(range(rank, len(texts), size))
     if mine:
         emb = models.embed_text(a.model, [texts[i] for i in mine])
-        cts = encrypted.encrypt_rows(ctx, keys, emb, slots)
-        model = mirror.prepared(a.model, ctx.params.slots, layers)
+        lengths = [len(x) for x in emb]
+        layout = encrypted.layout_for(ctx, a.model, lengths, layers)
+        cts = encrypted.encrypt_blocks(ctx, sk, emb, layout)
+        model = mirror.prepared(a.model, ctx.params.slots, layers, layout.S)
         t1 = time.perf_counter()
         # the rank's sentences go through together, so each layer's weights are
         # encoded once per rank and dropped after it (device memory, see release)
-        toks, ops = encrypted.run(ctx, keys, cts, a.model, layers=layers, key_holder=key_holder,
-                                  on_block=lambda i, what: what == "ffn" and model.release(i))
+        blks, ops = encrypted.run(ctx, keys, cts, a.model, layers=layers, key_holder=key_holder, lengths=lengths,
+                                  row_width=layout.S, on_block=lambda i, what: what == "ffn" and model.release(i))
         seconds = time.perf_counter() - t1
         n_tok = sum(len(x) for x in emb)
         mirror_refreshes = 0
         for sid, idx in enumerate(mine):
-            dec = np.stack([ctx.decrypt(t.x, sk)[:hidden] for t in toks if t.sid == sid])
-            mir, mstats = mirror.run(a.model, emb[sid:sid + 1], layers, ctx.params.slots, ctx.params.max_level)
+            mine_s = sorted((b for b in blks if b.sid == sid), key=lambda b: b.idx)
+            dec = layout.unpack([[to_numpy(ctx.decrypt(c, sk)) for c in b.x] for b in mine_s], lengths[sid], hidden)
+            mir, mstats = mirror.run(a.model, emb[sid:sid + 1], layers, ctx.params.slots, ctx.params.max_level,
+                                     row_width=layout.S)
             mirror_refreshes += mstats.refreshes
             ref = reference.encode(a.model, emb[sid], layers)
             pe, pm, pr = models.mean_pool(dec), models.mean_pool(mir[0]), models.mean_pool(ref)

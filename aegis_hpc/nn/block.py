@@ -1,15 +1,16 @@
 """Encoder blocks on packed token blocks, written once against nn.ops (mirror and encrypted runs).
 
-A `Blk` is one ciphertext: B consecutive tokens of one sequence (nn/packing.py,
-layout "token-blocks"). A rank holds any subset of the blocks (the token
+A `Blk` is one token block: B consecutive tokens of one sequence, its value the
+Chunks of its feature chunks (nn/packing.py, layout "token-blocks"; ChunkOps
+runs each step chunk by chunk). A rank holds any subset of the blocks (the token
 shard). The only cross-block step is attention, which needs k and v of every
 block of the sequence: `gather(partials) -> {(sid, block): [(K, V)]}` is
 passed in (the distributed runtime's all-gather, or `one_process_gather`).
 Every other step touches one block and needs no traffic.
 
 The non-linear steps are nn/functions.py's; this file adds the layout: the
-sums over a token's features (within its row: sum to the row's first slot,
-mask, broadcast back), the attention's shifts and compact scores, and the
+sums over a token's features (its chunks added, then within its row: sum to
+the row's first slot, mask, broadcast back), the attention's shifts and compact scores, and the
 sums over keys (add the key blocks' and groups' ciphertexts, then the dh
 slots of each head). Padding tokens of a sequence's last block are zero and
 stay zero: biases, LayerNorm weights and masks are zero on them.
@@ -31,6 +32,7 @@ from . import functions as fn
 from . import models
 from .domains import Domains
 from .functions import EDGE
+from .ops import ChunkOps, Chunks
 from .packing import Layout
 
 
@@ -40,17 +42,17 @@ class Blk:
     sid: int          # sequence
     idx: int          # block of the sequence
     valid: int        # real tokens in this block
-    x: object
+    x: object         # Chunks: the block's feature chunks (one where the hidden size fits a row)
 
 
 class PreparedModel:
-    """Weights as block-diagonal transforms (S x S per token row) and S-slot vectors."""
+    """Weights as block transforms (S x S blocks per token row, between feature chunks)
+    and per-chunk S-slot rows (Layout.pad)."""
 
     def __init__(self, name: str, layout: Layout, layers: int):
         self.cfg = cfg = models.config(name)
         self.layout = L = layout
         w = models.weights(name)
-        S = L.S
         self.layers = []
         approx = approx_mod.build(name, layers)
         scale_q = 1.0 / math.sqrt(cfg.head_dim)
@@ -69,23 +71,19 @@ class PreparedModel:
                 "g2": L.pad(w[p + "output.LayerNorm.weight"]),
                 "b2": L.pad(w[p + "output.LayerNorm.bias"]),
                 "bd": L.pad(w[p + "output.dense.bias"]),
-                "up": [], "bup": [], "down": [],
             }
-            wu, bu, wd = w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], w[p + "output.dense.weight"]
+            wu, bu = w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]
             # GELU's series runs on [-1, 1]: its change of interval rides on W_up, b_up for free
             scale, offset = approx[i].gelu.input_map()
-            wu, bu = wu * scale, bu * scale + offset
-            for c in range(L.chunks):
-                d["up"].append(L.transform(wu[c * S:(c + 1) * S]))
-                d["bup"].append(L.pad(bu[c * S:(c + 1) * S]))
-                d["down"].append(L.transform(wd[:, c * S:(c + 1) * S]))
+            d["up"], d["bup"] = L.transform(wu * scale), L.pad(bu * scale + offset)
+            d["down"] = L.transform(w[p + "output.dense.weight"])
             self.layers.append(d)
 
     def release(self, i: int):
         """Drop layer i's cached plaintext diagonals (device memory between layers)."""
         W = self.layers[i]
-        for lt in [W["q"], W["k"], W["v"], W["o"], *W["up"], *W["down"]]:
-            lt._plaintexts = {}
+        for name in ("q", "k", "v", "o", "up", "down"):
+            W[name].release()
 
 
 def _rotsum(ops, x, steps):
@@ -154,7 +152,8 @@ def keeps_shifts(blocks: int) -> bool:
 
 class EncoderRunner:
     def __init__(self, ops, model: PreparedModel, approx: list, lengths: list, domains: Domains | None = None):
-        self.ops, self.m, self.approx = ops, model, approx
+        # values are Chunks (a block's feature chunks): ChunkOps runs each step chunk by chunk
+        self.ops, self.m, self.approx = ChunkOps(ops), model, approx
         self.L = model.layout
         self.cfg = model.cfg
         self.lengths = list(lengths)
@@ -167,12 +166,13 @@ class EncoderRunner:
         return self.L.tokens_per_ct(self.lengths[sid])
 
     def _rows(self, vec, B, valid):
-        """An S-slot vector on each of the first `valid` token rows of a block."""
+        """Per chunk, its S-slot row of `vec` (Layout.pad) on each of the first `valid`
+        token rows of a block: (chunks, B S)."""
         key = ("rows", id(vec), B, valid)
         if key not in self._masks:
-            m = np.zeros((B, self.L.S))
-            m[:valid] = vec
-            self._masks[key] = m.ravel()
+            m = np.zeros((vec.shape[0], B, self.L.S))
+            m[:, :valid] = vec[:, None, :]
+            self._masks[key] = m.reshape(vec.shape[0], -1)
         return self._masks[key]
 
     def _mask(self, kind, *args):
@@ -197,12 +197,16 @@ class EncoderRunner:
         return _rotsum(ops, x, [-s for s in steps])
 
     def _sum_features(self, blk):
-        """A token's sum over its row, in every slot of the row (0 on padding rows)."""
+        """A token's sum over its features (its chunks added, then over the row), in
+        every slot of the row (0 on padding rows): one ciphertext for all chunks."""
         B = self._B(blk.sid)
         start = self._mask("row_start_mask", B, blk.valid)
 
         def sum_features(x, tag, bound):
-            return self._window_sum(x, self.L.row_sum_steps(), start, ("rowstart", B, blk.valid), tag, bound)
+            total = x[0]
+            for part in x[1:]:
+                total = self.ops.add(total, part)
+            return self._window_sum(total, self.L.row_sum_steps(), start, ("rowstart", B, blk.valid), tag, bound)
         return sum_features
 
     def _sum_keys(self, blk):
@@ -342,7 +346,7 @@ class EncoderRunner:
             mean = ops.mul_plain(total, m / T, ("mean", B, id(m), T))
             ys.append(ops.add_const(ops.sub(s, mean), sm.exp_offset))
         p, inv, p_bound, inv_bound = fn.softmax(ops, ys, valid, T, sm, sum_keys, tag,
-                                     active=self._mask("token_mask", B, blk.valid, self.cfg.hidden))
+                                     active=self._mask("token_mask", B, blk.valid, L.width))
         # A V: each score broadcast over its head's dh slots from slot h dh + u onwards
         # (the head sum's two stages backwards: residue classes spread over w slots,
         # then each offset's window over dh), times V moved the same way; acc[u] holds
@@ -383,15 +387,11 @@ class EncoderRunner:
         ops, W, a, L, b = self.ops, self.m.layers[i], self.approx[i], self.L, self.bounds[i]
         for blk in blocks:
             x = ops.need(blk.x, 1, f"L{i}/up/t{blk.gid}", b.mid)
-            # the chunks side by side, so their refreshes before and after GELU pair up
+            # the FFN chunks side by side, so their refreshes before and after GELU pair up
             chunks = range(L.chunks)
-            us = [self._bias(ops, ops.lintrans(x, W["up"][c]), W["bup"][c], blk, ("bup", i, c)) for c in chunks]
+            us = list(self._bias(ops, ops.lintrans(x, W["up"]), W["bup"], blk, ("bup", i)))
             gs = fn.gelu(ops, us, a.gelu, [f"L{i}/gelu/t{blk.gid}/c{c}" for c in chunks])
             gs = ops.need_many(gs, 1, [f"L{i}/down/t{blk.gid}/c{c}" for c in chunks], b.gelu)
-            d = None
-            for c, g in zip(chunks, gs):
-                y = ops.lintrans(g, W["down"][c])
-                d = y if d is None else ops.add(d, y)
-            d = self._bias(ops, d, W["bd"], blk, ("bd", i))
+            d = self._bias(ops, ops.lintrans(gs, W["down"]), W["bd"], blk, ("bd", i))
             blk.x = self._layernorm(blk, ops.add(x, d), W["g2"], W["b2"], a.ln2, f"L{i}/ln2/t{blk.gid}", b.residual)
         return blocks

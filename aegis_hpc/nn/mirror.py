@@ -23,29 +23,38 @@ from . import models
 from .block import Blk, EncoderRunner, PreparedModel, one_process_gather
 from .domains import Domains
 from .ops import MatrixOps, PlainOps
-from .packing import Layout
+from .ops import Chunks
+from .packing import Layout, row_slots_for
 from .refresh import prepare
 
 _PREPARED = {}
 
 
-def prepared(name, slots, layers):
-    key = (models.canonical_name(name), slots, layers)
+def prepared(name, slots, layers, row_slots: int | None = None):
+    """The model's weights for a layout of `row_slots` per token row (default: one chunk)."""
+    layout = Layout(models.config(name), slots, row_slots)
+    key = (models.canonical_name(name), slots, layers, layout.S)
     if key not in _PREPARED:
         _PREPARED.clear()  # one model at a time: transforms are large
-        _PREPARED[key] = PreparedModel(name, Layout(models.config(name), slots), layers)
+        _PREPARED[key] = PreparedModel(name, layout, layers)
     return _PREPARED[key]
+
+
+def row_slots(name, slots, lengths) -> int:
+    """The row width the client packs a batch of these lengths with (its longest decides)."""
+    return row_slots_for(models.config(name), max(lengths), slots)
 
 
 def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 13,
         max_level: int = 10, refresh: str = "client", refresh_level: int | None = None, on_layer=None,
-        keyswitch_cost=None):
+        keyswitch_cost=None, row_width: int | None = None):
     """Final hidden states (tokens x hidden) per sentence, and the PlainOps stats.
     refresh_level: level after a refresh (bootstrap: ops.bootstrap_level(params));
-    on_layer(layer, hidden states per sentence) after each layer; keyswitch_cost: see PlainOps."""
+    on_layer(layer, hidden states per sentence) after each layer; keyswitch_cost: see PlainOps;
+    row_width: the layout's S (default the client's rule for the longest sequence)."""
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
-    model = prepared(name, slots, layers)
+    model = prepared(name, slots, layers, row_width or row_slots(name, slots, [len(x) for x in embedded]))
     ops = PlainOps(max_level, refresh, refresh_level, keyswitch_cost)
     approx = prepare(ops, name, layers, slots)
     lengths = [len(x) for x in embedded]
@@ -53,10 +62,12 @@ def run(name: str, embedded: list, layers: int | None = None, slots: int = 1 << 
     L = model.layout
     blocks = []
     for sid, rows in enumerate(embedded):
-        for j, vec in enumerate(L.pack(rows)):
-            blocks.append(Blk(len(blocks), sid, j, L.block_tokens(len(rows), j), ops.encrypt(vec, vec.size)))
+        for j, vecs in enumerate(L.pack(rows)):
+            blocks.append(Blk(len(blocks), sid, j, L.block_tokens(len(rows), j),
+                              Chunks(ops.encrypt(v, v.size) for v in vecs)))
+
     def unpack():
-        return [L.unpack([ops.decrypt(b.x) for b in blocks if b.sid == sid], len(rows), cfg.hidden)
+        return [L.unpack([[ops.decrypt(c) for c in b.x] for b in blocks if b.sid == sid], len(rows), cfg.hidden)
                 for sid, rows in enumerate(embedded)]
 
     for i in range(layers):

@@ -203,13 +203,22 @@ def cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def required_rotations(name: str, params) -> list:
-    """Galois rotation steps the encrypted encoder of `name` uses under `params`
-    (a ckks Parameters or anything with .slots), at every sequence length.
-    Keygen --for-model calls this."""
-    from .packing import Layout
+def head_dim(name: str) -> int:
+    """The head size of `name`: a feature chunk of its input holds whole heads."""
+    return config(name).head_dim
 
-    return Layout(config(name), params.slots).rotations()
+
+def required_rotations(name: str, params, row_slots: int | None = None) -> list:
+    """Galois rotation steps the encrypted encoder of `name` uses under `params`
+    (a ckks Parameters or anything with .slots), at every sequence length (both
+    row widths the client's rule may pack with: nn.packing.layouts), and for
+    rows of `row_slots` (client encrypt --row-slots) when given."""
+    from .packing import Layout, layouts
+
+    found = layouts(config(name), params.slots)
+    if row_slots:
+        found.append(Layout(config(name), params.slots, row_slots))
+    return sorted({r for L in found for r in L.rotations()})
 
 
 def load_calibration(name: str) -> dict:

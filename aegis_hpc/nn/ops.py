@@ -71,7 +71,7 @@ class Stats:
 
 def refresh_site(tag: str) -> str:
     """A tag without its token, key group and feature chunk ids: one site of the circuit."""
-    return re.sub(r"/[tgc]\d+", "", tag)
+    return re.sub(r"/[tghc]\d+", "", tag)
 
 
 def _per_value(arg, n: int) -> list:
@@ -271,10 +271,18 @@ class PlainOps(_Refreshing):
         return {k: self.rotate(a, k) for k in ks}
 
     def lintrans(self, a, lt):
+        """a: the input chunks (a list) of a BlockTransform, or one vector of a LinearTransform."""
+        level = min(x.level for x in a) if isinstance(a, list) else a.level
         self.stats.tick("rotate", lt.key_switches())
-        self._work(a.level, lt.key_switches())
-        m = _dense(lt)
-        return PV((a.v.reshape(-1, lt.period) @ m.T).ravel(), a.level - 1)
+        self._work(level, lt.key_switches())
+        if not isinstance(a, list):
+            return PV((a.v.reshape(-1, lt.period) @ _dense(lt).T).ravel(), a.level - 1)
+        P = lt.period
+        outs = []
+        for j in range(lt.outputs):
+            y = sum((x.v.reshape(-1, P) @ _dense_block(lt, j, i).T).ravel() for i, x in enumerate(a))
+            outs.append(PV(y, level - 1))
+        return outs
 
     def view(self, a, slots):
         if slots >= a.slots:
@@ -305,6 +313,145 @@ def _dense(lt):
     if m is None:
         m = lt._dense = lt.block_matrix()
     return m
+
+
+def _dense_block(lt, j, i):
+    cache = lt.__dict__.setdefault("_dense_blocks", {})
+    if (j, i) not in cache:
+        cache[(j, i)] = lt.block_matrix(j, i)
+    return cache[(j, i)]
+
+
+class Chunks(tuple):
+    """One value of a feature-chunked layout: its chunk ciphertexts in feature order
+    (nn/packing.py; a single chunk where the hidden size fits one row)."""
+
+
+def _chunk_tags(tag, n):
+    return [tag] if n == 1 else [f"{tag}/h{c}" for c in range(n)]
+
+
+class ChunkOps:
+    """The ops interface on Chunks: every operation chunk by chunk, a plain
+    ciphertext beside Chunks stands for itself in every chunk (a token's sum over
+    its features), a 2-D plaintext (chunks, slots) gives each chunk its row. A
+    refresh of Chunks refreshes its chunks together (need_many: two share a
+    bootstrap); tags name the chunk (/h<c>) where there are several. Everything
+    else is the wrapped ops'."""
+
+    def __init__(self, ops):
+        self.base = ops
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    @staticmethod
+    def _width(*xs):
+        return next((len(x) for x in xs if isinstance(x, Chunks)), None)
+
+    def _map(self, f, *xs):
+        n = self._width(*xs)
+        if n is None:
+            return f(*xs)
+        return Chunks(f(*(x[c] if isinstance(x, Chunks) else x for x in xs)) for c in range(n))
+
+    def add(self, a, b):
+        return self._map(self.base.add, a, b)
+
+    def sub(self, a, b):
+        return self._map(self.base.sub, a, b)
+
+    def mul(self, a, b):
+        return self._map(self.base.mul, a, b)
+
+    def add_const(self, a, c):
+        return self._map(lambda x: self.base.add_const(x, c), a)
+
+    def mul_const(self, a, c):
+        return self._map(lambda x: self.base.mul_const(x, c), a)
+
+    def mul_int(self, a, k):
+        return self._map(lambda x: self.base.mul_int(x, k), a)
+
+    def rotate(self, a, k):
+        return self._map(lambda x: self.base.rotate(x, k), a)
+
+    def view(self, a, slots):
+        return self._map(lambda x: self.base.view(x, slots), a)
+
+    def level(self, a):
+        return min(self.base.level(x) for x in a) if isinstance(a, Chunks) else self.base.level(a)
+
+    def rotate_many(self, a, ks):
+        if not isinstance(a, Chunks):
+            return self.base.rotate_many(a, ks)
+        per = [self.base.rotate_many(x, ks) for x in a]
+        return {k: Chunks(p[k] for p in per) for k in ks}
+
+    def _plain(self, f, a, vec, key):
+        vec = np.asarray(vec)
+        if vec.ndim == 1:
+            return self._map(lambda x: f(x, vec, key), a)
+        n = vec.shape[0]
+        if isinstance(a, Chunks) and len(a) != n:
+            raise ValueError(f"a plaintext of {n} chunks on a value of {len(a)}")
+        xs = a if isinstance(a, Chunks) else [a] * n
+        keys = [key] if n == 1 else [None if key is None else (key, c) for c in range(n)]
+        return Chunks(f(x, vec[c], keys[c]) for c, x in enumerate(xs))
+
+    def add_plain(self, a, vec, key=None):
+        return self._plain(self.base.add_plain, a, vec, key)
+
+    def mul_plain(self, a, vec, key=None):
+        return self._plain(self.base.mul_plain, a, vec, key)
+
+    def lintrans(self, a, lt):
+        """A BlockTransform of Chunks (or a list of FFN chunks) -> Chunks of its outputs."""
+        return Chunks(self.base.lintrans(list(a), lt))
+
+    # ---- refreshes: Chunks flattened into the wrapped need_many / cheb_many ----------
+    def _flatten(self, xs, tags, *per_value):
+        flat, flat_tags, spans = [], [], []
+        extra = [[] for _ in per_value]
+        for k, (x, tag) in enumerate(zip(xs, tags)):
+            parts = list(x) if isinstance(x, Chunks) else [x]
+            spans.append((len(flat), len(parts), isinstance(x, Chunks)))
+            flat += parts
+            flat_tags += _chunk_tags(tag, len(parts)) if isinstance(x, Chunks) else [tag]
+            for e, v in zip(extra, per_value):
+                e += [v[k]] * len(parts)
+        return flat, flat_tags, extra, spans
+
+    @staticmethod
+    def _regroup(out, spans):
+        return [Chunks(out[lo:lo + n]) if chunked else out[lo] for lo, n, chunked in spans]
+
+    def need(self, x, levels, tag, bound):
+        if not isinstance(x, Chunks):
+            return self.base.need(x, levels, tag, bound)
+        if len(x) == 1:
+            return Chunks([self.base.need(x[0], levels, tag, bound)])
+        return Chunks(self.base.need_many(list(x), levels, _chunk_tags(tag, len(x)), bound))
+
+    def need_many(self, xs, levels, tags, bound):
+        xs = list(xs)
+        if not any(isinstance(x, Chunks) for x in xs):
+            return self.base.need_many(xs, levels, tags, bound)
+        flat, flat_tags, (lv, bd), spans = self._flatten(xs, tags, _per_value(levels, len(xs)),
+                                                         _per_value(bound, len(xs)))
+        return self._regroup(self.base.need_many(flat, lv, flat_tags, bd), spans)
+
+    def cheb(self, x, series, tag, bound):
+        return self.cheb_many([x], series, [tag], bound)[0]
+
+    def cheb_many(self, xs, series, tags, bound):
+        xs = list(xs)
+        if not any(isinstance(x, Chunks) for x in xs):
+            return self.base.cheb_many(xs, series, tags, bound)
+        if len(xs) == 1 and len(xs[0]) == 1:
+            return [Chunks([self.base.cheb(xs[0][0], series, tags[0], bound)])]
+        flat, flat_tags, _, spans = self._flatten(xs, tags)
+        return self._regroup(self.base.cheb_many(flat, series, flat_tags, bound), spans)
 
 
 class MatrixOps:

@@ -1,19 +1,26 @@
 """Packing of a tokens x features activation matrix into CKKS slots.
 
-Layout "token-blocks": a ciphertext holds B consecutive tokens of one
-sequence, token b in slots [b S, b S + hidden) with S = 2^ceil(log2 hidden)
-(the rest of its S slots zero). B = N/(2S) (MiniLM at N=2^16: 64 tokens,
-bert-base: 32), or the power of two at or above the sequence's length for a
-shorter one (then the ciphertext has B S slots, sparse). A sequence of T
-tokens is ceil(T/B) blocks; the last one's padding tokens are zero and stay
-zero (every bias, LayerNorm weight and mask is zero there).
+Layout "token-blocks": a token block holds B consecutive tokens of one
+sequence in rows of S slots, its features in C feature chunks: chunk c is a
+ciphertext whose row b holds features [c S, c S + S) of token b. With one
+chunk S = 2^ceil(log2 hidden) (the rest of the row zero); with several, S is
+the largest power of two dividing hidden (bert-base: 3 chunks of 256), a
+multiple of the head size, so every head sits in one chunk. The client picks
+whichever takes fewer ciphertexts (io.ciphertexts.token_block_slots; bert-base
+at 128 tokens: 3 full ciphertexts, 100 % of the slots, against 4). B = N/(2S),
+or the power of two at or above a shorter sequence's length (then the
+ciphertexts have B S slots, sparse). A sequence of T tokens is ceil(T/B)
+blocks; the last one's padding tokens are zero and stay zero (every bias,
+LayerNorm weight and mask is zero there).
 
-- Token-wise work is block-wise: a linear layer is the same S x S matrix on
-  every token row, a transform whose 2S - 1 diagonals are S-periodic
-  (LinearTransform.block_diagonal: compact S-slot plaintexts, ~2 sqrt(2S)
-  key switches for B tokens at once). FFN activations are ceil(FFN / S)
-  chunk ciphertexts. A token's sums (LayerNorm) are rotations within its
-  row (sum to the row's first slot, mask, broadcast back).
+- Token-wise work is block-wise: a linear layer is the same matrix on every
+  token row, a BlockTransform of S x S blocks between input and output chunks,
+  each with 2S - 1 S-periodic diagonals (compact S-slot plaintexts; babies
+  once per input chunk, giants once per output chunk, for B tokens at once).
+  FFN activations are ceil(FFN / S) chunk ciphertexts. A token's sums
+  (LayerNorm) add its chunks, then rotate within its row (sum to the row's
+  first slot, mask, broadcast back).
+- Attention runs in every chunk on its own heads, as follows.
 - Attention of a query block and a key block runs over the B token shifts
   r: a rotation by r S moves key token (b + r) mod B under query token b.
   With r = g dh + u (dh the head size), the product of rot(Q, -u) and
@@ -33,7 +40,7 @@ import math
 
 import numpy as np
 
-from ..ckks import LinearTransform
+from ..ckks import BlockTransform
 from ..io import ciphertexts as files
 
 
@@ -45,26 +52,52 @@ def _log2(n: int) -> int:
     return int(math.log2(n))
 
 
+def row_slots_for(cfg, tokens: int, max_slots: int) -> int:
+    """S for a `tokens`-token sequence of model cfg: the file format's rule
+    (io.ciphertexts.token_block_slots) with rows a multiple of the head size."""
+    return files.token_block_slots(tokens, cfg.hidden, max_slots, unit=cfg.head_dim)
+
+
+def layouts(cfg, max_slots: int) -> list:
+    """The layouts a `cfg` input may arrive in at some length (one chunk, and feature
+    chunks where the rule can pick them): keys must serve both."""
+    widths = {files.row_slots(cfg.hidden)}
+    alt = files.chunk_slots(cfg.hidden)
+    if alt % cfg.head_dim == 0 and alt <= max_slots:
+        widths.add(alt)
+    return [Layout(cfg, max_slots, S) for S in sorted(widths, reverse=True) if S <= max_slots]
+
+
 class Layout:
     name = "token-blocks"
 
-    def __init__(self, cfg, max_slots: int):
+    def __init__(self, cfg, max_slots: int, row_slots: int | None = None):
         self.cfg = cfg
-        self.S = files.row_slots(cfg.hidden)
-        if self.S > max_slots:
-            raise PackingError(f"hidden size {cfg.hidden} needs {self.S} slots; the ring has {max_slots}")
+        self.S = row_slots or files.row_slots(cfg.hidden)
         if cfg.head_dim & (cfg.head_dim - 1):
             raise PackingError("head_dim must be a power of two for the rotation sums")
+        why = files.row_width_error(self.S, cfg.hidden, max_slots, cfg.head_dim)
+        if why:
+            raise PackingError(why)
         self.max_slots = max_slots
         self.dh = cfg.head_dim
+        # feature chunks: a token's hidden features over `hidden_chunks` ciphertexts of
+        # `width` features per row (one chunk: the hidden size padded to S)
+        self.hidden_chunks = -(-cfg.hidden // self.S)
+        self.width = min(cfg.hidden, self.S)
+        self.row_heads = self.width // self.dh
         self.chunks = -(-cfg.intermediate // self.S)
         self.B_max = max_slots // self.S
+
+    @classmethod
+    def for_tokens(cls, cfg, max_slots: int, tokens: int) -> "Layout":
+        return cls(cfg, max_slots, row_slots_for(cfg, tokens, max_slots))
 
     # ---- shapes ----------------------------------------------------------------
     def tokens_per_ct(self, tokens: int) -> int:
         """B for a sequence of `tokens` tokens (a power of two): the file format's rule
         (io.ciphertexts.rows_per_ciphertext), so client and server agree."""
-        return files.rows_per_ciphertext(tokens, self.cfg.hidden, self.max_slots)
+        return files.rows_per_ciphertext(tokens, self.S, self.max_slots)
 
     def slots(self, tokens: int) -> int:
         return self.tokens_per_ct(tokens) * self.S
@@ -72,38 +105,45 @@ class Layout:
     def blocks(self, tokens: int) -> int:
         return -(-tokens // self.tokens_per_ct(tokens))
 
+    def ciphertexts(self, tokens: int) -> int:
+        return self.blocks(tokens) * self.hidden_chunks
+
     def block_tokens(self, tokens: int, block: int) -> int:
         """Valid tokens of block `block` of a `tokens`-token sequence."""
         B = self.tokens_per_ct(tokens)
         return max(0, min(B, tokens - block * B))
 
     def groups(self, B: int) -> int:
-        """Compact score ciphertexts per (query block, key block): dh shifts each."""
+        """Compact score ciphertexts per (query block, key block, chunk): dh shifts each."""
         return -(-B // self.dh)
 
     def pad(self, vec) -> np.ndarray:
-        """A feature vector as one token row's S slots."""
-        out = np.zeros(self.S)
+        """A feature vector (hidden, FFN or bias) as its chunks' rows: (chunks, S)."""
+        vec = np.asarray(vec, dtype=np.float64)
+        rows = max(1, -(-len(vec) // self.S))
+        out = np.zeros(rows * self.S)
         out[: len(vec)] = vec
-        return out
+        return out.reshape(rows, self.S)
 
     # ---- client side: matrices <-> slot vectors -----------------------------------
     def pack(self, rows) -> list:
-        """(tokens, hidden) float rows -> one slot vector per block."""
+        """(tokens, hidden) float rows -> per block, the slot vectors of its chunks."""
         rows = np.asarray(rows, dtype=np.float64)
         if rows.shape[1] != self.cfg.hidden:
             raise PackingError(f"rows of {rows.shape[1]} features; the model has {self.cfg.hidden}")
-        return files.pack_rows(rows, self.max_slots)
+        flat = files.pack_rows(rows, self.max_slots, self.S)
+        c = self.hidden_chunks
+        return [flat[j:j + c] for j in range(0, len(flat), c)]
 
-    def unpack(self, vectors, tokens: int, features: int) -> np.ndarray:
-        """The slot vectors of a sequence's blocks -> (tokens, features)."""
-        return files.unpack_rows(vectors, tokens, features)
+    def unpack(self, blocks, tokens: int, features: int) -> np.ndarray:
+        """The chunk slot vectors of a sequence's blocks (as pack gives them) -> (tokens, features)."""
+        return files.unpack_rows([v for blk in blocks for v in blk], tokens, features, self.S)
 
     # ---- masks (plaintext slot vectors of one block) ------------------------------
     def token_mask(self, B: int, valid: int, width: int | None = None) -> np.ndarray:
         """1 on the first `width` (hidden) slots of each of the first `valid` token rows."""
         m = np.zeros((B, self.S))
-        m[:valid, : width or self.cfg.hidden] = 1.0
+        m[:valid, : width or self.width] = 1.0
         return m.ravel()
 
     def row_start_mask(self, B: int, valid: int) -> np.ndarray:
@@ -115,7 +155,7 @@ class Layout:
         """Compact-score slots of group g (all offsets u, or one) with a valid query,
         a valid key ((b + g dh + u) mod B < k_valid) and a real head."""
         m = np.zeros((B, self.S))
-        H, dh = self.cfg.heads, self.dh
+        H, dh = self.row_heads, self.dh
         us = range(dh) if u is None else [u]
         for uu in us:
             r = g * dh + uu
@@ -148,7 +188,7 @@ class Layout:
 
     def head_start_mask(self, B: int, q_valid: int) -> np.ndarray:
         m = np.zeros((B, self.S))
-        m[:q_valid, 0: self.cfg.hidden: self.dh] = 1.0
+        m[:q_valid, 0: self.width: self.dh] = 1.0
         return m.ravel()
 
     # ---- rotation steps -----------------------------------------------------------
@@ -172,14 +212,16 @@ class Layout:
         r.discard(0)
         return sorted(r)
 
-    def transform(self, matrix) -> LinearTransform:
-        """A weight matrix (at most S x S) on every token row of a block, at any block size."""
-        return LinearTransform.block_diagonal(matrix, self.S, self.max_slots)
+    def transform(self, matrix) -> BlockTransform:
+        """A weight matrix (outputs x inputs) on every token row of a block, at any block
+        size: S x S blocks between the input and output chunks."""
+        return BlockTransform.block_diagonal(matrix, self.S, self.max_slots)
 
     def linear_rotations(self):
         return set(self.transform(np.ones((self.S, self.S))).rotations())
 
     def describe(self, tokens: int | None = None):
         T = tokens or self.cfg.max_positions
-        return (f"layout {self.name}: {self.S} slots per token, {self.tokens_per_ct(T)} tokens per ciphertext "
+        chunks = f"{self.hidden_chunks} feature chunks of {self.S}" if self.hidden_chunks > 1 else f"{self.S} slots"
+        return (f"layout {self.name}: {chunks} per token, {self.tokens_per_ct(T)} tokens per ciphertext "
                 f"({self.slots(T)} slots), FFN in {self.chunks} chunk(s)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn.ops import CipherOps
+from ..nn.ops import CipherOps, Chunks
 from .comm import CommError
 from .overlap import OverlapScheduler
 
@@ -67,22 +67,24 @@ class BlockGather:
             for w in work:
                 w()
             return {key: [kv] for key, kv in partials.items()}
-        items = sorted(partials.items())
-        shapes = {tuple(c.data.shape) for _, kv in items for c in kv}
+        # a block's k and v are Chunks (its feature chunks): sent as 2 x chunks ciphertexts
+        items = sorted((key, [*K, *V]) for key, (K, V) in partials.items())
+        shapes = {tuple(c.data.shape) for _, parts in items for c in parts}
         # which blocks, at which level and scale, each rank holds: control plane
         # (a rank without tokens still takes part, and must learn the shape)
-        listing = self.comm.mpi.allgather(([(key, _meta(K), _meta(V)) for key, (K, V) in items], shapes))
+        listing = self.comm.mpi.allgather(([(key, [_meta(c) for c in parts]) for key, parts in items], shapes))
         all_shapes = set().union(*(sh for _, sh in listing))
         if len(all_shapes) != 1:
             raise CommError(f"k/v blocks differ in shape across ranks: {sorted(all_shapes)}")
         shape = all_shapes.pop()
         # iallgather needs equal blocks: pad to the longest list (padding is sent, so counted)
         width = max(len(lst) for lst, _ in listing)
+        count = max((len(metas) for lst, _ in listing for _, metas in lst), default=0)
         xp = self.comm.xp
-        buf = xp.zeros((width, 2) + shape, dtype=np.uint64)
-        for j, (_, (K, V)) in enumerate(items):
-            buf[j, 0] = K.data
-            buf[j, 1] = V.data
+        buf = xp.zeros((width, count) + shape, dtype=np.uint64)
+        for j, (_, parts) in enumerate(items):
+            for c, ct in enumerate(parts):
+                buf[j, c] = ct.data
         sched = OverlapScheduler()
         sched.comm("kv", lambda: self.comm.iallgather(buf, self.site))
         for j, w in enumerate(work):
@@ -95,8 +97,13 @@ class BlockGather:
 
         out: dict = {}
         for r, (lst, _) in enumerate(listing):
-            for j, (key, km, vm) in enumerate(lst):
-                kv = partials[key] if r == self.comm.rank else (ct(data[r, j, 0], km), ct(data[r, j, 1], vm))
+            for j, (key, metas) in enumerate(lst):
+                if r == self.comm.rank:
+                    kv = partials[key]
+                else:
+                    parts = [ct(data[r, j, c], m) for c, m in enumerate(metas)]
+                    half = len(parts) // 2
+                    kv = (Chunks(parts[:half]), Chunks(parts[half:]))
                 out.setdefault(key, []).append(kv)
         return out
 
@@ -114,6 +121,9 @@ class TensorParallelOps(CipherOps):
         if self.comm.size == 1:
             return super().lintrans(a, lt)
         self.stats.tick("rotate", lt.key_switches())
-        part = lt.evaluate(self.ev, a, share=(self.comm.rank, self.comm.size))
-        summed = self.comm.iallreduce(part.data, self.ctx.params.q[: part.limbs], self.site).wait()
-        return self.ev.rescale(part.with_data(summed))
+        parts = lt.evaluate(self.ev, a, share=(self.comm.rank, self.comm.size))
+        # one all-reduce per output (a BlockTransform's output chunks, a LinearTransform's one)
+        out = [self.ev.rescale(p.with_data(self.comm.iallreduce(p.data, self.ctx.params.q[: p.limbs],
+                                                                self.site).wait()))
+               for p in (parts if isinstance(parts, list) else [parts])]
+        return out if isinstance(parts, list) else out[0]

@@ -6,11 +6,12 @@ strategy.
 
 Nothing here runs FHE. The primitives are not modelled by hand: `trace` runs
 the encoder's own code (nn.block.EncoderRunner over nn.ops.CipherOps, the
-real LinearTransform.evaluate and evaluate_chebyshev) on a counting
+real BlockTransform.evaluate and evaluate_chebyshev) on a counting
 evaluator whose ciphertexts carry only a level, and records every key switch
 (ModUp, ModDown) and rescale with the level it runs at, by block. So the
-packing (nn.packing "token-blocks": B tokens of S = 2^ceil(log2 hidden)
-slots per ciphertext, attention over token shifts with compact scores), the
+packing (nn.packing "token-blocks": B tokens of S slots per ciphertext, a
+token's features in one or more feature chunks as the client packs them,
+attention over token shifts with compact scores), the
 polynomial degrees and the refresh points are those of infer. Two traces
 (one and two query blocks) separate per-block work from per-sequence work.
 The same transfers, run through the real collectives on dummy
@@ -190,7 +191,7 @@ class _KeyHolder:
 
 
 class _RoleTransform:
-    """A dense S x S transform that tells the evaluator which block it is."""
+    """A dense block transform that tells the evaluator which block it is."""
 
     def __init__(self, lt, block):
         self.lt, self.block, self.slots = lt, block, lt.slots
@@ -201,29 +202,32 @@ class _RoleTransform:
     def key_switches(self):
         return self.lt.key_switches()
 
-    def evaluate(self, ev, ct, rescale=True):
+    def evaluate(self, ev, cts, rescale=True):
         ev.block = self.block
-        ev._rec("lintrans", ct.level)     # replicate all-reduces each transform's output
-        return self.lt.evaluate(ev, ct, rescale)
+        for _ in range(self.lt.outputs):   # replicate all-reduces each output chunk
+            ev._rec("lintrans", min(ct.level for ct in cts))
+        return self.lt.evaluate(ev, cts, rescale)
 
 
 class _Model:
-    """PreparedModel's shape with dense all-ones block transforms (no weights loaded)."""
+    """PreparedModel's shape with dense all-ones S x S blocks (no weights loaded)."""
 
     def __init__(self, cfg, layout, layers):
         import numpy as np
 
-        dense = layout.transform(np.ones((layout.S, layout.S)))
-        vec = np.zeros(layout.S)
+        hidden, ffn = layout.hidden_chunks * layout.S, layout.chunks * layout.S
+
+        def dense(outs, ins):
+            return layout.transform(np.ones((outs, ins)))
+        square, up, down = dense(hidden, hidden), dense(ffn, hidden), dense(hidden, ffn)
+        vec, ffn_vec = layout.pad(np.zeros(hidden)), layout.pad(np.zeros(ffn))
         self.cfg, self.layout = cfg, layout
         self.layers = []
         for _ in range(layers):
-            d = {n: _RoleTransform(dense, b) for n, b in
+            d = {n: _RoleTransform(square, b) for n, b in
                  (("q", "QKV"), ("k", "QKV"), ("v", "QKV"), ("o", "out_proj"))}
             d.update({n: vec for n in ("bq", "bk", "bv", "bo", "g1", "b1", "g2", "b2", "bd")})
-            d["up"] = [_RoleTransform(dense, "FFN") for _ in range(layout.chunks)]
-            d["down"] = [_RoleTransform(dense, "FFN") for _ in range(layout.chunks)]
-            d["bup"] = [vec] * layout.chunks
+            d["up"], d["down"], d["bup"] = _RoleTransform(up, "FFN"), _RoleTransform(down, "FFN"), ffn_vec
             self.layers.append(d)
 
 
@@ -236,7 +240,8 @@ class Trace:
     refreshes_shared: int
     S: int
     B: int                   # tokens per ciphertext
-    blocks: int              # ciphertexts of the sequence
+    blocks: int              # token blocks of the sequences
+    chunks: int              # feature chunks (ciphertexts) of a token block
     dh: int
     keys: int                # Galois keys + relinearization
     calibration: str
@@ -248,14 +253,19 @@ def _approx(name, layers):
     return approx_mod.build(name, layers), name
 
 
-def _trace_once(name, params, tokens, layers, queries):
-    from ..nn import models
-    from ..nn.block import Blk, EncoderRunner
-    from ..nn.ops import CipherOps
+def _layout(cfg, params, tokens, row_width):
     from ..nn.packing import Layout
 
+    return Layout(cfg, params.slots, row_width) if row_width else Layout.for_tokens(cfg, params.slots, tokens)
+
+
+def _trace_once(name, params, tokens, layers, queries, row_width=None):
+    from ..nn import models
+    from ..nn.block import Blk, EncoderRunner
+    from ..nn.ops import CipherOps, Chunks
+
     cfg = models.config(name)
-    layout = Layout(cfg, params.slots)
+    layout = _layout(cfg, params, tokens, row_width)
     model = _Model(cfg, layout, layers)
     approx, src = _approx(cfg.name, layers)
     ev = TraceEvaluator(params)
@@ -281,29 +291,30 @@ def _trace_once(name, params, tokens, layers, queries):
     def gather(partials):
         ev.block = "attention"
         k, v = next(iter(partials.values()))
-        kv_levels.append(k.level)
-        return {(0, j): [(_Ct(k.level, k.slots), _Ct(v.level, v.slots))] for j in range(layout.blocks(tokens))}
+        kv_levels.append(min(c.level for c in (*k, *v)))
+        return {(0, j): [(Chunks(_Ct(c.level, c.slots) for c in k), Chunks(_Ct(c.level, c.slots) for c in v))]
+                for j in range(layout.blocks(tokens))}
 
     runner = Runner(ops, model, approx, [tokens])
-    blocks = [Blk(j, 0, j, layout.block_tokens(tokens, j), _Ct(params.max_level, slots)) for j in range(queries)]
+    blocks = [Blk(j, 0, j, layout.block_tokens(tokens, j),
+                  Chunks(_Ct(params.max_level, slots) for _ in range(layout.hidden_chunks))) for j in range(queries)]
     for i in range(layers):
         runner.attention(i, blocks, gather)
         runner.ffn(i, blocks)
     return ev.counts, holder.count, kv_levels, layout, src
 
 
-def trace(name, params, tokens, layers=None, sequences: int = 1) -> Trace:
-    """The encoder on `sequences` sequences of `tokens` tokens each."""
+def trace(name, params, tokens, layers=None, sequences: int = 1, row_width: int | None = None) -> Trace:
+    """The encoder on `sequences` sequences of `tokens` tokens each, packed as the client
+    packs them (row_width: rows of that many slots instead, client encrypt --row-slots)."""
     from ..nn import models
-    from ..nn.packing import Layout
 
     cfg = models.config(name)
     layers = cfg.layers if layers is None else layers
-    layout = Layout(cfg, params.slots)
-    nb = layout.blocks(tokens)
-    one, r1, kv, layout, src = _trace_once(name, params, tokens, layers, 1)
+    nb = _layout(cfg, params, tokens, row_width).blocks(tokens)
+    one, r1, kv, layout, src = _trace_once(name, params, tokens, layers, 1, row_width)
     if nb > 1:
-        two, r2, _, _, _ = _trace_once(name, params, tokens, layers, 2)
+        two, r2, _, _, _ = _trace_once(name, params, tokens, layers, 2, row_width)
         per = {k: two.get(k, 0) - one.get(k, 0) for k in set(one) | set(two)}
         shared = {k: one.get(k, 0) - per.get(k, 0) for k in one}
         r_per, r_shared = r2 - r1, r1 - (r2 - r1)
@@ -312,7 +323,7 @@ def trace(name, params, tokens, layers=None, sequences: int = 1) -> Trace:
     per = {k: v for k, v in per.items() if v}
     shared = {k: sequences * v for k, v in shared.items() if v}
     return Trace(per, shared, kv, r_per, sequences * r_shared, layout.S, layout.tokens_per_ct(tokens),
-                 sequences * nb, cfg.head_dim, len(layout.rotations()) + 1, src)
+                 sequences * nb, layout.hidden_chunks, cfg.head_dim, len(layout.rotations()) + 1, src)
 
 
 # ---- transfers -------------------------------------------------------------------
@@ -401,7 +412,9 @@ def blocks_per_rank(blocks, world) -> int:
 
 def aegis_transfers(tr: Trace, params, world) -> list[Transfer]:
     width = blocks_per_rank(tr.blocks, world)
-    out = [Transfer("attention", "kv.allgather", "allgather", width * world, 2, 2, params.limbs_at(lv), "q", lv,
+    # a token block's k and v: 2 x chunks ciphertexts
+    out = [Transfer("attention", "kv.allgather", "allgather", width * world, 2 * tr.chunks, 2, params.limbs_at(lv),
+                    "q", lv,
                     ShardSpec("token", "full"), ShardSpec("replicated", "full"), (world, 1), 1)
            for lv in tr.kv_levels]
     return _merge(out)
@@ -448,14 +461,14 @@ def memory(tr: Trace, cfg, params, strategy, world, layers) -> Memory:
     # encoder keeps them for the other query blocks (block.keeps_shifts)
     shifted = 2 * tr.B * tr.blocks if keeps_shifts(tr.blocks) else tr.B
     working = 2 * min(tr.dh, tr.B) + shifted + 2 * tr.blocks * groups   # (one sequence: an upper bound)
-    cts = 2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg)
+    # every value of a token block is its feature chunks, which the encoder steps in lockstep
+    cts = tr.chunks * (2 * local * _ct_bytes(params, top, lg) + (2 * gathered + working) * _ct_bytes(params, kv, lg))
     digits = len(params.digits_at(top))
     # limb: its share of Q's rows and every special prime's (ModDown is local)
     key_rows = limb_block(params.limbs_at(top), lg) + len(params.p)
     keys = tr.keys * 2 * digits * key_rows * params.n * KEY_WORD
-    chunks = math.ceil(cfg.intermediate / tr.S)
     diagonals = 2 * tr.S - 1
-    raw = layers * (4 + 2 * chunks) * diagonals * tr.S * 8
+    raw = layers * _weight_blocks(tr, cfg) * diagonals * tr.S * 8
     return Memory(cts, keys, raw + _encoded_transform_bytes(tr.S, limb_block(params.limbs_at(top), lg), params))
 
 
@@ -468,8 +481,14 @@ def _encoded_transform_bytes(S, limbs, params) -> int:
 def cached_encodings_bytes(tr: Trace, cfg, params, layers) -> int:
     """What LinearTransform's per-transform encoding cache holds once every
     transform has run (one level each, top level as a bound)."""
-    chunks = math.ceil(cfg.intermediate / tr.S)
-    return layers * (4 + 2 * chunks) * _encoded_transform_bytes(tr.S, params.limbs_at(params.max_level), params)
+    return layers * _weight_blocks(tr, cfg) * _encoded_transform_bytes(tr.S, params.limbs_at(params.max_level), params)
+
+
+def _weight_blocks(tr: Trace, cfg) -> int:
+    """S x S blocks of a layer's transforms: Q, K, V, O between the hidden chunks,
+    FFN up and down between them and the FFN chunks."""
+    ffn = math.ceil(cfg.intermediate / tr.S)
+    return 4 * tr.chunks ** 2 + 2 * tr.chunks * ffn
 
 
 # ---- plans ---------------------------------------------------------------------------
@@ -579,9 +598,9 @@ def summary(pl: Planner) -> dict:
     single = pl.single_gpu_memory()
     tr = pl.trace
     out = {"model": pl.cfg.name, "layers": pl.layers, "tokens": pl.tokens, "gpus": pl.world,
-           "params": pl.params.describe(), "slots_per_token": tr.S, "tokens_per_ciphertext": tr.B,
-           "ciphertexts": tr.blocks,
-           "slot_use": slot_use(pl.sequences * pl.tokens * pl.cfg.hidden, tr.blocks, pl.params.slots),
+           "params": pl.params.describe(), "slots_per_token": tr.S, "feature_chunks": tr.chunks, "tokens_per_ciphertext": tr.B,
+           "token_blocks": tr.blocks, "ciphertexts": tr.blocks * tr.chunks,
+           "slot_use": slot_use(pl.sequences * pl.tokens * pl.cfg.hidden, tr.blocks * tr.chunks, pl.params.slots),
            "switching_keys": tr.keys, "refreshes": tr.blocks * tr.refreshes_per_block + tr.refreshes_shared,
            "calibration": tr.calibration, "primitives": pl.primitive_counts(),
            "single_gpu_memory": single.total,
@@ -608,7 +627,8 @@ def report(pl: Planner) -> str:
         f"FFN {pl.cfg.intermediate}; {pl.tokens} tokens; {w} GPUs",
         f"CKKS {p.describe()}",
         f"packing (infer's token-blocks): {s['tokens_per_ciphertext']} tokens of {s['slots_per_token']} slots "
-        f"per ciphertext, {s['ciphertexts']} ciphertexts (slot use {100 * s['slot_use']:.1f} %); "
+        f"per ciphertext, {s['feature_chunks']} feature chunk(s), {s['ciphertexts']} ciphertexts "
+        f"(slot use {100 * s['slot_use']:.1f} %); "
         f"{s['switching_keys']} switching keys; {s['refreshes']} refreshes (not priced); approximations of "
         f"'{s['calibration']}'",
         "key switches / rescales per block, whole encoder: " + ", ".join(

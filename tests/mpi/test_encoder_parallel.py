@@ -18,12 +18,18 @@ def keyed(comm):
     return ctx, sk, keys, lt
 
 
+CHUNKS = 2    # feature chunks of every k and v block
+
+
 def rank_blocks(ctx, sk, rank, sl):
-    """What `rank` holds for its token blocks `sl`: (K, V) of each; seeded, so every
-    rank can rebuild every other rank's blocks."""
-    return {(0, j): (ctx.encrypt(np.full(8, 100 * rank + j), sk, slots=8, level=2, seed=b"K%d.%d" % (rank, j)),
-                     ctx.encrypt(np.full(8, -j), sk, slots=8, level=2, seed=b"V%d.%d" % (rank, j)))
-            for j in range(sl.start, sl.stop)}
+    """What `rank` holds for its token blocks `sl`: (K, V) of each, CHUNKS feature
+    chunks apiece; seeded, so every rank can rebuild every other rank's blocks."""
+    from aegis_hpc.nn.ops import Chunks
+
+    def chunks(name, value, j):
+        return Chunks(ctx.encrypt(np.full(8, value + c), sk, slots=8, level=2, seed=b"%s%d.%d.%d" % (name, rank, j, c))
+                      for c in range(CHUNKS))
+    return {(0, j): (chunks(b"K", 100 * rank + j, j), chunks(b"V", -j, j)) for j in range(sl.start, sl.stop)}
 
 
 @pytest.mark.mpi(min_size=2)
@@ -46,13 +52,15 @@ def test_block_gather_returns_every_block_and_runs_the_work(comm, keyed):
     for key, parts in out.items():
         want = [p[key] for p in every if key in p]      # the one rank holding it
         assert len(parts) == len(want) == 1
-        for (k, v), (k0, v0) in zip(parts, want):
-            assert np.array_equal(host(k.data), host(k0.data)) and np.array_equal(host(v.data), host(v0.data))
-            assert (k.level, k.scale, k.slots) == (k0.level, k0.scale, k0.slots)
+        for (K, V), (K0, V0) in zip(parts, want):
+            assert len(K) == len(V) == CHUNKS
+            for k, k0 in zip((*K, *V), (*K0, *V0)):
+                assert np.array_equal(host(k.data), host(k0.data))
+                assert (k.level, k.scale, k.slots) == (k0.level, k0.scale, k0.slots)
     width = blocks_per_rank(total, comm.size)
     assert width == max(len(p) for p in every)
-    ct_size = every[0][(0, 0)][0].data.size
-    assert comm.stats.sites["t-kv"].bytes_sent == wire_bytes("allgather", width * 2 * ct_size, comm.size)
+    ct_size = every[0][(0, 0)][0][0].data.size
+    assert comm.stats.sites["t-kv"].bytes_sent == wire_bytes("allgather", width * 2 * CHUNKS * ct_size, comm.size)
     assert gather.overlap.in_flight_s >= gather.overlap.blocked_s >= 0
 
 
@@ -100,5 +108,5 @@ def test_q_work_runs_during_the_gather_only_with_overlap(comm, keyed, overlap):
         del comm.iallgather
     assert events == (["gather", "q"] if overlap else ["q", "gather"])
     assert sorted(out) == [(0, r) for r in range(comm.size)]
-    assert all(np.array_equal(host(out[(0, r)][0][0].data), host(every[r][(0, r)][0].data))
-               for r in range(comm.size))
+    assert all(np.array_equal(host(out[(0, r)][0][0][c].data), host(every[r][(0, r)][0][c].data))
+               for r in range(comm.size) for c in range(CHUNKS))

@@ -28,6 +28,7 @@ TEXT = ("Birds sing in the morning, and the river runs over grey stones while th
         "slowly in the wind near the village where we were born, long before the first snow of the year.")
 TOKENS, SEQUENCES = 41, 2
 SHORT = 2                           # "" -> [CLS] [SEP]: one block; limb and replicate run it on every rank
+CHUNK_ROW = 16                      # c.h5: the same text in 2 feature chunks of 16 slots (one head each)
 
 
 def sh(*args, n=None, timeout=900):
@@ -57,13 +58,13 @@ def work(comm, tmp_path_factory):
             pytest.skip("mpirun not available")
         d = tmp_path_factory.mktemp("infer")
         assert sh("aegis_hpc.client", "keygen", "--preset", "test", "--for-model", "tiny",
-                  "--out", str(d / "keys")).returncode == 0
-        for text, name in ((TEXT, "s"), ("", "short")):
+                  "--row-slots", str(CHUNK_ROW), "--out", str(d / "keys")).returncode == 0
+        for text, name, extra in ((TEXT, "s", []), ("", "short", []), (TEXT, "c", ["--row-slots", str(CHUNK_ROW)])):
             r = sh("aegis_hpc.client", "encrypt", "--public-key", str(d / "keys/eval.h5"), "--model", "tiny",
-                   "--text", text, "--out", str(d / f"{name}.h5"))
+                   "--text", text, "--out", str(d / f"{name}.h5"), *extra)
             assert r.returncode == 0, r.stderr
         assert models_tokens(TEXT) == TOKENS
-        for name in ("s", "short"):
+        for name in ("s", "short", "c"):
             r1 = infer(d, f"{name}1.h5", 1, inp=f"{name}.h5")
             assert r1.returncode == 0, r1.stderr
         return d
@@ -92,7 +93,7 @@ def models_tokens(text):
 def infer(d, out, n, *extra, inp="s.h5", keys="keys/eval.h5", holder="keys/secret.h5"):
     """The input `inp` as SEQUENCES sequences (the same text twice, outputs out and out2)
     for the long input, one for the others."""
-    seqs = SEQUENCES if inp == "s.h5" else 1
+    seqs = SEQUENCES if inp in ("s.h5", "c.h5") else 1
     outs = [str(d / out)] + [str(d / f"{out}.{k}.h5") for k in range(1, seqs)]
     return sh("aegis_hpc.infer", "--model", "tiny", "--layers", "1", "--keys", str(d / keys),
               "--input", *[str(d / inp)] * seqs, "--output", *outs, "--key-holder", str(d / holder),
@@ -104,13 +105,13 @@ def data(path):
         return f["ciphertexts/data"][...]
 
 
-def planned(world, strategy, tokens, sequences):
+def planned(world, strategy, tokens, sequences, row_width=None):
     """The planner's bytes, summed over ranks, for infer's run (its trace of the encoder)."""
     from aegis_hpc.ckks.params import preset
     from aegis_hpc.parallel import planner
 
     params = preset("test")
-    tr = planner.trace("tiny", params, tokens, 1, sequences)
+    tr = planner.trace("tiny", params, tokens, 1, sequences, row_width)
     transfers = getattr(planner, f"{strategy}_transfers")(tr, params, world)
     return sum(planner.predicted_bytes(t, params.n) for t in transfers)
 
@@ -142,6 +143,26 @@ def test_aegis_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
         assert dec.returncode == 0, dec.stderr
         chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", TEXT,
                  "--decrypted", str(d / "o.npy"))
+        assert chk.returncode == 0, chk.stdout + chk.stderr
+
+    rank0_only(comm, check)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_feature_chunks_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
+    """Inputs in feature chunks (client encrypt --row-slots): ranks hold whole token
+    blocks, every chunk of their k and v goes on the wire, as the planner predicts;
+    the decryption is the float model's within the check's bound."""
+    def check():
+        d = ready(work)
+        s, total = run_strategy(d, "aegis", comm.size, "c")
+        assert total == planned(comm.size, "aegis", TOKENS, SEQUENCES, CHUNK_ROW) > 0
+        assert s["blocks"]["layer 0 ffn"]["bytes"] == 0
+        dec = sh("aegis_hpc.client", "decrypt", "--key", str(d / "keys/secret.h5"), "--input",
+                 str(d / f"c-aegis{comm.size}.h5"), "--out", str(d / "oc.npy"))
+        assert dec.returncode == 0, dec.stderr
+        chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", TEXT,
+                 "--decrypted", str(d / "oc.npy"))
         assert chk.returncode == 0, chk.stdout + chk.stderr
 
     rank0_only(comm, check)

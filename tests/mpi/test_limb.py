@@ -98,7 +98,7 @@ def test_limb_exchanges_send_what_the_planner_predicts(comm, setup):
     ct = planner._Ct
     _workload(tev, ct(a.level, a.slots), ct(b.level, b.slots), lt, ct(x.level, x.slots), series)
     tr = planner.Trace(per_block=tev.counts, shared={}, kv_levels=[], refreshes_per_block=0,
-                       refreshes_shared=0, S=16, B=1, blocks=1, dh=16, keys=0, calibration="")
+                       refreshes_shared=0, S=16, B=1, blocks=1, chunks=1, dh=16, keys=0, calibration="")
     predicted = dict.fromkeys(counted, 0)
     for t in planner.limb_transfers(tr, params, comm.size):
         predicted[{"q": "modup", "qtop": "rescale"}[t.basis]] += planner.predicted_bytes(t, params.n)

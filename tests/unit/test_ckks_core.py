@@ -11,6 +11,7 @@ import pytest
 
 from aegis_hpc.ckks import (ChebyshevSeries, Context, EncodingError, EvaluationError,
                             InsecureParametersError, LinearTransform, MissingKeyError, build, preset)
+from aegis_hpc.ckks.lintrans import BlockTransform
 from aegis_hpc.backend import to_numpy
 from aegis_hpc.ckks.ntt import RingTables
 from aegis_hpc.ckks.params import HE_STANDARD_128, PRESETS
@@ -331,6 +332,36 @@ def test_linear_transform_shares_add_up_to_the_whole_bit_for_bit(ctx, rng):
         for p in parts[1:]:
             total = ev.add(total, p)
         assert np.array_equal(to_numpy(total.data), to_numpy(whole.data)) and total.scale == whole.scale
+
+
+def test_block_transform_is_the_block_matrix_product(ctx, rng):
+    """A 48 x 32 matrix on token rows of 16-slot chunks (3 output x 2 input chunks, 4
+    rows each): y_j = sum_i M_ji x_i within every row, each input's babies rotated once
+    and each output's giants once (2 x babies + 3 x giants key switches, under half of
+    rotating per block: 32 against 78), and tensor-parallel shares add up to the whole bit for bit."""
+    S, rows, slots = 16, 4, 64
+    m = rng.uniform(-1, 1, (48, 32))
+    bt = BlockTransform.block_diagonal(m, S, slots)
+    assert (bt.outputs, bt.inputs) == (3, 2)
+    sk, ek = ctx.keygen(rotations=bt.rotations())
+    ev = CountingEvaluator(ctx.evaluator(ek))
+    x = rng.uniform(-1, 1, (rows, 32))
+    chunks = [ctx.encrypt(x[:, i * S:(i + 1) * S].ravel(), sk, slots=slots) for i in range(2)]
+    out = bt.evaluate(ev, chunks)
+    y = np.concatenate([ctx.decrypt(o, sk).real.reshape(rows, S) for o in out], axis=1)
+    assert all(o.level == ctx.max_level - 1 for o in out)
+    assert np.abs(y - x @ m.T).max() < KEYSWITCH * 32
+    babies = sum(len(ss) for _, ss in bt.plan._tree)
+    giants = bt.plan._giant_rotations()
+    assert ev.rotations == bt.key_switches() == 2 * babies + 3 * giants
+    assert bt.key_switches() * 2 < sum(lt.key_switches() for row in bt.blocks for lt in row)
+    whole = bt.evaluate(ctx.evaluator(ek), chunks, rescale=False)
+    parts = [bt.evaluate(ctx.evaluator(ek), chunks, share=(r, 3)) for r in range(3)]
+    for j in range(3):
+        total = parts[0][j]
+        for p in parts[1:]:
+            total = ctx.evaluator(ek).add(total, p[j])
+        assert np.array_equal(to_numpy(total.data), to_numpy(whole[j].data))
 
 
 def test_sparse_transforms_rotate_only_through_power_of_two_keys(ctx, rng):

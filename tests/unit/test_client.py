@@ -154,7 +154,7 @@ def test_inspect_shows_structure_not_key_material(work):
     out = cli("inspect", d / "ct.h5").stdout
     assert "level=10" in out and "shape=[150, 10]" in out and "packing=token-blocks" in out
     # 1500 values in 3 ciphertexts of 1024 slots
-    assert "64 row(s) per ciphertext of 1024 slots; slot use 48.8 % of 3 x 1024 ring slots" in out
+    assert "64 row(s) of 16 slots per ciphertext of 1024 slots; slot use 48.8 % of 3 x 1024 ring slots" in out
 
 
 # ---- user mistakes --------------------------------------------------------------------------

@@ -55,6 +55,42 @@ def test_ops_mirror_is_the_fast_mirror():
                 assert ops_stats.domain_use[site] >= use - 1e-9
 
 
+def test_feature_chunks_mirror_is_the_fast_mirror():
+    """The feature-chunk layout (hidden features over chunk ciphertexts of S slots per
+    row, heads inside a chunk) computes the same encoder: MiniLM in 3 chunks of 128
+    and bert-base in 3 of 256 agree with the matrix mirror to rounding, and a chunked
+    MiniLM agrees with its one-chunk (S = 512) run."""
+    for name, S, slots in (("minilm", 128, 1 << 13), ("bert-base", 256, 1 << 13)):
+        x = models.embed_text(name, _validation(name, 20, 40))[0]
+        out, stats = mirror.run(name, [x], 1, slots, max_level=10, row_width=S)
+        fast, _ = mirror.encode(name, x, 1)
+        assert np.abs(out[0] - fast).max() < 1e-9
+        assert mirror.prepared(name, slots, 1, S).layout.hidden_chunks == 3
+
+
+def test_feature_chunk_rule_fills_the_slots():
+    """io.token_block_slots takes feature chunks where they need fewer ciphertexts:
+    bert-base at 128 tokens in 3 full N=2^16 ciphertexts (slot use 100 %, one chunk
+    needs 4: 75 %), MiniLM from 256 tokens; short inputs and MiniLM at 128 keep one
+    chunk (fewer ciphertexts)."""
+    from aegis_hpc import io
+    from aegis_hpc.nn.packing import Layout
+
+    slots = 1 << 15
+    bert, minilm = models.config("bert-base"), models.config("minilm")
+    L = Layout.for_tokens(bert, slots, 128)
+    assert (L.S, L.hidden_chunks, L.tokens_per_ct(128), L.ciphertexts(128)) == (256, 3, 128, 3)
+    assert io.slot_use(128 * 768, L.ciphertexts(128), slots) == 1.0
+    assert Layout(bert, slots).ciphertexts(128) == 4
+    assert Layout.for_tokens(bert, slots, 2048).ciphertexts(2048) == 48
+    assert Layout.for_tokens(bert, slots, 9).S == 1024
+    assert Layout.for_tokens(minilm, slots, 128).S == 512
+    L = Layout.for_tokens(minilm, slots, 256)
+    assert (L.S, L.ciphertexts(256)) == (128, 3)
+    # a head never straddles two chunks: rows are a multiple of the head size
+    assert io.token_block_slots(256, 384, slots, unit=256) == 512
+
+
 def test_key_shifts_are_made_once_per_layer(monkeypatch):
     """Two query blocks share each key block's rotated K and V (block.SHIFT_CACHE_BLOCKS):
     the same output bit for bit, and 2 key blocks x (K, V) x (B - 1) rotations fewer per
@@ -111,21 +147,24 @@ def test_required_rotations():
     assert r == pm | shifts | linear and 0 not in r
 
 
-def _one_layer(ctx, name, emb):
+def _one_layer(ctx, name, emb, row_width=None):
     """Layer 0 of `name` on one sentence, encrypted (client refresh), in the mirror
     and in the float model: (decrypted, mirror, float, key-holder refreshes,
-    encrypted run's refreshes, mirror's refreshes)."""
+    encrypted run's refreshes, mirror's refreshes). row_width: the layout's S
+    (default the client's rule)."""
     from aegis_hpc.nn import encrypted
     from aegis_hpc.nn.ops import KeyHolder
 
-    sk, keys = ctx.keygen(rotations=models.required_rotations(name, ctx.params))
-    layout = mirror.prepared(name, ctx.params.slots, 1).layout
+    layout = mirror.prepared(name, ctx.params.slots, 1, row_width).layout if row_width else \
+        encrypted.layout_for(ctx, name, [len(emb[0])], 1)
+    sk, keys = ctx.keygen(rotations=layout.rotations())
     cts = encrypted.encrypt_blocks(ctx, keys, emb, layout)
     kh = KeyHolder(ctx, sk, seed=bytes(32))
-    blocks, ops = encrypted.run(ctx, keys, cts, name, layers=1, key_holder=kh, lengths=[len(emb[0])])
+    blocks, ops = encrypted.run(ctx, keys, cts, name, layers=1, key_holder=kh, lengths=[len(emb[0])],
+                                row_width=layout.S)
     hidden = models.config(name).hidden
-    dec = layout.unpack([ctx.decrypt(b.x, sk) for b in blocks], len(emb[0]), hidden)
-    mir, mstats = mirror.run(name, emb, 1, ctx.params.slots, ctx.params.max_level)
+    dec = layout.unpack([[ctx.decrypt(c, sk) for c in b.x] for b in blocks], len(emb[0]), hidden)
+    mir, mstats = mirror.run(name, emb, 1, ctx.params.slots, ctx.params.max_level, row_width=layout.S)
     ref = reference.encode(name, emb[0], 1)
     return dec, mir[0], ref, kh.count, ops.stats.refreshes, mstats.refreshes
 
@@ -137,6 +176,19 @@ def test_one_encrypted_layer_matches_mirror(ctx, sentences):
     assert held == refreshes == mirror_refreshes > 0
     assert np.abs(dec - mir).max() < 1e-2          # encryption noise
     assert np.abs(mir - ref).max() < 1e-4          # approximation error (GELU_TOL 1e-4)
+    assert models.cosine(models.mean_pool(dec), models.mean_pool(ref)) > 0.9999
+
+
+def test_feature_chunks_encrypted_layer_matches_mirror(ctx, sentences):
+    """One tiny layer packed in 2 feature chunks of 16 slots (one head each), encrypted
+    at the "test" preset: the same refreshes as the mirror, the decryption within
+    encryption noise of it, and the one-chunk run's answer."""
+    emb = models.embed_text("tiny", sentences[6:7])   # 7 tokens
+    dec, mir, ref, held, refreshes, mirror_refreshes = _one_layer(ctx, "tiny", emb, row_width=16)
+    assert mirror.prepared("tiny", ctx.params.slots, 1, 16).layout.hidden_chunks == 2
+    assert held == refreshes == mirror_refreshes > 0
+    assert np.abs(dec - mir).max() < 1e-2
+    assert np.abs(mir - ref).max() < 1e-4
     assert models.cosine(models.mean_pool(dec), models.mean_pool(ref)) > 0.9999
 
 
