@@ -19,6 +19,7 @@ from .keys import EvaluationKeys, galois_element_conjugate, galois_element_for_r
 from .rns import crt_centered_small
 
 SCALE_RTOL = 1e-9  # scales this close are one scale (float rounding of the table)
+CONST_COLS_KEPT = 4096  # cached constant columns per evaluator (see _const_col)
 
 
 class EvaluationError(ValueError):
@@ -82,9 +83,18 @@ class Evaluator(LevelMatch):
         return self.ring.q_col(range(limbs))
 
     def _const_col(self, value, limbs):
-        """An integer reduced modulo each held prime, as a column."""
-        return self.xp.asarray(np.array([value % self.params.q[i] for i in self._rows(limbs)],
-                                        dtype=np.uint64))[:, None]
+        """An integer reduced modulo each held prime, as a column. Cached: a circuit
+        (a bootstrap, a layer) meets the same constants again, and each costs a
+        host-to-device copy and a Python loop over the limbs."""
+        cache = self.__dict__.setdefault("_const_cols", {})
+        key = (value, limbs)
+        col = cache.get(key)
+        if col is None:
+            if len(cache) >= CONST_COLS_KEPT:
+                cache.clear()
+            col = cache[key] = self.xp.asarray(np.array([value % self.params.q[i] for i in self._rows(limbs)],
+                                                        dtype=np.uint64))[:, None]
+        return col
 
     def _pt_rows(self, pt, limbs):
         return pt.data[:limbs]
