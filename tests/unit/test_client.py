@@ -73,6 +73,24 @@ def test_keygen_encrypt_decrypt_round_trip(work, tmp_path):
     assert got.shape == x.shape and np.max(np.abs(got - x)) < DECRYPT_TOL
 
 
+def test_feature_chunks_round_trip_and_inspect(work, tmp_path):
+    """--row-slots 2: the 10 features in 5 chunks of 2 slots, 256 rows a ciphertext (150
+    padded to 256: one block of 5 ciphertexts); decryption gives the matrix back and
+    inspect names the chunks. A width that neither holds nor divides 10 is refused."""
+    d, x = work
+    cli("encrypt", "--key", d / "keys/secret.h5", "--input", d / "x.npy", "--out", tmp_path / "c.h5",
+        "--row-slots", "2")
+    t = io.read_ciphertexts(tmp_path / "c.h5", Context.from_preset("test").params)
+    assert (t.row_slots, t.total, t.ciphertexts[0].slots) == (2, 5, 512)
+    cli("decrypt", "--key", d / "keys/secret.h5", "--input", tmp_path / "c.h5", "--out", tmp_path / "r.npy")
+    assert np.max(np.abs(np.load(tmp_path / "r.npy") - x)) < DECRYPT_TOL
+    out = cli("inspect", tmp_path / "c.h5").stdout
+    assert "256 row(s) of 2 slots per ciphertext of 512 slots, features in 5 chunks of 2; slot use 29.3 %" in out
+    refused("encrypt", "--key", d / "keys/secret.h5", "--input", d / "x.npy", "--out", tmp_path / "b.h5",
+            "--row-slots", "4", match="row width 4 neither holds nor divides 10 features")
+    assert not (tmp_path / "b.h5").exists()
+
+
 def test_public_key_encryption(work, tmp_path):
     d, x = work
     cli("encrypt", "--public-key", d / "keys/eval.h5", "--input", d / "x.npy", "--out", tmp_path / "c.h5")
