@@ -130,42 +130,31 @@ def run_strategy(d, strategy, world, name="s", tokens=TOKENS * SEQUENCES):
     return s, sum(b["bytes"] for b in s["blocks"].values())
 
 
+def check_aegis(d, world, name, row_width=None):
+    """aegis at `world` ranks on input `name`: the -n 1 bits, the planner's bytes, no
+    traffic outside attention, and a decryption within the check's bound."""
+    s, total = run_strategy(d, "aegis", world, name)
+    assert total == planned(world, "aegis", TOKENS, SEQUENCES, row_width) > 0
+    assert s["blocks"]["layer 0 ffn"]["bytes"] == 0          # only attention talks
+    assert 0 <= s["comm_wait_seconds"] and 0 <= s["hidden_seconds"]
+    dec = sh("aegis_hpc.client", "decrypt", "--key", str(d / "keys/secret.h5"), "--input",
+             str(d / f"{name}-aegis{world}.h5"), "--out", str(d / f"{name}.npy"))
+    assert dec.returncode == 0, dec.stderr
+    chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", TEXT,
+             "--decrypted", str(d / f"{name}.npy"))
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+
+
 @pytest.mark.mpi(min_size=2)
 def test_aegis_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
-    def check():
-        d = ready(work)
-        s, total = run_strategy(d, "aegis", comm.size)
-        assert total == planned(comm.size, "aegis", TOKENS, SEQUENCES) > 0
-        assert s["blocks"]["layer 0 ffn"]["bytes"] == 0          # only attention talks
-        assert 0 <= s["comm_wait_seconds"] and 0 <= s["hidden_seconds"]
-        dec = sh("aegis_hpc.client", "decrypt", "--key", str(d / "keys/secret.h5"), "--input",
-                 str(d / f"s-aegis{comm.size}.h5"), "--out", str(d / "o.npy"))
-        assert dec.returncode == 0, dec.stderr
-        chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", TEXT,
-                 "--decrypted", str(d / "o.npy"))
-        assert chk.returncode == 0, chk.stdout + chk.stderr
-
-    rank0_only(comm, check)
+    rank0_only(comm, lambda: check_aegis(ready(work), comm.size, "s"))
 
 
 @pytest.mark.mpi(min_size=2)
 def test_feature_chunks_same_bits_as_one_rank_and_bytes_as_planned(comm, work):
     """Inputs in feature chunks (client encrypt --row-slots): ranks hold whole token
-    blocks, every chunk of their k and v goes on the wire, as the planner predicts;
-    the decryption is the float model's within the check's bound."""
-    def check():
-        d = ready(work)
-        s, total = run_strategy(d, "aegis", comm.size, "c")
-        assert total == planned(comm.size, "aegis", TOKENS, SEQUENCES, CHUNK_ROW) > 0
-        assert s["blocks"]["layer 0 ffn"]["bytes"] == 0
-        dec = sh("aegis_hpc.client", "decrypt", "--key", str(d / "keys/secret.h5"), "--input",
-                 str(d / f"c-aegis{comm.size}.h5"), "--out", str(d / "oc.npy"))
-        assert dec.returncode == 0, dec.stderr
-        chk = sh("aegis_hpc.nn.check", "--model", "tiny", "--layers", "1", "--text", TEXT,
-                 "--decrypted", str(d / "oc.npy"))
-        assert chk.returncode == 0, chk.stdout + chk.stderr
-
-    rank0_only(comm, check)
+    blocks and every chunk of their k and v goes on the wire, as the planner predicts."""
+    rank0_only(comm, lambda: check_aegis(ready(work), comm.size, "c", CHUNK_ROW))
 
 
 @pytest.mark.mpi(min_size=2)
