@@ -191,8 +191,9 @@ def run(args, comm) -> int:
             tensors.append(t)
         widths = sorted({t.row_slots for t in tensors})
         if len(widths) != 1:
-            raise UsageError(f"inputs packed with different row widths {widths}: encrypt them in one batch "
-                             "or run them separately")
+            raise UsageError(f"inputs packed with different row widths {widths} (client encrypt picks one per "
+                             f"length): encrypt them with the same --row-slots, e.g. {widths[-1]}, or run them "
+                             "separately")
         try:
             layout = prepared(args.model, params.slots, layers, widths[0]).layout
         except ValueError as e:

@@ -208,6 +208,11 @@ def test_bad_inputs_fail_with_one_line(comm, work):
         long = [t.ciphertexts[0]] * 3
         io.write_ciphertexts(d / "long.h5", long, shape=(65, 32), packing=io.TOKEN_BLOCKS)
         assert "longer" in _one_line_error(infer(d, "x3.h5", 1, inp="long.h5"))[0]
+        # inputs of two row widths in one run (one chunk and feature chunks)
+        r = sh("aegis_hpc.infer", "--model", "tiny", "--layers", "1", "--keys", str(d / "keys/eval.h5"),
+               "--input", str(d / "s.h5"), str(d / "c.h5"), "--output", str(d / "x7.h5"), str(d / "x8.h5"),
+               "--key-holder", str(d / "keys/secret.h5"), n=1)
+        assert "--row-slots" in _one_line_error(r)[0] and not (d / "x7.h5").exists()
         # missing and corrupt files
         assert _one_line_error(infer(d, "x4.h5", 2, inp="nope.h5"))
         (d / "bad.h5").write_bytes(b"not hdf5 at all" * 10)
