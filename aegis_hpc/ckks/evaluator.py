@@ -59,6 +59,7 @@ class Evaluator(LevelMatch):
                 f"this context is {self.params.fingerprint[:16]}…")
         self.keys = keys
         self.ks = ctx.key_switcher()
+        self._const_cols = {}   # (value, limbs) -> column (_const_col)
         # work done, for benchmarks: key switches (relinearisations and rotations) and bootstraps
         self.counts = {"keyswitch": 0, "bootstrap": 0}
 
@@ -86,7 +87,7 @@ class Evaluator(LevelMatch):
         """An integer reduced modulo each held prime, as a column. Cached: a circuit
         (a bootstrap, a layer) meets the same constants again, and each costs a
         host-to-device copy and a Python loop over the limbs."""
-        cache = self.__dict__.setdefault("_const_cols", {})
+        cache = self._const_cols
         key = (value, limbs)
         col = cache.get(key)
         if col is None:

@@ -335,9 +335,11 @@ class BlockTransform:
         s0 = ev.rescale_target_scale(cts[0].scale, level)
         scales = [s0 if ct.scale == cts[0].scale else cts[0].scale * s0 / ct.scale for ct in cts]
         runs = _runs_of(self.plan, share)
+
+        def zero():   # an output with no term (no run of this share, or only zero blocks)
+            return cts[0].with_data(ev.xp.zeros_like(cts[0].data), scale=cts[0].scale * s0)
         if not runs:
-            zero = cts[0].with_data(ev.xp.zeros_like(cts[0].data), scale=cts[0].scale * s0)
-            return [zero] * self.outputs
+            return [zero() for _ in range(self.outputs)]
         babies = [self.plan._rotate_babies(ev, ct) if used else None for ct, used in zip(cts, self._used)]
         n1 = self.plan.n1
         out = []
@@ -354,6 +356,6 @@ class BlockTransform:
 
             total = _horner(ev, runs, inner)
             if total is None:
-                total = cts[0].with_data(ev.xp.zeros_like(cts[0].data), scale=cts[0].scale * s0)
+                total = zero()
             out.append(ev.rescale(total) if rescale and share is None else total)
         return out

@@ -42,19 +42,26 @@ def chunk_slots(features: int) -> int:
     return features & -features
 
 
+def token_block_widths(features: int, max_slots: int, unit: int = 1) -> list[int]:
+    """The row widths a token-blocks tensor of `features` may be packed with, one chunk
+    first: row_slots(features), and chunk_slots(features) where it is smaller, fits the
+    ring and is a multiple of `unit` (the model's head size: a head stays in a chunk)."""
+    one, alt = row_slots(features), chunk_slots(features)
+    return [one] + ([alt] if alt < one and alt % unit == 0 and alt <= max_slots else [])
+
+
 def token_block_slots(rows: int, features: int, max_slots: int, unit: int = 1) -> int:
-    """S, the row width of a token-blocks tensor of rows x features: of one chunk of
-    row_slots(features), or of features / chunk_slots(features) feature chunks, the one
-    with fewer ciphertexts (ties: one chunk). unit: S must be a multiple of it (the
-    model's head size: a head stays inside a chunk)."""
-    best = row_slots(features)
-    alt = chunk_slots(features)
-    if alt < best and alt % unit == 0 and alt <= max_slots:
-        def count(S):
-            return -(-features // S) * -(-rows // rows_per_ciphertext(rows, S, max_slots))
-        if count(alt) < count(best):
-            return alt
-    return best
+    """S, the row width of a token-blocks tensor of rows x features: of
+    token_block_widths, the one with the fewest ciphertexts (ties: one chunk)."""
+    def count(S):
+        return feature_chunks(features, S) * -(-rows // rows_per_ciphertext(rows, S, max_slots))
+    return min(token_block_widths(features, max_slots, unit), key=count)
+
+
+def stored_row_slots(g, features: int) -> int:
+    """The row width of a token-blocks /ciphertexts group: its `row_slots`, or one chunk
+    for files from before feature chunks."""
+    return int(container.attr(g, "row_slots", "i")) if "row_slots" in g.attrs else row_slots(features)
 
 
 def row_width_error(S: int, features: int, max_slots: int, unit: int = 1) -> str | None:
@@ -261,8 +268,7 @@ def _meta(path, g, n) -> dict:
     meta["row_slots"] = 0
     if meta["packing"] == TOKEN_BLOCKS:
         T, F = meta["shape"]
-        # files from before feature chunks have no row_slots: one chunk
-        S = meta["row_slots"] = int(a(g, "row_slots", "i")) if "row_slots" in g.attrs else row_slots(F)
+        S = meta["row_slots"] = stored_row_slots(g, F)
         why = row_width_error(S, F, n // 2)
         if why:
             raise FormatError(f"{path}: {why}")

@@ -25,10 +25,11 @@ def _fmt(name, value) -> str:
     return str(value)
 
 
-def _packing_line(attrs, root, f) -> str:
+def _packing_line(group, f) -> str:
     """Rows per ciphertext, feature chunks and slot use: the share of the ring's slots the values fill."""
-    from .ciphertexts import ROW_PER_CIPHERTEXT, feature_chunks, row_slots, slot_use
+    from .ciphertexts import ROW_PER_CIPHERTEXT, feature_chunks, slot_use, stored_row_slots
 
+    attrs = group.attrs
     T, F = (int(x) for x in np.asarray(attrs["shape"]).ravel())
     total, slots = int(attrs["total"]), int(attrs["slots"])
     data = f["ciphertexts/data"]
@@ -36,7 +37,7 @@ def _packing_line(attrs, root, f) -> str:
     if attrs["packing"] == ROW_PER_CIPHERTEXT:
         per_ct, chunks = "1 row", ""
     else:
-        S = int(attrs["row_slots"]) if "row_slots" in attrs else row_slots(F)
+        S = stored_row_slots(group, F)
         C = feature_chunks(F, S)
         per_ct = f"{slots // S} row(s) of {S} slots"
         chunks = f", features in {C} chunks of {S}" if C > 1 else ""
@@ -66,7 +67,7 @@ def describe(path, verify: bool = False) -> list[str]:
             if isinstance(obj, h5py.Group):
                 lines.append(f"/{name}/" + (f"  {' '.join(shown)}" if shown else ""))
                 if name == "ciphertexts" and "shape" in obj.attrs:
-                    lines.append("  " + _packing_line(obj.attrs, f["/"].attrs, f))
+                    lines.append("  " + _packing_line(obj, f))
                 return
             raw = obj.size * obj.dtype.itemsize
             kind = "virtual" if obj.is_virtual else (

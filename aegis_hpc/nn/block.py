@@ -86,6 +86,13 @@ class PreparedModel:
             W[name].release()
 
 
+def _add_all(ops, parts):
+    total = parts[0]
+    for x in parts[1:]:
+        total = ops.add(total, x)
+    return total
+
+
 def _rotsum(ops, x, steps):
     for s in steps:
         x = ops.add(x, ops.rotate(x, s))
@@ -203,10 +210,7 @@ class EncoderRunner:
         start = self._mask("row_start_mask", B, blk.valid)
 
         def sum_features(x, tag, bound):
-            total = x[0]
-            for part in x[1:]:
-                total = self.ops.add(total, part)
-            return self._window_sum(total, self.L.row_sum_steps(), start, ("rowstart", B, blk.valid), tag, bound)
+            return self._window_sum(_add_all(self.ops, x), self.L.row_sum_steps(), start, ("rowstart", B, blk.valid), tag, bound)
         return sum_features
 
     def _sum_keys(self, blk):
@@ -217,10 +221,7 @@ class EncoderRunner:
         start = self._mask("head_start_mask", B, blk.valid)
 
         def sum_keys(parts, tag, bound, levels=1):
-            total = parts[0]
-            for x in parts[1:]:
-                total = ops.add(total, x)
-            return self._window_sum(total, self.L.head_sum_steps(), start, ("headstart", B, blk.valid), tag, bound,
+            return self._window_sum(_add_all(ops, parts), self.L.head_sum_steps(), start, ("headstart", B, blk.valid), tag, bound,
                                     levels)
         return sum_keys
 

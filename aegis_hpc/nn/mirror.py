@@ -22,8 +22,7 @@ from . import functions as fn
 from . import models
 from .block import Blk, EncoderRunner, PreparedModel, one_process_gather
 from .domains import Domains
-from .ops import MatrixOps, PlainOps
-from .ops import Chunks
+from .ops import Chunks, MatrixOps, PlainOps
 from .packing import Layout, row_slots_for
 from .refresh import prepare
 

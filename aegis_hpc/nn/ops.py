@@ -429,8 +429,6 @@ class ChunkOps:
     def need(self, x, levels, tag, bound):
         if not isinstance(x, Chunks):
             return self.base.need(x, levels, tag, bound)
-        if len(x) == 1:
-            return Chunks([self.base.need(x[0], levels, tag, bound)])
         return Chunks(self.base.need_many(list(x), levels, _chunk_tags(tag, len(x)), bound))
 
     def need_many(self, xs, levels, tags, bound):
@@ -448,8 +446,6 @@ class ChunkOps:
         xs = list(xs)
         if not any(isinstance(x, Chunks) for x in xs):
             return self.base.cheb_many(xs, series, tags, bound)
-        if len(xs) == 1 and len(xs[0]) == 1:
-            return [Chunks([self.base.cheb(xs[0][0], series, tags[0], bound)])]
         flat, flat_tags, _, spans = self._flatten(xs, tags)
         return self._regroup(self.base.cheb_many(flat, series, flat_tags, bound), spans)
 

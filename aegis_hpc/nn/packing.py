@@ -61,11 +61,8 @@ def row_slots_for(cfg, tokens: int, max_slots: int) -> int:
 def layouts(cfg, max_slots: int) -> list:
     """The layouts a `cfg` input may arrive in at some length (one chunk, and feature
     chunks where the rule can pick them): keys must serve both."""
-    widths = {files.row_slots(cfg.hidden)}
-    alt = files.chunk_slots(cfg.hidden)
-    if alt % cfg.head_dim == 0 and alt <= max_slots:
-        widths.add(alt)
-    return [Layout(cfg, max_slots, S) for S in sorted(widths, reverse=True) if S <= max_slots]
+    return [Layout(cfg, max_slots, S) for S in files.token_block_widths(cfg.hidden, max_slots, cfg.head_dim)
+            if S <= max_slots]
 
 
 class Layout:
