@@ -225,6 +225,29 @@ def test_residues_out_of_range_are_refused(ctx, keys, matrix, tmp_path):
         io.read_ciphertexts(path, ctx.params)
 
 
+def test_token_block_row_width_is_checked(ctx, keys, tmp_path):
+    """A token-blocks file records its row width: 12 features in 3 chunks of 4 slots
+    round-trip; a width that is no power of two, or one that does not match the
+    ciphertext count, is refused; a file without the attribute (older files) reads as
+    one chunk."""
+    x = np.random.default_rng(4).uniform(-1, 1, (6, 12))
+    path = tmp_path / "tb.h5"
+    cts = [ctx.encrypt(v, keys[0], slots=v.size) for v in io.pack_rows(x, ctx.params.slots, 4)]
+    assert len(cts) == 3
+    io.write_ciphertexts(path, cts, shape=x.shape, packing=io.TOKEN_BLOCKS, row_width=4)
+    t = io.read_ciphertexts(path, ctx.params)
+    assert t.row_slots == 4 and np.max(np.abs(io.decode_rows(ctx, t, keys[0]) - x)) < DECRYPT_TOL
+    for bad, why in ((3, "not a power of two"), (16, "does not match 3 ciphertexts")):
+        with h5py.File(path, "r+") as f:
+            f["ciphertexts"].attrs["row_slots"] = bad
+        with pytest.raises(io.FormatError, match=why):
+            io.read_ciphertexts(path, ctx.params)
+    with h5py.File(path, "r+") as f:
+        del f["ciphertexts"].attrs["row_slots"]
+    with pytest.raises(io.FormatError, match="with rows of 16"):
+        io.read_ciphertexts(path, ctx.params)
+
+
 def test_sharded_tensor_in_one_process(ctx, keys, matrix, tmp_path):
     """Shards + index without MPI (tests/mpi runs the same under mpirun)."""
     sk = keys[0]
