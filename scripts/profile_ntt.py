@@ -105,11 +105,21 @@ def main():
         rest = timed(cp, lambda: kernels.modup(ks, d, level))
     row("  its conversion (ModUp less the kernel)", max(1e-6, rows[-3][1] - rest), ext.nbytes + d.nbytes)
     row("ModDown (2 polys)", timed(cp, lambda: kernels.moddown(ks, acc, level)), acc.nbytes + 2 * limbs * n * 8)
-    for name in ("moddown_convert", "scale_down_add"):
+    for name in ("moddown_convert", "ntt_fwd_smem_scale"):
         with without(name):
             rest = timed(cp, lambda: kernels.moddown(ks, acc, level))
         row(f"  its {name} (ModDown less the kernel)", max(1e-6, rows[-1 if name == 'moddown_convert' else -2][1] - rest),
             acc.nbytes)
+    acc32 = acc.astype(np.uint32)    # the key inner product's words (older code: 64-bit only)
+    if hasattr(kernels, "ntt_scale_down_add"):
+        row("ModDown (2 polys) of 32-bit words", timed(cp, lambda: kernels.moddown(ks, acc32, level)),
+            acc32.nbytes + 2 * limbs * n * 8)
+    keep = limbs - prm.primes_per_level
+    top_idx = list(range(keep, limbs))
+    top_q = [prm.q[i] for i in top_idx]
+    qkeep = ring.q_col(range(keep))
+    row(f"rescale (2 polys, {limbs} -> {keep} limbs)",
+        timed(cp, lambda: kernels.rescale(ring, x64, keep, top_idx, top_q, qkeep)), x64.nbytes + 2 * keep * n * 8)
     key = type("Key", (), {})()
     key.b = cp.asarray(rng.integers(0, 1 << 30, ext.shape, dtype=np.uint64).astype(np.uint32))
     key.a = key.b.copy()

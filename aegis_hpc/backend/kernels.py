@@ -111,20 +111,10 @@ __device__ __forceinline__ RowPart chunk_of(int& c, const int* rsel, const int* 
     return row_part(r, (size_t)c << logc, rsel, prow, tw, qns, qs, logn);
 }
 
-/* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 */
-template <typename Ti, typename To, int LOGCH>
-__global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
-                            const u32* qns, const u32* qs, int logn, long long rows) {
+/* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 of one column */
+template <int LOGCH>
+__device__ __forceinline__ void fwd_top_stages(u32 (&v)[1 << LOGCH], const u32* w, u32 q, u32 qn) {
     const int CH = 1 << LOGCH;
-    int logc = logn - LOGCH;
-    RowPart x;
-    if (!column_of(x, rsel, prow, psi, qns, qs, logn, logc, rows)) return;
-    const u32 q = x.q, qn = x.qn;
-    const size_t off = x.off;
-    const u32* w = x.w;
-    u32 v[CH];
-#pragma unroll
-    for (int i = 0; i < CH; ++i) v[i] = (u32)src[off + ((size_t)i << logc)];
 #pragma unroll
     for (int s = 0; s < LOGCH; ++s) {
         const int m = 1 << s, span = CH >> (s + 1);   /* butterfly half-span t = span * C */
@@ -140,8 +130,73 @@ __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* 
             }
         }
     }
+}
+
+template <typename Ti, typename To, int LOGCH>
+__global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
+                            const u32* qns, const u32* qs, int logn, long long rows) {
+    const int CH = 1 << LOGCH;
+    int logc = logn - LOGCH;
+    RowPart x;
+    if (!column_of(x, rsel, prow, psi, qns, qs, logn, logc, rows)) return;
+    u32 v[CH];
 #pragma unroll
-    for (int i = 0; i < CH; ++i) dst[off + ((size_t)i << logc)] = (To)v[i];
+    for (int i = 0; i < CH; ++i) v[i] = (u32)src[x.off + ((size_t)i << logc)];
+    fwd_top_stages<LOGCH>(v, x.w, x.q, x.qn);
+#pragma unroll
+    for (int i = 0; i < CH; ++i) dst[x.off + ((size_t)i << logc)] = (To)v[i];
+}
+
+/* rescale: the centred CRT lift of the dropped primes' coefficients at tp (k = 1 or 2 rows, N
+   apart) as a magnitude and a sign, |value| <= q0 q1 / 2 < 2^62 */
+__device__ __forceinline__ bool centred_lift(const u64* tp, int N, int k, u64 q0, u64 q1, u64 inv01,
+                                             u64 mu1, u64& mag) {
+    u64 x0 = tp[0];
+    u64 big, v;
+    if (k == 1) {
+        big = q0; v = x0;
+    } else {
+        u64 x1 = tp[N];
+        u64 t = x1 + q1 - barrett(x0, q1, mu1);
+        t = t >= q1 ? t - q1 : t;
+        t = barrett(mul32(t, inv01), q1, mu1);
+        v = x0 + mul32(t, q0);
+        big = q0 * q1;
+    }
+    const bool neg = v > big / 2;
+    mag = neg ? big - v : v;
+    return neg;
+}
+__device__ __forceinline__ u32 signed_residue(u64 mag, bool neg, u64 q, u64 mu) {
+    const u64 m = barrett(mag, q, mu);
+    return (u32)((neg && m) ? q - m : m);
+}
+
+/* rescale's first NTT pass over the kept limbs of polys polynomials (rows poly * keep + i):
+   each position's residue of the lift is made here from the dropped primes' coefficients
+   top (polys, k, N), which stay in L2, instead of being written by a lift pass and read back */
+template <int LOGCH>
+__global__ void ntt_fwd_top_lift(const u64* top, u32* dst, const int* prow, const u32* psi, const u32* qns,
+                                 const u32* qs, const u64* mus, int k, u64 q0, u64 q1, u64 inv01, u64 mu1,
+                                 int keep, int logn, long long rows) {
+    const int CH = 1 << LOGCH;
+    const int logc = logn - LOGCH, N = 1 << logn;
+    RowPart x;
+    if (!column_of(x, nullptr, prow, psi, qns, qs, logn, logc, rows)) return;
+    const long long r = (long long)(x.off >> logn);
+    const int col = (int)(x.off & (N - 1));
+    const u64* tp = top + (size_t)(r / keep) * k * N + col;
+    const u64 q = x.q, mu = mus[x.p];
+    u32 v[CH];
+#pragma unroll
+    for (int i = 0; i < CH; ++i) {
+        u64 mag;
+        const bool neg = centred_lift(tp + ((size_t)i << logc), N, k, q0, q1, inv01, mu1, mag);
+        v[i] = signed_residue(mag, neg, q, mu);
+    }
+    fwd_top_stages<LOGCH>(v, x.w, x.q, x.qn);
+#pragma unroll
+    for (int i = 0; i < CH; ++i) dst[x.off + ((size_t)i << logc)] = v[i];
 }
 
 /* one C = 2^LOGC-element chunk of one row per block, stages m = N/C .. N/2 (bits LOGC-1 .. 0
@@ -178,16 +233,11 @@ __device__ __forceinline__ void round_stage(u32 (&v)[8], const u32* w, int kb, u
     }
 }
 
-template <typename Ti, typename To, int LOGC>
-__global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
-                             const u32* qns, const u32* qs, int logn) {
-    extern __shared__ u32 s[];
-    constexpr int C = 1 << LOGC;
+/* the shared-memory stages of one chunk, left in s (padded) for the kernel's store */
+template <typename Ti, int LOGC>
+__device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& x, int cbase, int logn) {
     const int j = threadIdx.x;
-    int c;
-    RowPart x = chunk_of(c, rsel, prow, psi, qns, qs, logn, LOGC);
     const u32 q = x.q, qn = x.qn;
-    const int cbase = c << LOGC;
     u32 v[8];
 #pragma unroll
     for (int hi = LOGC - 1; hi >= 0; hi -= 3) {
@@ -211,8 +261,50 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
         for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
     }
     __syncthreads();
+}
+
+template <typename Ti, typename To, int LOGC>
+__global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
+                             const u32* qns, const u32* qs, int logn) {
+    extern __shared__ u32 s[];
+    constexpr int C = 1 << LOGC;
+    int c;
+    RowPart x = chunk_of(c, rsel, prow, psi, qns, qs, logn, LOGC);
+    fwd_chunk<Ti, LOGC>(s, src, x, c << LOGC, logn);
 #pragma unroll
-    for (int i = j; i < C; i += C / 8) dst[x.off + i] = (To)s[padded(i)];
+    for (int i = threadIdx.x; i < C; i += C / 8) dst[x.off + i] = (To)s[padded(i)];
+}
+
+/* the same pass storing ModDown's and rescale's last step instead of the transform b:
+   out = ((a_c + q - b) inv + add_c[perm]) mod q, where a_c is rows row0 .. row0 + limbs of
+   a's polynomial c (poly_rows rows apart: ModDown skips the P rows, rescale the dropped
+   limbs), inv (Shoup pair inv, invsh) per limb, and add_c (rows N apart, null for none) the
+   rest of the operation's result: a rotation's gathered c0, a product's d0 and d1. b's
+   transform is never written back, and no separate pass reads it again. */
+template <typename Ti, typename TA, int LOGC>
+__global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* psi, const u32* qns,
+                                   const u32* qs, int logn, const TA* a, u64* out, const u32* inv,
+                                   const u32* invsh, const u64* add0, const u64* add1, const i64* perm,
+                                   int row0, int poly_rows, int limbs) {
+    extern __shared__ u32 s[];
+    constexpr int C = 1 << LOGC;
+    int c;
+    RowPart x = chunk_of(c, nullptr, prow, psi, qns, qs, logn, LOGC);
+    const int cbase = c << LOGC;
+    fwd_chunk<Ti, LOGC>(s, src, x, cbase, logn);
+    const long long row = blockIdx.x >> (logn - LOGC);
+    const int poly = (int)(row / limbs), r = (int)(row - (long long)poly * limbs);
+    const u32 q = x.q, w = inv[r], ws = invsh[r];
+    const TA* ar = a + (((size_t)poly * poly_rows + row0 + r) << logn);
+    const u64* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
+    const u64* adr = ad ? ad + ((size_t)r << logn) : 0;
+#pragma unroll
+    for (int i = threadIdx.x; i < C; i += C / 8) {
+        const int n = cbase + i;
+        u32 v = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
+        if (adr) v = add_q(v, (u32)adr[perm ? (int)perm[n] : n], q);
+        out[x.off + i] = v;
+    }
 }
 
 /* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 in shared memory, N^-1 folded in when
@@ -292,10 +384,11 @@ __global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi
     for (int i = 0; i < CH; ++i) x[off + ((size_t)i << logc)] = (T)shoup_mul(v[i], ni, nis, q);
 }
 
-/* ---- key switching: sum_j ext_j[perm] * key_j, automorphism fused as a gather */
+/* ---- key switching: sum_j ext_j[perm] * key_j, automorphism fused as a gather; 32-bit words
+   out (ModDown reads them twice: its P rows' INTT and its last step's Q rows) */
 template <typename TE>
 __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64* perm,
-                         const u64* qs, const u64* mus, u64* out, int digits, int rows,
+                         const u64* qs, const u64* mus, u32* out, int digits, int rows,
                          int logn, long long ext_dstride, long long key_dstride) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int N = 1 << logn;
@@ -314,8 +407,8 @@ __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64*
         acc1 += mul32(e, ka[(size_t)j * key_dstride + koff]);
         if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
     }
-    out[(size_t)r * N + n] = barrett(acc0, q, mu);
-    out[(size_t)rows * N + (size_t)r * N + n] = barrett(acc1, q, mu);
+    out[(size_t)r * N + n] = (u32)barrett(acc0, q, mu);
+    out[(size_t)rows * N + (size_t)r * N + n] = (u32)barrett(acc1, q, mu);
 }
 
 /* ---- sum_t ct_t * pt_t over the first `limbs` rows of both polynomials, one pass:
@@ -488,35 +581,9 @@ __global__ void moddown_convert(const u64* pc, u32* out, const u64* p_q, const u
     }
 }
 
-/* ---- the last step of ModDown and rescale, with what follows them fused in:
-   out_c = ((a_c + q - b_c) * inv + add_c[perm]) mod q for each polynomial c, where a_c
-   is rows row0 .. row0+limbs of a's polynomial c (poly_rows rows apart: ModDown skips
-   the P rows, rescale the dropped limbs), and add_c (rows N apart, null for none) is
-   the rest of the operation's result: a rotation's gathered c0, a product's d0 and d1 */
-template <typename TB>
-__global__ void scale_down_add(const u64* a, const TB* b, u64* out, const u64* inv, const u64* qs,
-                               const u64* mus, const u64* add0, const u64* add1, const i64* perm,
-                               int row0, int poly_rows, int limbs, int logn, long long polys) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    long long per_poly = (long long)limbs << logn;
-    if (tid >= polys * per_poly) return;
-    long long c = tid / per_poly;
-    long long rn = tid - c * per_poly;
-    int r = (int)(rn >> logn), n = (int)(rn & (N - 1));
-    u64 q = qs[r];
-    u64 x = a[((size_t)c * poly_rows + row0 + r) * N + n] + q - (u64)b[tid];
-    u64 v = barrett(mul32(x, inv[r]), q, mus[r]);
-    const u64* ad = c == 0 ? add0 : (c == 1 ? add1 : 0);
-    if (ad) {
-        v += ad[(size_t)r * N + (perm ? (int)perm[n] : n)];
-        v = v >= q ? v - q : v;
-    }
-    out[tid] = v;
-}
-
-/* ---- rescale: centred CRT lift of the dropped primes, reduced mod each kept prime */
-extern "C" __global__ void rescale_lift(const u64* top, u64* res, const u64* keep_q, const u64* keep_mu,
+/* ---- rescale: centred CRT lift of the dropped primes, reduced mod each kept prime (rings
+   too small for a register pass: ntt_fwd_top_lift does this inside the NTT otherwise) */
+extern "C" __global__ void rescale_lift(const u64* top, u32* res, const u64* keep_q, const u64* keep_mu,
                                         int k, u64 q0, u64 q1, u64 inv01, u64 mu1, int keep,
                                         int logn, long long polys) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -524,27 +591,10 @@ extern "C" __global__ void rescale_lift(const u64* top, u64* res, const u64* kee
     if (tid >= polys * N) return;
     long long c = tid >> logn;
     int n = (int)(tid & (N - 1));
-    const u64* tp = top + (size_t)c * k * N + n;
-    u64 x0 = tp[0];
-    u64 big, v;
-    if (k == 1) {
-        big = q0; v = x0;
-    } else {
-        u64 x1 = tp[N];
-        u64 t = x1 + q1 - barrett(x0, q1, mu1);
-        t = t >= q1 ? t - q1 : t;
-        t = barrett(mul32(t, inv01), q1, mu1);
-        v = x0 + mul32(t, q0);
-        big = q0 * q1;
-    }
-    int neg = v > big / 2;
-    u64 mag = neg ? big - v : v;       /* |centred value| */
-    u64* rp = res + (size_t)c * keep * N + n;
-    for (int i = 0; i < keep; ++i) {
-        u64 q = keep_q[i];
-        u64 m = barrett(mag, q, keep_mu[i]);
-        rp[(size_t)i * N] = (neg && m) ? q - m : m;
-    }
+    u64 mag;
+    const bool neg = centred_lift(top + (size_t)c * k * N + n, N, k, q0, q1, inv01, mu1, mag);
+    u32* rp = res + (size_t)c * keep * N + n;
+    for (int i = 0; i < keep; ++i) rp[(size_t)i * N] = signed_residue(mag, neg, keep_q[i], keep_mu[i]);
 }
 """
 
@@ -701,7 +751,9 @@ def _templates():
             names += [f"{k}<{ti}, {to}, {c}>" for k in ("ntt_fwd_smem", "intt_smem") for c in SMEM_LOGS]
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
-        names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>", f"scale_down_add<{ti}>"]
+        names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>"]
+        names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}>" for c in SMEM_LOGS]
+    names += [f"ntt_fwd_top_lift<{k}>" for k in range(1, MAX_TOP_LOG + 1)]
     names += [f"{k}<{a}>" for k in ("modup_convert", "moddown_convert", "basis_convert") for a in CONVERT_BOUNDS]
     return names
 
@@ -802,7 +854,7 @@ def _ring_dev(ring):
         d = {
             "psi": mont(ring._psi), "ipsi": mont(ring._ipsi),
             "qn": cp.asarray(np.array([(-pow(int(x), -1, 1 << 32)) % (1 << 32) for x in q], dtype=np.uint32)),
-            "q": cp.asarray(q.astype(np.uint32)),
+            "q": cp.asarray(q.astype(np.uint32)), "mu": cp.asarray(_mu_of(q)),
             "ninv": u32(ring._ninv), "ninvsh": u32(ring._ninv_sh),
             "prow": {},
         }
@@ -920,14 +972,15 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
 
 # ---------------------------------------------------------------- key switching
 def ks_inner(ext, key, qc, rows, perm=None):
-    """(2, rows, N): sum over digits j of ext[j][:, perm] * (key.b[j], key.a[j]) mod q (rows P then Q)."""
+    """(2, rows, N) uint32: sum over digits j of ext[j][:, perm] * (key.b[j], key.a[j]) mod q
+    (rows P then Q)."""
     cp = _cp()
     ext = cp.ascontiguousarray(cp.asarray(ext))
     kb = cp.ascontiguousarray(cp.asarray(key.b), dtype=np.uint32)
     ka = cp.ascontiguousarray(cp.asarray(key.a), dtype=np.uint32)
     digits, _, n = ext.shape
     logn = n.bit_length() - 1
-    out = cp.empty((2, rows, n), dtype=np.uint64)
+    out = cp.empty((2, rows, n), dtype=np.uint32)
     q = cp.ascontiguousarray(qc.ravel())
     mu = _mu_col(qc).ravel()
     if perm is not None:
@@ -1112,15 +1165,16 @@ def _modup_consts(ks, level):
 
 def moddown(ks, acc, level, addend=None, perm=None):
     """KeySwitcher.moddown on the device: INTT of the P rows, one kernel for the
-    conversion P -> Q_l with the centring, NTT, then (acc_Q - conv) * P^-1 (+ addend)."""
+    conversion P -> Q_l with the centring, then its NTT, whose last pass stores
+    (acc_Q - conv) * P^-1 (+ addend). acc: 32- or 64-bit words."""
     cp = _cp()
     ring = ks.ring
     n_p = ks.n_p
     limbs = ks.params.limbs_at(level)
-    q_idx = list(range(limbs))
+    q_idx = range(limbs)
     bound = _convert_bound(n_p, "ModDown")
-    p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx)
-    k = _converter_consts(ks._converter(("down", level), ks.p_idx, q_idx))
+    p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx, out_dtype=np.uint64)
+    k = _converter_consts(ks._converter(("down", level), ks.p_idx, list(q_idx)))
     n = ring.n
     polys = p_coeff.size // (n_p * n)
     conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint32)   # residues < 2^31: half the traffic
@@ -1128,18 +1182,40 @@ def moddown(ks, acc, level, addend=None, perm=None):
                            (p_coeff, conv, k["src_q"], k["src_mu"], k["hat_inv"], k["dst_q"], k["dst_mu"],
                             k["hat_mod"], ks.neg_p_multiples(level), np.int32(n_p), np.int32(limbs),
                             np.int32(ring.log_n), np.int64(polys)))
-    conv = ntt(ring, conv, q_idx, inplace=True)
-    return scale_down_add(acc, n_p, conv, ks.p_inverse(level), ring.q_col(q_idx), addend, perm)
+    return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, ks.p_inverse(level), ring.q_col(q_idx), addend, perm)
 
 
-def scale_down_add(a, row0, b, inv, qc, addend=None, perm=None):
-    """(..., limbs, N): (a[..., row0:row0+limbs, :] + q - b) * inv mod q, plus addend[c]
-    (gathered by perm when given) on polynomial c where addend[c] is not None; a is
-    C-contiguous (..., rows, N), b C-contiguous (..., limbs, N) of 32- or 64-bit words,
-    inv a (limbs, 1) column."""
+def _shoup_pair(col, qc):
+    """A (limbs, 1) column of multipliers as 32-bit words and their Shoup quotients
+    floor(w 2^32 / q), cached like _mu_col (the callers' columns are cached themselves)."""
+    cache = _state.setdefault("shoup", {})
+    key = (col.data.ptr, col.shape, qc.data.ptr)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit[1]
     cp = _cp()
+    w = cp.asnumpy(col).astype(np.uint64).ravel()
+    q = cp.asnumpy(qc).astype(np.uint64).ravel()
+    pair = (cp.asarray(w.astype(np.uint32)), cp.asarray(((w << np.uint64(32)) // q).astype(np.uint32)))
+    cache[key] = ((col, qc), pair)
+    return pair
+
+
+def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, top_done=False):
+    """(..., limbs, N) uint64: (a[..., row0:row0+limbs, :] + q - NTT(b)) * inv mod q, plus
+    addend[c] (gathered by perm when given) on polynomial c where addend[c] is not None.
+
+    b: C-contiguous (..., limbs, N) uint32 in coefficient form over primes idx, used as
+    scratch (its top NTT stages run in place); a: (..., rows, N) of 32- or 64-bit words;
+    inv: a (limbs, 1) column. The NTT's shared-memory pass stores the result, so the
+    transform of b never goes back to memory. top_done: b has had its register pass (rescale's
+    ntt_fwd_top_lift makes b and runs it in one)."""
+    cp = _cp()
+    if b.dtype != np.uint32 or not b.flags.c_contiguous:
+        raise ValueError("ntt_scale_down_add: b must be C-contiguous uint32")
     limbs, n = b.shape[-2], b.shape[-1]
     polys = b.size // (limbs * n)
+    rows = polys * limbs
     a = cp.ascontiguousarray(a)
     adds = [None, None]
     for c, x in enumerate(addend or ()):
@@ -1149,19 +1225,30 @@ def scale_down_add(a, row0, b, inv, qc, addend=None, perm=None):
             adds[c] = x
     if perm is not None:
         perm = cp.ascontiguousarray(perm, dtype=np.int64)
+    w, ws = _shoup_pair(inv, qc)
+    d = _ring_dev(ring)
+    prow = _prow(ring, idx, rows)
+    logn = ring.log_n
+    logc = min(SMEM_LOG, logn)
+    top = logn - logc
+    if top and not top_done:
+        _fn(f"ntt_fwd_top<u32, u32, {top}>")(
+            _grid(rows << logc), (THREADS,),
+            (b, b, np.uint64(0), prow, d["psi"], d["qn"], d["q"], np.int32(logn), np.int64(rows)))
     out = cp.empty(b.shape, dtype=np.uint64)
-    q = cp.ascontiguousarray(qc.ravel())
-    _fn(f"scale_down_add<{_word(b)}>")(_grid(polys * limbs * n), (THREADS,),
-                          (a, b, out, cp.ascontiguousarray(inv.ravel()), q, _mu_col(qc).ravel(),
-                           _null(adds[0]), _null(adds[1]), _null(perm), np.int32(row0), np.int32(a.shape[-2]),
-                           np.int32(limbs), np.int32(n.bit_length() - 1), np.int64(polys)))
+    _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}>")(
+        (rows << top,), (1 << (logc - 3),),
+        (b, prow, d["psi"], d["qn"], d["q"], np.int32(logn), a, out, w, ws, _null(adds[0]), _null(adds[1]),
+         _null(perm), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs)),
+        shared_mem=_smem_bytes(logc))
     return out
 
 
 # ---------------------------------------------------------------- rescale
 def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
-    """Rescale (2, limbs, N) NTT data by the primes top_q: INTT of the top limbs, centred lift,
-    NTT over the kept limbs, (c - lift) * (prod top_q)^-1 — identical to Evaluator.rescale's numpy path."""
+    """Rescale (2, limbs, N) NTT data by the primes top_q: INTT of the top limbs, centred lift
+    (32-bit words), its NTT over the kept limbs storing (c - lift) * (prod top_q)^-1 — identical
+    to Evaluator.rescale's numpy path."""
     cp = _cp()
     top = intt(ring, data[:, keep:], top_idx)
     k = len(top_q)
@@ -1178,13 +1265,22 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
         consts = (cp.asarray(qs), cp.asarray(_mu_of(qs)))
         keep_q[key] = consts
     n = ring.n
+    logn = ring.log_n
     polys = data.shape[0]
-    res = cp.empty((polys, keep, n), dtype=np.uint64)
-    _fn("rescale_lift")(_grid(polys * n), (THREADS,),
-                        (top, res, consts[0], consts[1], np.int32(k), np.uint64(q0), np.uint64(q1),
-                         np.uint64(inv01), np.uint64((1 << 64) // q1 if k == 2 else 0), np.int32(keep),
-                         np.int32(ring.log_n), np.int64(polys)))
-    res = ntt(ring, res, list(range(keep)), inplace=True)
+    res = cp.empty((polys, keep, n), dtype=np.uint32)
+    lift = (np.int32(k), np.uint64(q0), np.uint64(q1), np.uint64(inv01),
+            np.uint64((1 << 64) // q1 if k == 2 else 0), np.int32(keep))
+    top_log = logn - min(SMEM_LOG, logn)
+    if top_log:    # the lift is made inside the NTT's register pass
+        d = _ring_dev(ring)
+        rows = polys * keep
+        _fn(f"ntt_fwd_top_lift<{top_log}>")(
+            _grid(rows << (logn - top_log)), (THREADS,),
+            (top, res, _prow(ring, range(keep), rows), d["psi"], d["qn"], d["q"], d["mu"], *lift,
+             np.int32(logn), np.int64(rows)))
+    else:
+        _fn("rescale_lift")(_grid(polys * n), (THREADS,),
+                            (top, res, consts[0], consts[1], *lift, np.int32(logn), np.int64(polys)))
     if inv is None:
         inv_cache = _state.setdefault("rescale_inv", {})
         ikey = (key, tuple(int(x) for x in top_q))
@@ -1193,7 +1289,7 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
             big = math.prod(int(x) for x in top_q)
             inv = cp.asarray(np.array([pow(big % q, -1, q) for q in key], dtype=np.uint64))[:, None]
             inv_cache[ikey] = inv
-    return scale_down_add(data, 0, res, inv, qc)
+    return ntt_scale_down_add(ring, res, range(keep), data, 0, inv, qc, top_done=True)
 
 
 def chacha20_rows(key_words, nonces, counter0, blocks):

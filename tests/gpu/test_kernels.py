@@ -235,27 +235,33 @@ def test_barrett_constants_cached_for_views_of_a_column():
     assert len(kernels._state["mu"]) == size
 
 
-@pytest.mark.parametrize("row0,perm,adds", [(0, False, (False, False)), (2, False, (True, True)),
-                                            (3, True, (True, False))])
-def test_scale_down_add_bit_exact(row0, perm, adds):
-    """ModDown's and rescale's last step with a rotation's gathered c0 or a product's d0, d1 fused in."""
+@pytest.mark.parametrize("log_n,row0,perm,adds", [(12, 0, False, (False, False)), (13, 2, False, (True, True)),
+                                                  (14, 3, True, (True, False))])
+def test_ntt_scale_down_add_bit_exact(log_n, row0, perm, adds):
+    """ModDown's and rescale's last step stored by the NTT's shared-memory pass: (a - NTT(b)) * inv
+    with a rotation's gathered c0 or a product's d0, d1 fused in; a in 64- or 32-bit words."""
     rng = np.random.default_rng(row0)
-    primes = mixed_primes(12, 7)
-    n, limbs = 1 << 12, 4
+    primes = mixed_primes(log_n, 7)
+    n, limbs = 1 << log_n, 4
+    ref, dev = ring_pair(primes[:limbs], log_n)
     qc = np.array(primes[:limbs], dtype=np.uint64)[:, None]
     full = np.stack([residues(rng, primes[:row0] + primes[:limbs] + primes[:1], n) for _ in range(2)])
     b = residues(rng, primes[:limbs], n, (2,))
     inv = residues(rng, primes[:limbs], 1)
     addend = [residues(rng, primes[:limbs], n) if on else None for on in adds]
     p = rng.permutation(n) if perm else None
-    want = (full[:, row0:row0 + limbs] + qc - b) * inv % qc
+    with using("numpy"):
+        b_ntt = ref.ntt(b, list(range(limbs)))
+    want = (full[:, row0:row0 + limbs] + qc - b_ntt) * inv % qc
     for c, x in enumerate(addend):
         if x is not None:
             want[c] = (want[c] + (x if p is None else x[:, p])) % qc
-    for word in (np.uint64, np.uint32):        # ModDown's conversion hands over 32-bit words
-        got = kernels.scale_down_add(cp.asarray(full), row0, cp.asarray(b.astype(word)), cp.asarray(inv),
-                                     cp.asarray(qc), [None if x is None else cp.asarray(x) for x in addend],
-                                     None if p is None else cp.asarray(p))
+    for word in (np.uint64, np.uint32):        # the key inner product hands over 32-bit words
+        got = kernels.ntt_scale_down_add(dev, cp.asarray(b.astype(np.uint32)), range(limbs),
+                                         cp.asarray(full.astype(word)), row0, cp.asarray(inv), cp.asarray(qc),
+                                         [None if x is None else cp.asarray(x) for x in addend],
+                                         None if p is None else cp.asarray(p))
+        assert got.dtype == np.uint64
         np.testing.assert_array_equal(cp.asnumpy(got), want)
 
 
