@@ -1,6 +1,6 @@
-"""Where a bootstrap's time goes on the host: one full-slot bootstrap at a preset
-(default n16-boot) after a warm-up, timed back to back and between CUDA events, the
-host time to enqueue one, the kernel launches it makes, then cProfile's hot spots.
+"""Where a bootstrap's time goes: one full-slot bootstrap at a preset (default n16-boot)
+after a warm-up, timed back to back and between CUDA events, the host time to enqueue
+one, device time by kernel (an event pair per launch), then cProfile's hot spots.
 
     AEGIS_BACKEND=cupy python scripts/profile_bootstrap.py [--preset n16-boot] [--reps 5]
 """
@@ -12,6 +12,48 @@ import time
 import numpy as np
 
 from aegis_hpc import backend as be
+
+
+def by_kernel(cp, ev, ct):
+    """Device time of one bootstrap by kernel: every launch through kernels._fn / _ew
+    between its own pair of events (cupy's own copies and arithmetic fall in 'other')."""
+    from collections import defaultdict
+
+    from aegis_hpc.backend import kernels
+
+    events = defaultdict(list)
+    real_fn, real_ew = kernels._fn, kernels._ew
+
+    def timed(name, launch):
+        def call(*args, **kw):
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            out = launch(*args, **kw)
+            stop.record()
+            events[name].append((start, stop))
+            return out
+        return call
+
+    kernels._fn = lambda name: timed(name.split("<")[0], real_fn(name))
+    kernels._ew = lambda name: timed(name, real_ew(name))
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    try:
+        start.record()
+        ev.bootstrap(ct)
+        stop.record()
+        stop.synchronize()
+    finally:
+        kernels._fn, kernels._ew = real_fn, real_ew
+    total = cp.cuda.get_elapsed_time(start, stop)
+    rows = sorted(((sum(cp.cuda.get_elapsed_time(s, e) for s, e in ev_), len(ev_), name)
+                   for name, ev_ in events.items()), reverse=True)
+    print(f"device time by kernel, one bootstrap with an event pair per launch ({total:.1f} ms between the outer events)")
+    print("| kernel | launches | ms | % |")
+    print("|---|---|---|---|")
+    for ms, count, name in rows:
+        print(f"| {name} | {count} | {ms:.2f} | {100 * ms / total:.1f} |")
+    rest = total - sum(r[0] for r in rows)
+    print(f"| other (cupy copies and arithmetic, gaps) | | {rest:.2f} | {100 * rest / total:.1f} |")
 
 
 def main():
@@ -46,20 +88,7 @@ def main():
     stop.synchronize()
     print(f"bootstrap: host returns after {1e3 * (t1 - t0) / a.reps:.1f} ms/op, back to back "
           f"{1e3 * (t2 - t0) / a.reps:.1f} ms/op, one between events {cp.cuda.get_elapsed_time(start, stop):.1f} ms")
-    launches = {"n": 0}
-    for cls in (cp.RawKernel, cp.ElementwiseKernel, cp.ReductionKernel):
-        orig = cls.__call__
-
-        def counted(self, *args, _orig=orig, **kw):
-            launches["n"] += 1
-            return _orig(self, *args, **kw)
-        try:
-            cls.__call__ = counted
-        except TypeError:
-            pass
-    ev.bootstrap(ct)
-    sync()
-    print(f"kernel launches through RawKernel/ElementwiseKernel/ReductionKernel: {launches['n']} per bootstrap")
+    by_kernel(cp, ev, ct)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(a.reps):
