@@ -583,7 +583,7 @@ __global__ void moddown_convert(const u64* pc, u32* out, const u64* p_q, const u
 
 /* ---- rescale: centred CRT lift of the dropped primes, reduced mod each kept prime (rings
    too small for a register pass: ntt_fwd_top_lift does this inside the NTT otherwise) */
-extern "C" __global__ void rescale_lift(const u64* top, u32* res, const u64* keep_q, const u64* keep_mu,
+extern "C" __global__ void rescale_lift(const u64* top, u32* res, const u32* keep_q, const u64* keep_mu,
                                         int k, u64 q0, u64 q1, u64 inv01, u64 mu1, int keep,
                                         int logn, long long polys) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -925,6 +925,16 @@ def _null(p):
     return p if p is not None else np.uint64(0)
 
 
+def _fwd_top(ring, src, dst, sel, prow, rows):
+    """The forward transform's register pass (stages above the shared-memory chunk) over rows."""
+    d = _ring_dev(ring)
+    logn = ring.log_n
+    logc = min(SMEM_LOG, logn)
+    _fn(f"ntt_fwd_top<{_word(src)}, {_word(dst)}, {logn - logc}>")(
+        _grid(rows << logc), (THREADS,),
+        (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn), np.int64(rows)))
+
+
 @_host_in_host_out
 def ntt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     """Forward negacyclic NTT of (..., L, N), limbs mod primes `idx`; bit-identical to
@@ -937,9 +947,7 @@ def ntt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     logn = ring.log_n
     top = logn - logc
     if top:
-        _fn(f"ntt_fwd_top<{_word(src)}, {_word(dst)}, {top}>")(
-            _grid(rows << logc), (THREADS,),
-            (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn), np.int64(rows)))
+        _fwd_top(ring, src, dst, sel, prow, rows)
         src = dst
     _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
@@ -1232,9 +1240,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     logc = min(SMEM_LOG, logn)
     top = logn - logc
     if top and not top_done:
-        _fn(f"ntt_fwd_top<u32, u32, {top}>")(
-            _grid(rows << logc), (THREADS,),
-            (b, b, np.uint64(0), prow, d["psi"], d["qn"], d["q"], np.int32(logn), np.int64(rows)))
+        _fwd_top(ring, b, b, None, prow, rows)
     out = cp.empty(b.shape, dtype=np.uint64)
     _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
@@ -1257,13 +1263,7 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
     q0 = int(top_q[0])
     q1 = int(top_q[1]) if k == 2 else 1
     inv01 = pow(q0, -1, q1) if k == 2 else 0
-    keep_q = _state.setdefault("keepq", {})
     key = tuple(ring.primes[:keep])
-    consts = keep_q.get(key)
-    if consts is None:
-        qs = np.array(key, dtype=np.uint64)
-        consts = (cp.asarray(qs), cp.asarray(_mu_of(qs)))
-        keep_q[key] = consts
     n = ring.n
     logn = ring.log_n
     polys = data.shape[0]
@@ -1271,8 +1271,8 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
     lift = (np.int32(k), np.uint64(q0), np.uint64(q1), np.uint64(inv01),
             np.uint64((1 << 64) // q1 if k == 2 else 0), np.int32(keep))
     top_log = logn - min(SMEM_LOG, logn)
+    d = _ring_dev(ring)     # the kept limbs are the ring's first rows: its prime and Barrett tables
     if top_log:    # the lift is made inside the NTT's register pass
-        d = _ring_dev(ring)
         rows = polys * keep
         _fn(f"ntt_fwd_top_lift<{top_log}>")(
             _grid(rows << (logn - top_log)), (THREADS,),
@@ -1280,7 +1280,7 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
              np.int32(logn), np.int64(rows)))
     else:
         _fn("rescale_lift")(_grid(polys * n), (THREADS,),
-                            (top, res, consts[0], consts[1], *lift, np.int32(logn), np.int64(polys)))
+                            (top, res, d["q"], d["mu"], *lift, np.int32(logn), np.int64(polys)))
     if inv is None:
         inv_cache = _state.setdefault("rescale_inv", {})
         ikey = (key, tuple(int(x) for x in top_q))
