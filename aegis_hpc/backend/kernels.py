@@ -349,21 +349,10 @@ __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* pr
     }
 }
 
-/* inverse, stages t = C .. N/2 (columns in registers), then N^-1; in place */
-template <typename T, int LOGCH>
-__global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi, const u32* qns,
-                         const u32* qs, const u32* ninv, const u32* ninvsh, int logn, long long rows) {
+/* inverse (Gentleman-Sande): stages t = C .. N/2 of one column */
+template <int LOGCH>
+__device__ __forceinline__ void inv_top_stages(u32 (&v)[1 << LOGCH], const u32* w, u32 q, u32 qn) {
     const int CH = 1 << LOGCH;
-    int logc = logn - LOGCH;
-    RowPart xr;
-    if (!column_of(xr, rsel, prow, ipsi, qns, qs, logn, logc, rows)) return;
-    const int p = xr.p;
-    const u32 q = xr.q, qn = xr.qn;
-    const size_t off = xr.off;
-    const u32* w = xr.w;
-    u32 v[CH];
-#pragma unroll
-    for (int i = 0; i < CH; ++i) v[i] = (u32)x[off + ((size_t)i << logc)];
 #pragma unroll
     for (int s = 0; s < LOGCH; ++s) {
         const int span = 1 << s, h = CH >> (s + 1);   /* half-span t = span * C, h = N / 2t groups */
@@ -379,6 +368,24 @@ __global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi
             }
         }
     }
+}
+
+/* inverse, stages t = C .. N/2 (columns in registers), then N^-1; in place */
+template <typename T, int LOGCH>
+__global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi, const u32* qns,
+                         const u32* qs, const u32* ninv, const u32* ninvsh, int logn, long long rows) {
+    const int CH = 1 << LOGCH;
+    int logc = logn - LOGCH;
+    RowPart xr;
+    if (!column_of(xr, rsel, prow, ipsi, qns, qs, logn, logc, rows)) return;
+    const int p = xr.p;
+    const u32 q = xr.q, qn = xr.qn;
+    const size_t off = xr.off;
+    const u32* w = xr.w;
+    u32 v[CH];
+#pragma unroll
+    for (int i = 0; i < CH; ++i) v[i] = (u32)x[off + ((size_t)i << logc)];
+    inv_top_stages<LOGCH>(v, w, q, qn);
     u32 ni = ninv[p], nis = ninvsh[p];
 #pragma unroll
     for (int i = 0; i < CH; ++i) x[off + ((size_t)i << logc)] = (T)shoup_mul(v[i], ni, nis, q);
@@ -547,6 +554,68 @@ __global__ void modup_convert(const u32* coeff, const u64* d_ntt, u32* out, cons
     }
 }
 
+/* ---- ModUp's conversion fused with its NTT's register pass (rings with N > 2^SMEM_LOG): a
+   block takes one digit j and MODUP_TOP_COLS adjacent columns k of the register pass, whose
+   CH = 2^LOGCH positions i C + k are the problem one thread solves. The digit's scaled
+   residues t = [x (Q_j/q)^-1]_q of those positions go to shared memory once; then each of
+   the block's row slots (a warp over the columns) takes rows r0 .. r1 in turn: the dot
+   product of t with row r's constants gives the converted value at its column's CH
+   positions, the register stages run on them, one store. The converted rows are never
+   written in coefficient form and read back (modup_convert then ntt_fwd_top). The digit's
+   own rows copy the NTT-form input. Same values as modup_convert and ntt_fwd_top.
+   (Finishing the INTT here too, as moddown_ntt_top does for its few P rows, measured
+   slower on the H200: ModUp at n16-boot's top level 0.43 against 0.37 ms.) */
+#define MODUP_TOP_COLS 32
+template <int A, int LOGCH>
+__global__ void modup_ntt_top(const u32* coeff, const u64* d_ntt, u32* out, const int* digit_start,
+                              const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
+                              const u32* src_q, const u32* hat_mont, const u32* row_q,
+                              const u32* row_qinv_neg, const int* row_limb, const int* row_prime,
+                              const u32* psi, int rows, int maxa, int logn, int row_chunk) {
+    extern __shared__ u32 ts[];                 /* [len][CH][MODUP_TOP_COLS] */
+    constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
+    const int logc = logn - LOGCH, N = 1 << logn;
+    const int col_blocks = (1 << logc) / W, chunks = (rows + row_chunk - 1) / row_chunk;
+    const int j = blockIdx.x / (col_blocks * chunks);
+    const int rest = blockIdx.x - j * col_blocks * chunks;
+    const int rc = rest / col_blocks, k0 = (rest - rc * col_blocks) * W, lane = threadIdx.x % W;
+    const int k = k0 + lane;
+    const int s = digit_start[j], len = digit_len[j];
+    for (int e = threadIdx.x; e < len * CH * W; e += blockDim.x) {
+        const int a = e / (CH * W), i = (e / W) % CH, c = j * maxa + a;
+        const u32 x = coeff[(size_t)(s + a) * N + ((size_t)i << logc) + k0 + e % W];
+        ts[e] = shoup_mul(x, hat_inv[c], hat_inv_sh[c], src_q[c]);
+    }
+    __syncthreads();
+    const int r1 = min(rows, (rc + 1) * row_chunk);
+    for (int r = rc * row_chunk + (int)threadIdx.x / W; r < r1; r += blockDim.x / W) {
+        const int limb = row_limb[r];
+        u32* o = out + ((size_t)j * rows + r) * N + k;
+        if (limb >= s && limb < s + len) {
+            const u64* x = d_ntt + (size_t)limb * N + k;
+#pragma unroll
+            for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = (u32)x[(size_t)i << logc];
+            continue;
+        }
+        const u32* hp = hat_mont + ((size_t)j * rows + r) * maxa;
+        u32 h[A];
+#pragma unroll
+        for (int a = 0; a < A; ++a) h[a] = a < len ? hp[a] : 0;
+        const u32 q = row_q[r], qn = row_qinv_neg[r];
+        u32 v[CH];
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            u32 t[A];
+#pragma unroll
+            for (int a = 0; a < A; ++a) t[a] = a < len ? ts[(a * CH + i) * W + lane] : 0;
+            v[i] = dot_mont<A>(t, h, len, q, qn);
+        }
+        fwd_top_stages<LOGCH>(v, psi + ((size_t)row_prime[r] << logn), q, qn);
+#pragma unroll
+        for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = v[i];
+    }
+}
+
 /* ---- ModDown's conversion P -> Q_l with the centring folded in (keyswitch._centre):
    t_i = [x_i (P/p_i)^-1]_{p_i}; v = round(sum_i t_i / p_i) in the reference's float64
    order; out_j = (sum_i t_i (P/p_i) - v P) mod q_j. A >= n_p. */
@@ -578,6 +647,70 @@ __global__ void moddown_convert(const u64* pc, u32* out, const u64* p_q, const u
         u64 q = q_q[j];
         u64 s = dot_mod<A>(t, hat_mod + (size_t)j * n_p, n_p, q, q_mu[j]) + neg_p[(size_t)j * (n_p + 1) + v];
         o[(size_t)j * N] = (u32)(s >= q ? s - q : s);
+    }
+}
+
+/* ---- ModDown's conversion P -> Q_l fused the same way (see modup_ntt_top): a block takes one
+   polynomial c and MODUP_TOP_COLS columns; one warp per P row finishes that row's INTT
+   (pint: the INTT's shared-memory pass, at acc's row positions, poly_rows rows a polynomial)
+   and scales by N^-1 (P/p_i)^-1, into shared memory: t_i; then the centring's v per position
+   (moddown_convert's float64 sum, same order); then each row slot takes Q rows in turn:
+   (sum_i t_i (P/p_i) - v P) mod q_r at its column's positions, the NTT's register stages,
+   one store. A >= n_p. Same values as intt_top, moddown_convert and ntt_fwd_top. */
+template <int A, int LOGCH>
+__global__ void moddown_ntt_top(const u32* pint, u32* out, const int* p_prime, const u32* fold,
+                                const u32* fold_sh, const u32* hat_mont, const u64* neg_p,
+                                const u32* psi, const u32* ipsi, const u32* qs, const u32* qns,
+                                int n_p, int limbs, int poly_rows, int logn, int row_chunk) {
+    extern __shared__ u32 ts[];           /* [n_p][CH][W] residues t, then [CH][W] centring v */
+    constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
+    const int logc = logn - LOGCH, N = 1 << logn;
+    const int col_blocks = (1 << logc) / W, chunks = (limbs + row_chunk - 1) / row_chunk;
+    const int c = blockIdx.x / (col_blocks * chunks);
+    const int rest = blockIdx.x - c * col_blocks * chunks;
+    const int rc = rest / col_blocks, k0 = (rest - rc * col_blocks) * W, lane = threadIdx.x % W;
+    const int k = k0 + lane;
+    int* vs = (int*)(ts + n_p * CH * W);
+    for (int e = threadIdx.x; e < n_p * W; e += blockDim.x) {
+        const int a = e / W, p = p_prime[a];
+        const u32 q = qs[p], qn = qns[p];
+        const u32* x = pint + ((size_t)c * poly_rows + a) * N + k0 + e % W;
+        u32 v[CH];
+#pragma unroll
+        for (int i = 0; i < CH; ++i) v[i] = x[(size_t)i << logc];
+        inv_top_stages<LOGCH>(v, ipsi + ((size_t)p << logn), q, qn);
+#pragma unroll
+        for (int i = 0; i < CH; ++i) ts[(a * CH + i) * W + e % W] = shoup_mul(v[i], fold[a], fold_sh[a], q);
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < CH * W; e += blockDim.x) {
+        double frac = 0.0;
+        for (int a = 0; a < n_p; ++a) {
+            const double term = __ddiv_rn((double)ts[a * CH * W + e], (double)qs[p_prime[a]]);
+            frac = a == 0 ? term : __dadd_rn(frac, term);
+        }
+        vs[e] = (int)floor(__dadd_rn(frac, 0.5));
+    }
+    __syncthreads();
+    const int r1 = min(limbs, (rc + 1) * row_chunk);
+    for (int r = rc * row_chunk + (int)threadIdx.x / W; r < r1; r += blockDim.x / W) {
+        const u32 q = qs[r], qn = qns[r];              /* Q row r: the ring's prime r */
+        u32 h[A];
+#pragma unroll
+        for (int a = 0; a < A; ++a) h[a] = a < n_p ? hat_mont[(size_t)r * n_p + a] : 0;
+        const u64* fix = neg_p + (size_t)r * (n_p + 1);
+        u32 v[CH];
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            u32 t[A];
+#pragma unroll
+            for (int a = 0; a < A; ++a) t[a] = a < n_p ? ts[(a * CH + i) * W + lane] : 0;
+            v[i] = add_q(dot_mont<A>(t, h, n_p, q, qn), (u32)fix[vs[i * W + lane]], q);
+        }
+        fwd_top_stages<LOGCH>(v, psi + ((size_t)r << logn), q, qn);
+        u32* o = out + ((size_t)c * limbs + r) * N + k;
+#pragma unroll
+        for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = v[i];
     }
 }
 
@@ -729,9 +862,18 @@ THREADS = 256
 # which buys digits x rows/chunk-fold parallelism for a few extra Barrett reductions
 MODUP_ROW_CHUNK = 16
 MODUP_COLS = 4  # coefficients per thread of the ModUp conversion (the kernel's MODUP_COLS)
+# modup_ntt_top / moddown_ntt_top: register-pass columns per block (the kernels'
+# MODUP_TOP_COLS, one warp wide so every load and store is a whole 128-byte line)
+MODUP_TOP_COLS = 32
+# their staged residues (source limbs x CH x MODUP_TOP_COLS words) stay within the 48 KiB a
+# block gets without opting in; longer sources take the separate conversion kernels
+MODUP_TOP_SMEM = 48 * 1024
 # compiled source-limb bounds of the conversion kernels (a digit's limbs, |P|): each is
 # an unrolled instantiation; a count takes the smallest bound that holds it
 CONVERT_BOUNDS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32)
+# the fused ones (modup_ntt_top, moddown_ntt_top) have a template per register-pass depth as
+# well, so fewer bounds: a source between two of them runs masked lanes of the larger one
+FUSED_BOUNDS = (2, 4, 6, 8, 12, 16)
 
 
 def _cp():
@@ -755,15 +897,41 @@ def _templates():
         names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}>" for c in SMEM_LOGS]
     names += [f"ntt_fwd_top_lift<{k}>" for k in range(1, MAX_TOP_LOG + 1)]
     names += [f"{k}<{a}>" for k in ("modup_convert", "moddown_convert", "basis_convert") for a in CONVERT_BOUNDS]
+    names += [f"{kern}<{a}, {k}>" for kern in ("modup_ntt_top", "moddown_ntt_top")
+              for k in range(1, MAX_TOP_LOG + 1) for a in FUSED_BOUNDS if _fused_bound(a, k) == a]
     return names
 
 
-def _convert_bound(count, what):
+def _top_smem(words, top_log):
+    """Shared memory of modup_ntt_top / moddown_ntt_top for `words` staged words a position."""
+    return 4 * words * (MODUP_TOP_COLS << top_log)
+
+
+def _fused_bound(limbs, top_log):
+    """The compiled source bound of the fused conversion kernels for a source of `limbs` limbs
+    (a ModUp digit, |P|), or None where they do not apply: no register pass (N <= 2^SMEM_LOG),
+    or the staged words (the source, and ModDown's centring word) overflow a block's 48 KiB."""
+    if top_log <= 0 or limbs > FUSED_BOUNDS[-1]:
+        return None
+    a = _convert_bound(limbs, "fused conversion", FUSED_BOUNDS)
+    return a if _top_smem(a + 1, top_log) <= MODUP_TOP_SMEM else None
+
+
+def _row_chunk(rows, blocks):
+    """Rows per block of a fused conversion kernel launched over `blocks` (source, column)
+    blocks: all of them where that fills the device (each block stages its source once),
+    else split so the launch has ~512 blocks (the best of 256 .. 4096 for n16-boot's ModUp
+    and ModDown on an H200); each split stages the source again."""
+    chunks = max(1, min(-(-rows // 8), -(-512 // blocks)))
+    return -(-rows // chunks)
+
+
+def _convert_bound(count, what, bounds=CONVERT_BOUNDS):
     """The smallest compiled source-count bound of the conversion kernels that holds `count`."""
-    for a in CONVERT_BOUNDS:
+    for a in bounds:
         if count <= a:
             return a
-    raise ValueError(f"{what}: {count} source limbs; the conversion kernels take at most {CONVERT_BOUNDS[-1]}")
+    raise ValueError(f"{what}: {count} source limbs; the conversion kernels take at most {bounds[-1]}")
 
 
 def _module():
@@ -943,17 +1111,24 @@ def ntt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
         return dst
-    d = _ring_dev(ring)
     logn = ring.log_n
     top = logn - logc
     if top:
         _fwd_top(ring, src, dst, sel, prow, rows)
         src = dst
+    _fwd_smem(ring, src, dst, sel, prow, rows)
+    return dst
+
+
+def _fwd_smem(ring, src, dst, sel, prow, rows):
+    """The forward transform's shared-memory pass (the stages within a chunk) over rows."""
+    d = _ring_dev(ring)
+    logn = ring.log_n
+    logc = min(SMEM_LOG, logn)
     _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}, {logc}>")(
-        (rows << top,), (1 << (logc - 3),),
+        (rows << (logn - logc),), (1 << (logc - 3),),
         (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn)),
         shared_mem=_smem_bytes(logc))
-    return dst
 
 
 @_host_in_host_out
@@ -965,17 +1140,26 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     d = _ring_dev(ring)
     logn = ring.log_n
     top = logn - logc
-    _fn(f"intt_smem<{_word(src)}, {_word(dst)}, {logc}>")(
-        (rows << top,), (1 << (logc - 3),),
-        (src, dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
-         np.int32(logn), np.int32(0 if top else 1)),
-        shared_mem=_smem_bytes(logc))
+    _intt_smem(ring, src, dst, sel, prow, rows)
     if top:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
             (dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
              np.int32(logn), np.int64(rows)))
     return dst
+
+
+def _intt_smem(ring, src, dst, sel, prow, rows):
+    """The inverse transform's shared-memory pass over rows; N^-1 is applied here when the
+    ring has no register pass (N <= 2^SMEM_LOG), else by that pass."""
+    d = _ring_dev(ring)
+    logn = ring.log_n
+    logc = min(SMEM_LOG, logn)
+    _fn(f"intt_smem<{_word(src)}, {_word(dst)}, {logc}>")(
+        (rows << (logn - logc),), (1 << (logc - 3),),
+        (src, dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
+         np.int32(logn), np.int32(0 if logn > logc else 1)),
+        shared_mem=_smem_bytes(logc))
 
 
 # ---------------------------------------------------------------- key switching
@@ -1100,17 +1284,35 @@ def basis_convert(conv, x):
 
 
 def modup(ks, d, level):
-    """KeySwitcher.modup on the device: INTT of d (into 32-bit words), one conversion kernel
-    for all digits (a digit's own rows copy d), one NTT over the converted rows; 32-bit words out."""
+    """KeySwitcher.modup on the device, 32-bit words out. Rings with a register pass: the INTT's
+    shared-memory pass, one kernel for all digits that finishes the INTT, converts and runs
+    the NTT's register pass (a digit's own rows copy d), then the NTT's shared-memory pass
+    over the converted rows. Otherwise: the INTT, the conversion, the NTT."""
     cp = _cp()
     consts = _modup_consts(ks, level)
     ring = ks.ring
     limbs = ks.params.limbs_at(level)
     d = cp.ascontiguousarray(d, dtype=np.uint64)
-    coeff = intt(ring, d, list(range(limbs)), out_dtype=np.uint32)   # read once, by the conversion
     digits, rows = consts["digits"], consts["rows"]
     n = ring.n
     out = cp.empty((digits, rows, n), dtype=np.uint32)
+    top = ring.log_n - min(SMEM_LOG, ring.log_n)
+    bound = _fused_bound(consts["maxa"], top)
+    coeff = intt(ring, d, list(range(limbs)), out_dtype=np.uint32)   # read once, by the conversion
+    if bound:
+        dev = _ring_dev(ring)
+        cols = (n >> top) // MODUP_TOP_COLS
+        chunk = _row_chunk(rows, digits * cols)
+        _fn(f"modup_ntt_top<{bound}, {top}>")(
+            (digits * -(-rows // chunk) * cols,), (THREADS,),
+            (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
+             consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
+             consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
+             np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk)),
+            shared_mem=_top_smem(consts["maxa"], top))
+        sel, prow = consts["converted"]
+        _fwd_smem(ring, out, out, sel, prow, int(sel.size))
+        return out
     chunk = MODUP_ROW_CHUNK
     chunks = -(-rows // chunk)
     _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(
@@ -1164,7 +1366,7 @@ def _modup_consts(ks, level):
         "hat_inv": cp.asarray(hat_inv.astype(np.uint32)), "hat_inv_sh": cp.asarray(hat_inv_sh.astype(np.uint32)),
         "src_q": cp.asarray(src_q.astype(np.uint32)), "hat_mont": cp.asarray(hat_mont.astype(np.uint32)),
         "row_q": cp.asarray(row_q.astype(np.uint32)), "row_qinv_neg": cp.asarray(qinv_neg),
-        "row_limb": cp.asarray(row_limb),
+        "row_limb": cp.asarray(row_limb), "row_prime": cp.asarray(np.array(ring_rows, dtype=np.int32)),
         "converted": (cp.asarray(np.array(sel, dtype=np.int32)), cp.asarray(np.array(sel_prime, dtype=np.int32))),
     }
     cache[level] = c
@@ -1180,6 +1382,26 @@ def moddown(ks, acc, level, addend=None, perm=None):
     n_p = ks.n_p
     limbs = ks.params.limbs_at(level)
     q_idx = range(limbs)
+    top = ring.log_n - min(SMEM_LOG, ring.log_n)
+    fused = _fused_bound(n_p, top)
+    if fused:
+        acc = cp.ascontiguousarray(acc)
+        polys = acc.size // (acc.shape[-2] * ring.n)
+        pint = cp.empty(acc.shape, dtype=np.uint32)     # only the P rows are written
+        k = _moddown_consts(ks, level, polys)
+        _intt_smem(ring, acc, pint, k["p_rows"], k["p_prime_rows"], polys * n_p)
+        dev = _ring_dev(ring)
+        cols = (ring.n >> top) // MODUP_TOP_COLS
+        chunk = _row_chunk(limbs, polys * cols)
+        conv = cp.empty(acc.shape[:-2] + (limbs, ring.n), dtype=np.uint32)
+        _fn(f"moddown_ntt_top<{fused}, {top}>")(
+            (polys * -(-limbs // chunk) * cols,), (THREADS,),
+            (pint, conv, k["p_prime"], k["fold"], k["fold_sh"], k["hat_mont"], ks.neg_p_multiples(level),
+             dev["psi"], dev["ipsi"], dev["q"], dev["qn"], np.int32(n_p), np.int32(limbs),
+             np.int32(acc.shape[-2]), np.int32(ring.log_n), np.int32(chunk)),
+            shared_mem=_top_smem(n_p + 1, top))
+        return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, ks.p_inverse(level), ring.q_col(q_idx),
+                                  addend, perm, top_done=True)
     bound = _convert_bound(n_p, "ModDown")
     p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx, out_dtype=np.uint64)
     k = _converter_consts(ks._converter(("down", level), ks.p_idx, list(q_idx)))
@@ -1191,6 +1413,36 @@ def moddown(ks, acc, level, addend=None, perm=None):
                             k["hat_mod"], ks.neg_p_multiples(level), np.int32(n_p), np.int32(limbs),
                             np.int32(ring.log_n), np.int64(polys)))
     return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, ks.p_inverse(level), ring.q_col(q_idx), addend, perm)
+
+
+def _moddown_consts(ks, level, polys):
+    """moddown_ntt_top's tables at a level: P's prime indices, N^-1 (P/p_i)^-1 mod p_i (Shoup),
+    (P/p_i) mod q_r in Montgomery form, and the P rows of `polys` polynomials for the INTT."""
+    cache = ks.__dict__.setdefault("_kernel_moddown", {})
+    key = (level, polys)
+    c = cache.get(key)
+    if c is not None:
+        return c
+    cp = _cp()
+    n_p = ks.n_p
+    limbs = ks.params.limbs_at(level)
+    conv = ks._converter(("down", level), ks.p_idx, list(range(limbs)))
+    p_q = np.array(ks.p, dtype=np.uint64)
+    hat_inv = cp.asnumpy(conv.hat_inv).astype(np.uint64).ravel()
+    fold = hat_inv * np.array([pow(ks.ring.n, -1, int(q)) for q in p_q], dtype=np.uint64) % p_q
+    q_q = np.array(ks.params.q[:limbs], dtype=np.uint64)
+    hat_mod = cp.asnumpy(conv.hat_mod).astype(np.uint64)          # (limbs, n_p)
+    rows = n_p + limbs
+    c = {
+        "p_prime": cp.asarray(np.array(ks.p_idx, dtype=np.int32)),
+        "fold": cp.asarray(fold.astype(np.uint32)),
+        "fold_sh": cp.asarray(((fold << np.uint64(32)) // p_q).astype(np.uint32)),
+        "hat_mont": cp.asarray(((hat_mod << np.uint64(32)) % q_q[:, None]).astype(np.uint32)),
+        "p_rows": cp.asarray(np.array([c * rows + a for c in range(polys) for a in range(n_p)], dtype=np.int32)),
+        "p_prime_rows": cp.asarray(np.array(list(ks.p_idx) * polys, dtype=np.int32)),
+    }
+    cache[key] = c
+    return c
 
 
 def _shoup_pair(col, qc):

@@ -126,13 +126,23 @@ def test_ntt_word_sizes_and_row_selection(log_n):
         np.testing.assert_array_equal(flat_y[keep], flat_x[keep])
 
 
-@pytest.mark.parametrize("preset,special", [("test-boot", None), ("test-boot", 2), ("test-demo", None)])
+# N = 2^11 takes ModUp's conversion then a one-pass NTT; N = 2^13 / 2^15 / 2^16 the conversion
+# fused with the register pass (CH = 2 / 8 / 16 positions a column), digits of 1 to 7 limbs
+_KS_SPECS = {
+    "n13": dict(log_n=13, levels=6, scale_bits=40, primes_per_level=2, base_primes=2, dnum=5),
+    "n15": dict(log_n=15, levels=4, scale_bits=44, primes_per_level=2, base_primes=2, dnum=3),
+    "n16": dict(log_n=16, levels=6, scale_bits=50, primes_per_level=2, base_primes=2, dnum=2),
+}
+
+
+@pytest.mark.parametrize("preset,special", [("test-boot", None), ("test-boot", 2), ("test-demo", None),
+                                            ("n13", None), ("n15", 2), ("n16", None)])
 def test_modup_moddown_bit_exact(preset, special):
     """The fused device ModUp (32-bit words, the digits' own rows copied) and ModDown
     (conversion and centring in one kernel) equal the numpy KeySwitcher at several levels."""
     from aegis_hpc.ckks.keyswitch import KeySwitcher
 
-    prm = P.preset(preset)
+    prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
     rng = np.random.default_rng(5)
     with using("numpy"):
         ks_ref = KeySwitcher(prm, Context(prm).ring, special=special)
