@@ -114,6 +114,10 @@ def main():
     if hasattr(kernels, "ntt_scale_down_add"):
         row("ModDown (2 polys) of 32-bit words", timed(cp, lambda: kernels.moddown(ks, acc32, level)),
             acc32.nbytes + 2 * limbs * n * 8)
+    if hasattr(kernels, "moddown_rescale"):
+        row("ModDown and rescale in one (2 polys, 32-bit words, + d0, d1)",
+            timed(cp, lambda: kernels.moddown_rescale(ks, acc32, level, addend=(x64[0], x64[1]))),
+            acc32.nbytes + x64.nbytes + 2 * (limbs - prm.primes_per_level) * n * 8)
     keep = limbs - prm.primes_per_level
     top_idx = list(range(keep, limbs))
     top_q = [prm.q[i] for i in top_idx]

@@ -279,13 +279,14 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
    out = ((a_c + q - b) inv + add_c[perm]) mod q, where a_c is rows row0 .. row0 + limbs of
    a's polynomial c (poly_rows rows apart: ModDown skips the P rows, rescale the dropped
    limbs), inv (Shoup pair inv, invsh) per limb, and add_c (rows N apart, null for none) the
-   rest of the operation's result: a rotation's gathered c0, a product's d0 and d1. b's
-   transform is never written back, and no separate pass reads it again. */
+   rest of the operation's result: a rotation's gathered c0, a product's d0 and d1, times
+   the Shoup pair (addw, addwsh) per limb where addw is not null (ModDown with a rescale:
+   q_T^-1). b's transform is never written back, and no separate pass reads it again. */
 template <typename Ti, typename TA, int LOGC>
 __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* psi, const u32* qns,
                                    const u32* qs, int logn, const TA* a, u64* out, const u32* inv,
                                    const u32* invsh, const u64* add0, const u64* add1, const i64* perm,
-                                   int row0, int poly_rows, int limbs) {
+                                   const u32* addw, const u32* addwsh, int row0, int poly_rows, int limbs) {
     extern __shared__ u32 s[];
     constexpr int C = 1 << LOGC;
     int c;
@@ -302,7 +303,11 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
     for (int i = threadIdx.x; i < C; i += C / 8) {
         const int n = cbase + i;
         u32 v = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
-        if (adr) v = add_q(v, (u32)adr[perm ? (int)perm[n] : n], q);
+        if (adr) {
+            u32 av = (u32)adr[perm ? (int)perm[n] : n];
+            if (addw) av = shoup_mul(av, addw[r], addwsh[r], q);
+            v = add_q(v, av, q);
+        }
         out[x.off + i] = v;
     }
 }
@@ -651,17 +656,20 @@ __global__ void moddown_convert(const u64* pc, u32* out, const u64* p_q, const u
 }
 
 /* ---- ModDown's conversion P -> Q_l fused the same way (see modup_ntt_top): a block takes one
-   polynomial c and MODUP_TOP_COLS columns; one warp per P row finishes that row's INTT
-   (pint: the INTT's shared-memory pass, at acc's row positions, poly_rows rows a polynomial)
-   and scales by N^-1 (P/p_i)^-1, into shared memory: t_i; then the centring's v per position
-   (moddown_convert's float64 sum, same order); then each row slot takes Q rows in turn:
-   (sum_i t_i (P/p_i) - v P) mod q_r at its column's positions, the NTT's register stages,
-   one store. A >= n_p. Same values as intt_top, moddown_convert and ntt_fwd_top. */
+   polynomial c and MODUP_TOP_COLS columns; one warp per divisor prime finishes that row's
+   INTT (the INTT's shared-memory pass only: P's rows in pint at acc's row positions,
+   poly_rows rows a polynomial; the last n_top, a rescale's primes T, in tint, n_top rows a
+   polynomial) and scales by N^-1 (D/p_i)^-1, into shared memory: t_i; then the centring's v
+   per position (moddown_convert's float64 sum, same order); then each row slot takes Q rows
+   in turn: (sum_i t_i (D/p_i) - v D) mod q_r at its column's positions, the NTT's register
+   stages, one store. D = P or P q_T (n_p primes in all), A >= n_p. Same values as
+   intt_top, moddown_convert and ntt_fwd_top. */
 template <int A, int LOGCH>
-__global__ void moddown_ntt_top(const u32* pint, u32* out, const int* p_prime, const u32* fold,
-                                const u32* fold_sh, const u32* hat_mont, const u64* neg_p,
-                                const u32* psi, const u32* ipsi, const u32* qs, const u32* qns,
-                                int n_p, int limbs, int poly_rows, int logn, int row_chunk) {
+__global__ void moddown_ntt_top(const u32* pint, const u32* tint, u32* out, const int* p_prime,
+                                const u32* fold, const u32* fold_sh, const u32* hat_mont,
+                                const u64* neg_p, const u32* psi, const u32* ipsi, const u32* qs,
+                                const u32* qns, int n_p, int n_top, int limbs, int poly_rows,
+                                int logn, int row_chunk) {
     extern __shared__ u32 ts[];           /* [n_p][CH][W] residues t, then [CH][W] centring v */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     const int logc = logn - LOGCH, N = 1 << logn;
@@ -674,7 +682,9 @@ __global__ void moddown_ntt_top(const u32* pint, u32* out, const int* p_prime, c
     for (int e = threadIdx.x; e < n_p * W; e += blockDim.x) {
         const int a = e / W, p = p_prime[a];
         const u32 q = qs[p], qn = qns[p];
-        const u32* x = pint + ((size_t)c * poly_rows + a) * N + k0 + e % W;
+        const int at = a - (n_p - n_top);
+        const u32* x = (at < 0 ? pint + ((size_t)c * poly_rows + a) * N
+                                : tint + ((size_t)c * n_top + at) * N) + k0 + e % W;
         u32 v[CH];
 #pragma unroll
         for (int i = 0; i < CH; ++i) v[i] = x[(size_t)i << logc];
@@ -737,6 +747,9 @@ _ELEMENTWISE = {
     # B: any unsigned word, so a compact plaintext's uint32 rows need no widened copy
     "mul_mod": ("uint64 a, B b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(mul32_(a, b), q, mu)"),
     "sub_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out", "out = a >= b ? a - b : a + q - b"),
+    # a + b * w into 32-bit words: moddown_rescale's top rows (acc_T + P d_T)
+    "scaled_add": ("A a, uint64 b, uint64 w, uint64 q, uint64 mu", "uint32 out",
+                   "unsigned long long s = barrett_(mul32_(b, w), q, mu) + a; out = s >= q ? s - q : s"),
     # a * b + c: a public-key encryption's halves (v pk.b + e0, v pk.a + e1) in one pass
     "mul_add": ("B a, uint64 b, B c, uint64 q, uint64 mu", "uint64 out",
                 "unsigned long long s = barrett_(mul32_(a, b), q, mu) + c; out = s >= q ? s - q : s"),
@@ -1374,67 +1387,120 @@ def _modup_consts(ks, level):
 
 
 def moddown(ks, acc, level, addend=None, perm=None):
-    """KeySwitcher.moddown on the device: INTT of the P rows, one kernel for the
-    conversion P -> Q_l with the centring, then its NTT, whose last pass stores
-    (acc_Q - conv) * P^-1 (+ addend). acc: 32- or 64-bit words."""
+    """KeySwitcher.moddown on the device: INTT of the P rows, the conversion P -> Q_l with the
+    centring, then its NTT, whose last pass stores (acc_Q - conv) * P^-1 (+ addend). acc: 32-
+    or 64-bit words. Rings with a register pass: the INTT's shared-memory pass, then one kernel
+    that finishes it, converts and runs the NTT's register pass (moddown_ntt_top)."""
+    return _divide(ks, acc, level, 0, None, addend, perm, None)
+
+
+def moddown_rescale(ks, acc, level, addend=None, top=None):
+    """KeySwitcher.moddown_rescale on the device: moddown's kernels with the divisor P q_T,
+    the top group's rows of the sum (top, or acc_T + P addend_T made here) as its last
+    sources, and the addend times q_T^-1 in the last pass."""
+    cp = _cp()
+    limbs = ks.params.limbs_at(level)
+    keep = limbs - ks.params.primes_per_level
+    if top is None:
+        t_idx = list(range(keep, limbs))
+        qc = ks.ring.q_col(t_idx)
+        mu = _mu_col(qc)
+        p_mod = _top_p_mod(ks, level)
+        src = acc[..., ks.n_p + keep:ks.n_p + limbs, :]
+        top = cp.empty(src.shape, dtype=np.uint32)
+        for c in range(src.shape[0]):
+            x = addend[c] if addend is not None and c < len(addend) else None
+            if x is None:
+                top[c] = src[c]
+            else:
+                _ew("scaled_add")(src[c], x[keep:limbs], p_mod, qc, mu, top[c])
+    return _divide(ks, acc, level, ks.params.primes_per_level, top, addend, None, ks.top_inverse(level))
+
+
+def _top_p_mod(ks, level):
+    cache = ks.__dict__.setdefault("_kernel_top_p_mod", {})
+    col = cache.get(level)
+    if col is None:
+        limbs = ks.params.limbs_at(level)
+        keep = limbs - ks.params.primes_per_level
+        col = _cp().asarray(np.array([[ks._big_p % ks.params.q[i]] for i in range(keep, limbs)], dtype=np.uint64))
+        cache[level] = col
+    return col
+
+
+def _divide(ks, acc, level, drop, top, addend, perm, addend_w):
+    """The device KeySwitcher._divide plus the addend (times addend_w when given)."""
     cp = _cp()
     ring = ks.ring
     n_p = ks.n_p
-    limbs = ks.params.limbs_at(level)
-    q_idx = range(limbs)
-    top = ring.log_n - min(SMEM_LOG, ring.log_n)
-    fused = _fused_bound(n_p, top)
+    n_src = n_p + drop
+    keep = ks.params.limbs_at(level) - drop
+    q_idx = range(keep)
+    src_idx = ks.divisor_primes(level, drop)
+    conv_key = ("down", level) if not drop else ("down", level, drop)
+    top_log = ring.log_n - min(SMEM_LOG, ring.log_n)
+    fused = _fused_bound(n_src, top_log)
+    inv, qc = ks.p_inverse(level, drop), ring.q_col(q_idx)
     if fused:
         acc = cp.ascontiguousarray(acc)
         polys = acc.size // (acc.shape[-2] * ring.n)
         pint = cp.empty(acc.shape, dtype=np.uint32)     # only the P rows are written
-        k = _moddown_consts(ks, level, polys)
+        k = _moddown_consts(ks, level, polys, drop)
         _intt_smem(ring, acc, pint, k["p_rows"], k["p_prime_rows"], polys * n_p)
+        tint = None
+        if drop:
+            top = cp.ascontiguousarray(top)
+            tint = cp.empty(top.shape, dtype=np.uint32)
+            _intt_smem(ring, top, tint, None, _prow(ring, src_idx[n_p:], polys * drop), polys * drop)
         dev = _ring_dev(ring)
-        cols = (ring.n >> top) // MODUP_TOP_COLS
-        chunk = _row_chunk(limbs, polys * cols)
-        conv = cp.empty(acc.shape[:-2] + (limbs, ring.n), dtype=np.uint32)
-        _fn(f"moddown_ntt_top<{fused}, {top}>")(
-            (polys * -(-limbs // chunk) * cols,), (THREADS,),
-            (pint, conv, k["p_prime"], k["fold"], k["fold_sh"], k["hat_mont"], ks.neg_p_multiples(level),
-             dev["psi"], dev["ipsi"], dev["q"], dev["qn"], np.int32(n_p), np.int32(limbs),
-             np.int32(acc.shape[-2]), np.int32(ring.log_n), np.int32(chunk)),
-            shared_mem=_top_smem(n_p + 1, top))
-        return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, ks.p_inverse(level), ring.q_col(q_idx),
-                                  addend, perm, top_done=True)
-    bound = _convert_bound(n_p, "ModDown")
+        cols = (ring.n >> top_log) // MODUP_TOP_COLS
+        chunk = _row_chunk(keep, polys * cols)
+        conv = cp.empty(acc.shape[:-2] + (keep, ring.n), dtype=np.uint32)
+        _fn(f"moddown_ntt_top<{fused}, {top_log}>")(
+            (polys * -(-keep // chunk) * cols,), (THREADS,),
+            (pint, _null(tint), conv, k["p_prime"], k["fold"], k["fold_sh"], k["hat_mont"],
+             ks.neg_p_multiples(level, drop), dev["psi"], dev["ipsi"], dev["q"], dev["qn"], np.int32(n_src),
+             np.int32(drop), np.int32(keep), np.int32(acc.shape[-2]), np.int32(ring.log_n), np.int32(chunk)),
+            shared_mem=_top_smem(n_src + 1, top_log))
+        return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, inv, qc, addend, perm, top_done=True,
+                                  addend_w=addend_w)
+    bound = _convert_bound(n_src, "ModDown")
     p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx, out_dtype=np.uint64)
-    k = _converter_consts(ks._converter(("down", level), ks.p_idx, list(q_idx)))
+    if drop:
+        p_coeff = cp.concatenate([p_coeff, intt(ring, top, src_idx[n_p:], out_dtype=np.uint64)], axis=-2)
+    k = _converter_consts(ks._converter(conv_key, src_idx, list(q_idx)))
     n = ring.n
-    polys = p_coeff.size // (n_p * n)
-    conv = cp.empty(acc.shape[:-2] + (limbs, n), dtype=np.uint32)   # residues < 2^31: half the traffic
+    polys = p_coeff.size // (n_src * n)
+    conv = cp.empty(acc.shape[:-2] + (keep, n), dtype=np.uint32)   # residues < 2^31: half the traffic
     _fn(f"moddown_convert<{bound}>")(_grid(polys * n), (THREADS,),
                            (p_coeff, conv, k["src_q"], k["src_mu"], k["hat_inv"], k["dst_q"], k["dst_mu"],
-                            k["hat_mod"], ks.neg_p_multiples(level), np.int32(n_p), np.int32(limbs),
+                            k["hat_mod"], ks.neg_p_multiples(level, drop), np.int32(n_src), np.int32(keep),
                             np.int32(ring.log_n), np.int64(polys)))
-    return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, ks.p_inverse(level), ring.q_col(q_idx), addend, perm)
+    return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, inv, qc, addend, perm, addend_w=addend_w)
 
 
-def _moddown_consts(ks, level, polys):
-    """moddown_ntt_top's tables at a level: P's prime indices, N^-1 (P/p_i)^-1 mod p_i (Shoup),
-    (P/p_i) mod q_r in Montgomery form, and the P rows of `polys` polynomials for the INTT."""
+def _moddown_consts(ks, level, polys, drop=0):
+    """moddown_ntt_top's tables at a level: the divisor's prime indices, N^-1 (D/p_i)^-1 mod p_i
+    (Shoup), (D/p_i) mod q_r in Montgomery form, and the P rows of `polys` polynomials."""
     cache = ks.__dict__.setdefault("_kernel_moddown", {})
-    key = (level, polys)
+    key = (level, polys, drop)
     c = cache.get(key)
     if c is not None:
         return c
     cp = _cp()
     n_p = ks.n_p
     limbs = ks.params.limbs_at(level)
-    conv = ks._converter(("down", level), ks.p_idx, list(range(limbs)))
-    p_q = np.array(ks.p, dtype=np.uint64)
+    keep = limbs - drop
+    src_idx = ks.divisor_primes(level, drop)
+    conv = ks._converter(("down", level) if not drop else ("down", level, drop), src_idx, list(range(keep)))
+    p_q = np.array([ks.params.qp[i] for i in src_idx], dtype=np.uint64)
     hat_inv = cp.asnumpy(conv.hat_inv).astype(np.uint64).ravel()
     fold = hat_inv * np.array([pow(ks.ring.n, -1, int(q)) for q in p_q], dtype=np.uint64) % p_q
-    q_q = np.array(ks.params.q[:limbs], dtype=np.uint64)
-    hat_mod = cp.asnumpy(conv.hat_mod).astype(np.uint64)          # (limbs, n_p)
+    q_q = np.array(ks.params.q[:keep], dtype=np.uint64)
+    hat_mod = cp.asnumpy(conv.hat_mod).astype(np.uint64)          # (keep, |D|)
     rows = n_p + limbs
     c = {
-        "p_prime": cp.asarray(np.array(ks.p_idx, dtype=np.int32)),
+        "p_prime": cp.asarray(np.array(src_idx, dtype=np.int32)),
         "fold": cp.asarray(fold.astype(np.uint32)),
         "fold_sh": cp.asarray(((fold << np.uint64(32)) // p_q).astype(np.uint32)),
         "hat_mont": cp.asarray(((hat_mod << np.uint64(32)) % q_q[:, None]).astype(np.uint32)),
@@ -1461,9 +1527,11 @@ def _shoup_pair(col, qc):
     return pair
 
 
-def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, top_done=False):
+def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, top_done=False,
+                       addend_w=None):
     """(..., limbs, N) uint64: (a[..., row0:row0+limbs, :] + q - NTT(b)) * inv mod q, plus
-    addend[c] (gathered by perm when given) on polynomial c where addend[c] is not None.
+    addend[c] (gathered by perm when given; times the (limbs, 1) column addend_w when given)
+    on polynomial c where addend[c] is not None.
 
     b: C-contiguous (..., limbs, N) uint32 in coefficient form over primes idx, used as
     scratch (its top NTT stages run in place); a: (..., rows, N) of 32- or 64-bit words;
@@ -1486,6 +1554,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     if perm is not None:
         perm = cp.ascontiguousarray(perm, dtype=np.int64)
     w, ws = _shoup_pair(inv, qc)
+    aw = _shoup_pair(addend_w, qc) if addend_w is not None else (None, None)
     d = _ring_dev(ring)
     prow = _prow(ring, idx, rows)
     logn = ring.log_n
@@ -1497,7 +1566,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
         (b, prow, d["psi"], d["qn"], d["q"], np.int32(logn), a, out, w, ws, _null(adds[0]), _null(adds[1]),
-         _null(perm), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs)),
+         _null(perm), _null(aw[0]), _null(aw[1]), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs)),
         shared_mem=_smem_bytes(logc))
     return out
 

@@ -45,7 +45,7 @@ class LevelMatch:
 
 class Evaluator(LevelMatch):
     """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
-    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_moddown`) are what
+    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_moddown`, `_moddown_rescale`) are what
     parallel.limb.LimbEvaluator overrides to run the same code on its share of the limbs."""
 
     def __init__(self, ctx, keys: EvaluationKeys | None):
@@ -109,6 +109,9 @@ class Evaluator(LevelMatch):
 
     def _moddown(self, acc, level, addend=None, perm=None):
         return self.ks.moddown(acc, level, addend, perm)
+
+    def _moddown_rescale(self, acc, level, addend):
+        return self.ks.moddown_rescale(acc, level, addend)
 
     def _same_scale(self, a, b, what):
         if abs(a.scale / b.scale - 1.0) > SCALE_RTOL:
@@ -291,7 +294,8 @@ class Evaluator(LevelMatch):
         return self.keys.relin
 
     def mul(self, a, b, rescale: bool = False):
-        """Ciphertext product, relinearised."""
+        """Ciphertext product, relinearised. With rescale, the relinearisation's ModDown and
+        the rescale are one division by P q_T (KeySwitcher.moddown_rescale)."""
         if not isinstance(b, Ciphertext):
             return self.mul_plain(a, b, rescale) if not np.isscalar(b) else self.mul_const(a, b, rescale)
         self._check(a, b)
@@ -308,9 +312,22 @@ class Evaluator(LevelMatch):
             d0 = a0 * b0 % qc
             d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
             d2 = a1 * b1 % qc
+        is_complex = a.is_complex or b.is_complex
+        if rescale:
+            if a.level == 0:
+                raise EvaluationError("cannot rescale a level-0 ciphertext")
+            self.counts["keyswitch"] += 1
+            ext = self._inner(self._modup(d2, a.level), self._relin_key(), a.level)
+            data = self._moddown_rescale(ext, a.level, addend=(d0, d1))
+            return a.with_data(data, level=a.level - 1, scale=a.scale * b.scale / self._top_product(a.level),
+                               is_complex=is_complex)
         data = self._switch(d2, self._relin_key(), a.level, addend=(d0, d1))
-        out = a.with_data(data, scale=a.scale * b.scale, is_complex=a.is_complex or b.is_complex)
-        return self.rescale(out) if rescale else out
+        return a.with_data(data, scale=a.scale * b.scale, is_complex=is_complex)
+
+    def _top_product(self, level):
+        """The product of the prime group a rescale at `level` drops."""
+        limbs = self.params.limbs_at(level)
+        return math.prod(self.params.q[limbs - self.params.primes_per_level:limbs])
 
     def _switch(self, d, key, level, addend=None):
         """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step."""

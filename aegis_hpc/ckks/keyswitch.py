@@ -111,39 +111,120 @@ class KeySwitcher:
             from ..backend import kernels
 
             return kernels.moddown(self, acc, level, addend, perm)
-        limbs = self.params.limbs_at(level)
-        q_idx = list(range(limbs))
-        p_coeff = ring.intt(acc[..., : self.n_p, :], self.p_idx)
-        converter = self._converter(("down", level), self.p_idx, q_idx)
-        conv = self._centre(converter, p_coeff, converter.convert(p_coeff), level)
+        return add_polys(ring, self._divide(acc, level, 0), addend, perm, ring.q_col(range(self.params.limbs_at(level))))
+
+    def moddown_rescale(self, acc, level, addend=None, top=None):
+        """ModDown and the rescale after it as one division, by P q_T (T: Q_l's top prime
+        group, the primes a rescale drops): (…, |P|+limbs, N) over P, Q_l -> (…, limbs - k, N)
+        over Q_{l-1}, the rounded (acc + P addend) / (P q_T). One centred conversion from the
+        primes of P and T replaces ModDown's and then the rescale's, each rounded: one launch
+        sequence less and a smaller rounding error (the result differs from moddown-then-
+        rescale by at most one unit of the rounding per coefficient). A product's relinearise
+        and rescale (Evaluator.mul(rescale=True)) is this.
+
+        addend: a product's (d0, d1) over Q_l, as moddown takes them (no permutation). top:
+        the sum's T rows (…, k, N), acc_T + P addend_T; made from acc and addend when None
+        (the limb strategy gathers them from their owners instead)."""
+        ring = self.ring
+        if ring._gpu:
+            from ..backend import kernels
+
+            return kernels.moddown_rescale(self, acc, level, addend, top)
+        if top is None:
+            top = self.top_sum(acc, addend, level)
+        keep = self.params.limbs_at(level) - self.params.primes_per_level
+        out = self._divide(acc, level, self.params.primes_per_level, top)
+        return add_scaled_polys(ring, out, addend, self.top_inverse(level), ring.q_col(range(keep)))
+
+    def _divide(self, acc, level, drop, top=None):
+        """round((x - [x]_D) / D) of the sum x whose rows acc (P, Q_l) and top (the T rows) hold,
+        for D = P (drop = 0) or P q_T (the top `drop` primes of Q_l): the centred remainder's
+        fast conversion from D's primes, subtracted in NTT form; over the first limbs - drop
+        rows of Q_l. Without the addend: its P multiple is not in acc's Q rows."""
+        ring, xp = self.ring, self.xp
+        keep = self.params.limbs_at(level) - drop
+        q_idx = list(range(keep))
+        src = self.divisor_primes(level, drop)
+        coeff = ring.intt(acc[..., : self.n_p, :], self.p_idx)
+        if drop:
+            coeff = xp.concatenate([coeff, ring.intt(top, src[self.n_p:])], axis=-2)
+        converter = self._converter(("down", level) if not drop else ("down", level, drop), src, q_idx)
+        conv = self._centre(converter, coeff, converter.convert(coeff), level, drop)
         conv = ring.ntt(conv, q_idx)
         qc = ring.q_col(q_idx)
-        out = acc[..., self.n_p:, :] + qc - conv
-        out *= self.p_inverse(level)
+        out = acc[..., self.n_p:self.n_p + keep, :] + qc - conv
+        out *= self.p_inverse(level, drop)
         out %= qc
-        return add_polys(ring, out, addend, perm, qc)
+        return out
 
-    def p_inverse(self, level):
-        """(limbs, 1) column of P^-1 mod q_j."""
-        p_inv = self._p_inv.get(level)
+    def divisor_primes(self, level, drop=0):
+        """Prime indices (into params.qp) of ModDown's divisor: P's, then Q_l's top `drop`."""
+        limbs = self.params.limbs_at(level)
+        return self.p_idx + list(range(limbs - drop, limbs))
+
+    def _divisor(self, level, drop):
+        qp = self.params.qp
+        return math.prod(qp[i] for i in self.divisor_primes(level, drop))
+
+    def top_sum(self, acc, addend, level):
+        """(…, k, N): acc's rows of Q_l's top group plus P times the addend's: the part of
+        moddown_rescale's sum on the primes it divides by besides P."""
+        limbs = self.params.limbs_at(level)
+        keep = limbs - self.params.primes_per_level
+        return self.plus_p_multiple(acc[..., self.n_p + keep:self.n_p + limbs, :],
+                                    [None if x is None else x[keep:limbs] for x in addend or ()],
+                                    list(range(keep, limbs)))
+
+    def plus_p_multiple(self, rows, addend_rows, idx):
+        """rows + P * addend_rows[c] mod q_i on polynomial c (prime indices idx): a new
+        uint64 array (empty for no rows: a limb rank may own none of the top group)."""
+        if not len(idx):
+            return self.xp.zeros(rows.shape, dtype=np.uint64)
+        qc = self.ring.q_col(idx)
+        p_mod = self.xp.asarray(np.array([[self._big_p % self.params.qp[i]] for i in idx], dtype=np.uint64))
+        out = self.xp.array(rows, dtype=np.uint64)
+        for c, x in enumerate(addend_rows):
+            if x is not None:
+                out[c] = (out[c] + x * p_mod % qc) % qc
+        return out
+
+    def p_inverse(self, level, drop=0):
+        """(limbs - drop, 1) column of D^-1 mod q_j, D = P (times the top `drop` primes)."""
+        p_inv = self._p_inv.get((level, drop))
         if p_inv is None:
-            q = self.params.q[: self.params.limbs_at(level)]
-            p_inv = self.xp.asarray(np.array([pow(self._big_p % qj, -1, qj) for qj in q],
+            big = self._divisor(level, drop)
+            q = self.params.q[: self.params.limbs_at(level) - drop]
+            p_inv = self.xp.asarray(np.array([pow(big % qj, -1, qj) for qj in q],
                                              dtype=np.uint64))[:, None]
-            self._p_inv[level] = p_inv
+            self._p_inv[(level, drop)] = p_inv
         return p_inv
 
-    def neg_p_multiples(self, level):
-        """(limbs, |P|+1) table of -v*P mod q_j for v = 0..|P|: the centring's correction."""
-        table = self._neg_p_multiples.get(level)
+    def top_inverse(self, level):
+        """(limbs - k, 1) column of q_T^-1 mod q_j: moddown_rescale's factor on the addend."""
+        key = ("top", level)
+        inv = self._p_inv.get(key)
+        if inv is None:
+            limbs = self.params.limbs_at(level)
+            keep = limbs - self.params.primes_per_level
+            big = math.prod(self.params.q[keep:limbs])
+            inv = self.xp.asarray(np.array([pow(big % qj, -1, qj) for qj in self.params.q[:keep]],
+                                           dtype=np.uint64))[:, None]
+            self._p_inv[key] = inv
+        return inv
+
+    def neg_p_multiples(self, level, drop=0):
+        """(limbs - drop, |D|+1) table of -v*D mod q_j for v = 0..|D|, D = P (times the top
+        `drop` primes): the centring's correction."""
+        table = self._neg_p_multiples.get((level, drop))
         if table is None:
-            q = self.params.q[: self.params.limbs_at(level)]
-            table = self.xp.asarray(np.array([[(-k * self._big_p) % qj for k in range(self.n_p + 1)]
+            big = self._divisor(level, drop)
+            q = self.params.q[: self.params.limbs_at(level) - drop]
+            table = self.xp.asarray(np.array([[(-k * big) % qj for k in range(self.n_p + drop + 1)]
                                               for qj in q], dtype=np.uint64))
-            self._neg_p_multiples[level] = table
+            self._neg_p_multiples[(level, drop)] = table
         return table
 
-    def _centre(self, converter, p_coeff, conv, level):
+    def _centre(self, converter, p_coeff, conv, level, drop=0):
         """Fast conversion of x mod P gives x + v*P (0 <= v <= |P|); make it the centred x.
 
         Without this ModDown computes a floor (a - x - v*P)/P, off by up to |P|+1
@@ -152,23 +233,33 @@ class KeySwitcher:
         sum_i t_i/p_i with t_i = x_i (P/p_i)^-1 mod p_i is (x + v*P)/P for the
         smallest x >= 0, so rounding it gives the v of the centred x; summed in a
         fixed order so numpy and the device (kernels.moddown) agree bit for bit.
+        The same with P q_T in place of P when drop > 0 (moddown_rescale).
         """
         xp = self.xp
         t = p_coeff * converter.hat_inv
         t %= converter.src_q
         frac = None
-        for i, p in enumerate(self.p):
+        for i, p in enumerate(self.params.qp[j] for j in self.divisor_primes(level, drop)):
             term = t[..., i, :].astype(np.float64) / float(p)
             frac = term if frac is None else frac + term
         v = xp.floor(frac + 0.5).astype(np.int64)  # in 0..|P|: x/P in [0, |P|) rounded
-        fix = xp.moveaxis(self.neg_p_multiples(level)[:, v], 0, -2)   # (..., limbs, N): -v*P mod q_j
-        qc = self.ring.q_col(range(self.params.limbs_at(level)))
+        fix = xp.moveaxis(self.neg_p_multiples(level, drop)[:, v], 0, -2)   # (..., limbs, N): -v*P mod q_j
+        qc = self.ring.q_col(range(self.params.limbs_at(level) - drop))
         out = conv + fix                          # < 2q
         return xp.minimum(out, out - qc)          # unsigned wrap: out mod q
 
     def switch(self, d, key, level, addend=None):
         """(u0, u1) with u0 + u1*s ~= d * s_from (mod Q_l), plus addend (see moddown)."""
         return self.moddown(self.inner(self.modup(d, level), key, level), level, addend)
+
+
+def add_scaled_polys(ring, u, addend, w, qc):
+    """u[c] + addend[c] * w mod q for each c where addend[c] is not None (in place); addend
+    rows past u's are ignored, w is a (rows, 1) column."""
+    for c, x in enumerate(addend or ()):
+        if x is not None:
+            u[c] = ring.add_mod(u[c], ring.mul_mod(x[: u.shape[-2]], w, qc), qc)
+    return u
 
 
 def add_polys(ring, u, addend, perm, qc):

@@ -23,7 +23,9 @@ off when many key switches sum into one output before it is exchanged, which
 the encoder's rotation trees do not do, and it sends Q_l + P limbs where
 input broadcast sends Q_l. Rescale all-gathers the dropped prime group
 (every rank needs [c]_q_top for its own limbs: the algebra gives no local
-rescale). Additions, plaintext and constant products and the tensor of a
+rescale); a product's relinearise-and-rescale (one ModDown by P q_T) gathers
+the same rows of its sum before the division instead, the same volume at the
+same site. Additions, plaintext and constant products and the tensor of a
 ciphertext product are limb-local. The ModUp, ModDown and rescale arithmetic
 is the single-rank KeySwitcher / Evaluator code run on the gathered limbs
 (this rank's rows are kept), so the result is bit-identical to one rank's.
@@ -37,7 +39,7 @@ import numpy as np
 
 from ..ckks.ciphertext import Ciphertext, Plaintext
 from ..ckks.evaluator import EvaluationError, Evaluator
-from ..ckks.keyswitch import add_polys
+from ..ckks.keyswitch import add_polys, add_scaled_polys
 from ..nn.ops import CipherOps
 
 SITE = "limb"
@@ -151,6 +153,23 @@ class LimbEvaluator(Evaluator):
         full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
         u = self.ks.moddown(full, level)[:, self.r::self.P]
         return add_polys(self.ring, u, addend, perm, self._qc(limbs))
+
+    def _moddown_rescale(self, acc, level, addend):
+        """The single-rank ModDown by P q_T on this rank's P rows and Q_l limbs and the top
+        group's rows of the sum, acc_T + P d_T, gathered from their owners (site rescale,
+        the rows a rescale gathers); this rank's limbs of Q_{l-1} of the result."""
+        limbs = self.params.limbs_at(level)
+        keep = limbs - self.params.primes_per_level
+        mine = list(self.own(limbs))
+        n_keep = len(self.own(keep))
+        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
+        full[:, : self.n_p] = acc[:, : self.n_p]
+        full[:, [self.n_p + i for i in mine]] = acc[:, self.n_p:]
+        own_top = self.ks.plus_p_multiple(acc[:, self.n_p + n_keep:], [x[n_keep:] for x in addend], mine[n_keep:])
+        top = self._gather_rows(own_top, keep, limbs, "rescale")
+        u = self.ks.moddown_rescale(full, level, top=top)[:, self.r::self.P]
+        return add_scaled_polys(self.ring, u, addend, self.ks.top_inverse(level)[self.r:keep:self.P],
+                                self._qc(keep))
 
     def bootstrap(self, ct):
         raise NotImplementedError("bootstrapping is not limb-parallel yet (use --refresh client)")

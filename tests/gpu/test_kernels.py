@@ -138,8 +138,10 @@ _KS_SPECS = {
 @pytest.mark.parametrize("preset,special", [("test-boot", None), ("test-boot", 2), ("test-demo", None),
                                             ("n13", None), ("n15", 2), ("n16", None)])
 def test_modup_moddown_bit_exact(preset, special):
-    """The fused device ModUp (32-bit words, the digits' own rows copied) and ModDown
-    (conversion and centring in one kernel) equal the numpy KeySwitcher at several levels."""
+    """The fused device ModUp (32-bit words, the digits' own rows copied), ModDown
+    (conversion and centring in one kernel) and ModDown with the rescale (divisor P q_T, the
+    addend times q_T^-1, from the inner product's 32-bit words) equal the numpy KeySwitcher
+    at several levels."""
     from aegis_hpc.ckks.keyswitch import KeySwitcher
 
     prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
@@ -152,13 +154,20 @@ def test_modup_moddown_bit_exact(preset, special):
         limbs = prm.limbs_at(level)
         d = residues(rng, prm.q[:limbs], prm.n)
         acc = residues(rng, [prm.qp[i] for i in ks_ref.rows(level)], prm.n, (2,))
+        add = residues(rng, prm.q[:limbs], prm.n, (2,))
         with using("numpy"):
             want_up, want_down = ks_ref.modup(d, level), ks_ref.moddown(acc, level)
+            want_mr = ks_ref.moddown_rescale(acc, level, addend=(add[0], add[1])) if level else None
         with using("cupy"):
             got_up, got_down = ks_dev.modup(cp.asarray(d), level), ks_dev.moddown(cp.asarray(acc), level)
+            dev_add = cp.asarray(add)
+            got_mr = (ks_dev.moddown_rescale(cp.asarray(acc.astype(np.uint32)), level, addend=(dev_add[0], dev_add[1]))
+                      if level else None)
         assert got_up.dtype == np.uint32
         np.testing.assert_array_equal(cp.asnumpy(got_up), want_up, err_msg=f"modup level {level}")
         np.testing.assert_array_equal(cp.asnumpy(got_down), want_down, err_msg=f"moddown level {level}")
+        if level:
+            np.testing.assert_array_equal(cp.asnumpy(got_mr), want_mr, err_msg=f"moddown_rescale level {level}")
 
 
 @pytest.mark.parametrize("log_n,n_src,n_dst,lead", [(10, 1, 3, ()), (12, 3, 7, ()), (13, 5, 9, (2,)),

@@ -207,6 +207,35 @@ def test_mul_bootstrap_mul_chain(bctx, bkeys, bev):
     assert err < BOOT_BOUND
 
 
+@pytest.mark.parametrize("level,special", [(1, None), (3, None), (2, 2)])
+def test_moddown_rescale_is_the_rounded_division(bctx, bev, level, special):
+    """A product's relinearise-and-rescale divides x = acc + P d by P q_T (T: the top prime
+    group) once: round(x / (P q_T)) exactly (centred) over Q_{l-1}, d the product's (d0, d1)."""
+    p, ring = bctx.params, bev.ring
+    ks = bev.ks if special is None else KeySwitcher(p, ring, special=special)
+    rows = ks.rows(level)
+    moduli = [p.qp[i] for i in rows]
+    limbs = p.limbs_at(level)
+    keep = limbs - p.primes_per_level
+    rng = np.random.default_rng(10 + level)
+    coeff = np.stack([np.stack([rng.integers(0, q, p.n, dtype=np.uint64) for q in moduli]) for _ in range(2)])
+    d = np.stack([np.stack([rng.integers(0, q, p.n, dtype=np.uint64) for q in p.q[:limbs]]) for _ in range(2)])
+    acc = ring.ntt(backend.asarray(coeff), rows)
+    d_ntt = ring.ntt(backend.asarray(d), list(range(limbs)))
+    got = ks.moddown_rescale(acc, level, addend=(d_ntt[0], d_ntt[1]))
+    assert got.shape == (2, keep, p.n)
+    got = backend.to_numpy(ring.intt(got, list(range(keep))))
+    big_p, big_q, q_l = math.prod(ks.p), math.prod(moduli), math.prod(p.q[:limbs])
+    big_d = big_p * math.prod(p.q[keep:limbs])
+    for c in range(2):
+        x = sum(coeff[c, i].astype(object) * (big_q // q) * pow(big_q // q, -1, q) for i, q in enumerate(moduli))
+        dx = sum(d[c, i].astype(object) * (q_l // q) * pow(q_l // q, -1, q) for i, q in enumerate(p.q[:limbs]))
+        x = (x + big_p * dx) % big_q
+        want = (2 * x + big_d) // (2 * big_d)
+        for j, q in enumerate(p.q[:keep]):
+            np.testing.assert_array_equal(got[c, j], (want % q).astype(np.uint64), err_msg=f"poly {c} limb {j}")
+
+
 @pytest.mark.parametrize("level,special", [(0, None), (3, None), (0, 2)])
 def test_moddown_is_the_rounded_division(bctx, bev, level, special):
     """ModDown returns round(x / P) exactly (centred), not a floor off by up to |P|;

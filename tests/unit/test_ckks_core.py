@@ -213,19 +213,23 @@ def test_add_sub_neg_constants(ctx, keys, ev, rng):
     assert np.abs(ctx.decrypt(ev.mul_plain(cx, y, rescale=True), sk) - x * y).max() < MUL
 
 
-def test_mul_relin_rescale_chain_to_last_level(ctx, keys, ev, rng):
+@pytest.mark.parametrize("fused", [False, True])
+def test_mul_relin_rescale_chain_to_last_level(ctx, keys, ev, rng, fused):
+    """mul then rescale, and mul(rescale=True): one division by P q_T (moddown_rescale)."""
     sk, _ = keys
     x = rand(rng, ctx.slots)
     cx = ctx.encrypt(x, sk)
     acc, ref = cx, x.copy()
     for expected_level in range(ctx.max_level - 1, -1, -1):
-        acc = ev.rescale(ev.mul(acc, cx))
+        acc = ev.mul(acc, cx, rescale=True) if fused else ev.rescale(ev.mul(acc, cx))
         ref = ref * x
         assert acc.level == expected_level
         assert abs(acc.scale / ctx.params.scale_at(expected_level) - 1) < 1e-9
         assert np.abs(ctx.decrypt(acc, sk) - ref).max() < MUL
     with pytest.raises(EvaluationError, match="level"):
         ev.rescale(acc)
+    with pytest.raises(EvaluationError, match="level"):
+        ev.mul(acc, acc, rescale=True)
 
 
 def test_mixed_levels_are_adjusted_exactly(ctx, keys, ev, rng):
