@@ -233,12 +233,63 @@ __device__ __forceinline__ void round_stage(u32 (&v)[8], const u32* w, int kb, u
     }
 }
 
-/* the shared-memory stages of one chunk, left in s (padded) for the kernel's store */
-template <typename Ti, int LOGC>
-__device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& x, int cbase, int logn) {
+/* Before a round reads what the previous one wrote: two rounds whose positions keep the
+   thread-index bits from lo up (lo: the larger of the two rounds' lo) exchange residues only
+   within groups of 2^lo consecutive threads, so a group inside a warp needs __syncwarp, a
+   group of warps a named barrier of its own (ids from 1; 0 is __syncthreads'), and only a
+   group of the whole block __syncthreads: of the 4 rounds of a 2^12 chunk, one waits for
+   the block, one for 2 warps, one for its warp (ncu: the pass was latency-bound). */
+template <int LOGC>
+__device__ __forceinline__ void round_barrier(int lo) {
+    const int group = 1 << lo;
+    if (group >= (1 << LOGC) / 8)
+        __syncthreads();
+    else if (group <= 32)
+        __syncwarp();
+    else
+        asm volatile("bar.sync %0, %1;" :: "r"(1 + (int)(threadIdx.x >> lo)), "r"(group) : "memory");
+}
+
+/* eight consecutive residues as 16-byte accesses (loads of 32- or 64-bit words, stores of
+   32-bit ones): a round whose positions are 8 j + k reads or writes device memory directly */
+__device__ __forceinline__ void load8(const u32* p, u32 (&v)[8]) {
+    const uint4 a = *(const uint4*)p, b = *(const uint4*)(p + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const u64* p, u32 (&v)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const ulonglong2 t = *(const ulonglong2*)(p + 2 * i);
+        v[2 * i] = (u32)t.x; v[2 * i + 1] = (u32)t.y;
+    }
+}
+__device__ __forceinline__ void store8(u32* p, const u32 (&v)[8]) {
+    *(uint4*)p = make_uint4(v[0], v[1], v[2], v[3]);
+    *(uint4*)(p + 4) = make_uint4(v[4], v[5], v[6], v[7]);
+}
+
+/* a forward chunk's store: 32-bit words from the last round's registers, 64-bit words
+   from shared memory (fwd_chunk STAGED) */
+template <int LOGC>
+__device__ __forceinline__ void store_chunk(u32* dst, const u32* s, const u32 (&v)[8]) {
+    store8(dst + 8 * threadIdx.x, v);
+}
+template <int LOGC>
+__device__ __forceinline__ void store_chunk(u64* dst, const u32* s, const u32 (&v)[8]) {
+#pragma unroll
+    for (int i = threadIdx.x; i < (1 << LOGC); i += (1 << LOGC) / 8) dst[i] = s[padded(i)];
+}
+
+/* the shared-memory stages of one chunk; the last round (positions 8 j + k) leaves its
+   residues in v for the kernel to store straight from registers, or with STAGED in s
+   (padded, after a barrier) for a store of 64-bit words: eight of those per thread go out
+   as 16-byte stores 64 bytes apart across a warp, half-sector writes that measured slower
+   (the pass 0.049 -> 0.059 ms) than the coalesced store through shared memory */
+template <typename Ti, int LOGC, bool STAGED>
+__device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& x, int cbase, int logn,
+                                          u32 (&v)[8]) {
     const int j = threadIdx.x;
     const u32 q = x.q, qn = x.qn;
-    u32 v[8];
 #pragma unroll
     for (int hi = LOGC - 1; hi >= 0; hi -= 3) {
         const int nb = hi >= 2 ? 3 : hi + 1, lo = hi >= 2 ? hi - 2 : 0;
@@ -247,7 +298,7 @@ __device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& 
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = (u32)src[x.off + base + (k << lo)];
         } else {
-            __syncthreads();
+            round_barrier<LOGC>(hi + 1);     /* the previous round's lo, the larger */
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
         }
@@ -257,22 +308,23 @@ __device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& 
             if (b > hi || b <= hi - nb) continue;
             round_stage<true>(v, group_twiddles(x.w, logn, b, cbase + base), kb, q, qn);
         }
+        if (hi >= 3 || STAGED) {
 #pragma unroll
-        for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
+            for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
+        }
     }
-    __syncthreads();
+    if (STAGED) __syncthreads();
 }
 
 template <typename Ti, typename To, int LOGC>
 __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
                              const u32* qns, const u32* qs, int logn) {
     extern __shared__ u32 s[];
-    constexpr int C = 1 << LOGC;
     int c;
     RowPart x = chunk_of(c, rsel, prow, psi, qns, qs, logn, LOGC);
-    fwd_chunk<Ti, LOGC>(s, src, x, c << LOGC, logn);
-#pragma unroll
-    for (int i = threadIdx.x; i < C; i += C / 8) dst[x.off + i] = (To)s[padded(i)];
+    u32 v[8];
+    fwd_chunk<Ti, LOGC, sizeof(To) == 8>(s, src, x, c << LOGC, logn, v);
+    store_chunk<LOGC>(dst + x.off, s, v);
 }
 
 /* the same pass storing ModDown's and rescale's last step instead of the transform b:
@@ -288,11 +340,11 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
                                    const u32* invsh, const u64* add0, const u64* add1, const i64* perm,
                                    const u32* addw, const u32* addwsh, int row0, int poly_rows, int limbs) {
     extern __shared__ u32 s[];
-    constexpr int C = 1 << LOGC;
     int c;
     RowPart x = chunk_of(c, nullptr, prow, psi, qns, qs, logn, LOGC);
     const int cbase = c << LOGC;
-    fwd_chunk<Ti, LOGC>(s, src, x, cbase, logn);
+    u32 v[8];
+    fwd_chunk<Ti, LOGC, true>(s, src, x, cbase, logn, v);    /* 64-bit words out: staged */
     const long long row = blockIdx.x >> (logn - LOGC);
     const int poly = (int)(row / limbs), r = (int)(row - (long long)poly * limbs);
     const u32 q = x.q, w = inv[r], ws = invsh[r];
@@ -300,42 +352,43 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
     const u64* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
     const u64* adr = ad ? ad + ((size_t)r << logn) : 0;
 #pragma unroll
-    for (int i = threadIdx.x; i < C; i += C / 8) {
+    for (int i = threadIdx.x; i < (1 << LOGC); i += (1 << LOGC) / 8) {
         const int n = cbase + i;
-        u32 v = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
+        u32 o = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
         if (adr) {
             u32 av = (u32)adr[perm ? (int)perm[n] : n];
             if (addw) av = shoup_mul(av, addw[r], addwsh[r], q);
-            v = add_q(v, av, q);
+            o = add_q(o, av, q);
         }
-        out[x.off + i] = v;
+        out[x.off + i] = o;
     }
 }
 
 /* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 in shared memory, N^-1 folded in when
-   they are all the stages; the chunk comes in through shared memory (the first round's
-   positions 8 j + k are not coalesced), the last round's go out directly */
+   they are all the stages; the first round's positions (8 j + k) come in straight from
+   device memory as 16-byte loads, the last round's go out directly */
 template <typename Ti, typename To, int LOGC>
 __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* ipsi,
                           const u32* qns, const u32* qs, const u32* ninv, const u32* ninvsh,
                           int logn, int scale) {
     extern __shared__ u32 s[];
-    constexpr int C = 1 << LOGC;
     const int j = threadIdx.x;
     int c;
     RowPart x = chunk_of(c, rsel, prow, ipsi, qns, qs, logn, LOGC);
     const u32 q = x.q, qn = x.qn;
     const int cbase = c << LOGC;
-#pragma unroll
-    for (int i = j; i < C; i += C / 8) s[padded(i)] = (u32)src[x.off + i];
     u32 v[8];
 #pragma unroll
     for (int b0 = 0; b0 < LOGC; b0 += 3) {
         const int nb = LOGC - b0 < 3 ? LOGC - b0 : 3, lo = b0 < LOGC - 3 ? b0 : LOGC - 3;
         const int base = round_pos(j, 0, lo);
-        __syncthreads();
+        if (b0 == 0) {
+            load8(src + x.off + base, v);      /* lo = 0: base = 8 j */
+        } else {
+            round_barrier<LOGC>(lo);           /* this round's lo, the larger */
 #pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
+            for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
+        }
 #pragma unroll
         for (int kb = 0; kb < 3; ++kb) {
             const int b = lo + kb;
@@ -571,6 +624,20 @@ __global__ void modup_convert(const u32* coeff, const u64* d_ntt, u32* out, cons
    (Finishing the INTT here too, as moddown_ntt_top does for its few P rows, measured
    slower on the H200: ModUp at n16-boot's top level 0.43 against 0.37 ms.) */
 #define MODUP_TOP_COLS 32
+/* a fused conversion kernel's block: source src (a ModUp digit, a ModDown polynomial), row
+   chunk rc of `rows` rows, register-pass columns k0 .. k0 + MODUP_TOP_COLS - 1 (lane: this
+   thread's); blocks run columns fastest, then chunks, then sources */
+struct FusedBlock { int src, rc, k0, lane; };
+__device__ __forceinline__ FusedBlock fused_block(int logc, int rows, int row_chunk) {
+    const int col_blocks = (1 << logc) / MODUP_TOP_COLS, chunks = (rows + row_chunk - 1) / row_chunk;
+    FusedBlock b;
+    b.src = blockIdx.x / (col_blocks * chunks);
+    const int rest = blockIdx.x - b.src * col_blocks * chunks;
+    b.rc = rest / col_blocks;
+    b.k0 = (rest - b.rc * col_blocks) * MODUP_TOP_COLS;
+    b.lane = threadIdx.x % MODUP_TOP_COLS;
+    return b;
+}
 template <int A, int LOGCH>
 __global__ void modup_ntt_top(const u32* coeff, const u64* d_ntt, u32* out, const int* digit_start,
                               const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
@@ -580,11 +647,8 @@ __global__ void modup_ntt_top(const u32* coeff, const u64* d_ntt, u32* out, cons
     extern __shared__ u32 ts[];                 /* [len][CH][MODUP_TOP_COLS] */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     const int logc = logn - LOGCH, N = 1 << logn;
-    const int col_blocks = (1 << logc) / W, chunks = (rows + row_chunk - 1) / row_chunk;
-    const int j = blockIdx.x / (col_blocks * chunks);
-    const int rest = blockIdx.x - j * col_blocks * chunks;
-    const int rc = rest / col_blocks, k0 = (rest - rc * col_blocks) * W, lane = threadIdx.x % W;
-    const int k = k0 + lane;
+    const FusedBlock fb = fused_block(logc, rows, row_chunk);
+    const int j = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     const int s = digit_start[j], len = digit_len[j];
     for (int e = threadIdx.x; e < len * CH * W; e += blockDim.x) {
         const int a = e / (CH * W), i = (e / W) % CH, c = j * maxa + a;
@@ -673,11 +737,8 @@ __global__ void moddown_ntt_top(const u32* pint, const u32* tint, u32* out, cons
     extern __shared__ u32 ts[];           /* [n_p][CH][W] residues t, then [CH][W] centring v */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     const int logc = logn - LOGCH, N = 1 << logn;
-    const int col_blocks = (1 << logc) / W, chunks = (limbs + row_chunk - 1) / row_chunk;
-    const int c = blockIdx.x / (col_blocks * chunks);
-    const int rest = blockIdx.x - c * col_blocks * chunks;
-    const int rc = rest / col_blocks, k0 = (rest - rc * col_blocks) * W, lane = threadIdx.x % W;
-    const int k = k0 + lane;
+    const FusedBlock fb = fused_block(logc, limbs, row_chunk);
+    const int c = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     int* vs = (int*)(ts + n_p * CH * W);
     for (int e = threadIdx.x; e < n_p * W; e += blockDim.x) {
         const int a = e / W, p = p_prime[a];
