@@ -1466,7 +1466,7 @@ def moddown_rescale(ks, acc, level, addend=None, top=None):
         t_idx = list(range(keep, limbs))
         qc = ks.ring.q_col(t_idx)
         mu = _mu_col(qc)
-        p_mod = _top_p_mod(ks, level)
+        p_mod = ks.p_mod(t_idx)
         src = acc[..., ks.n_p + keep:ks.n_p + limbs, :]
         top = cp.empty(src.shape, dtype=np.uint32)
         for c in range(src.shape[0]):
@@ -1476,17 +1476,6 @@ def moddown_rescale(ks, acc, level, addend=None, top=None):
             else:
                 _ew("scaled_add")(src[c], x[keep:limbs], p_mod, qc, mu, top[c])
     return _divide(ks, acc, level, ks.params.primes_per_level, top, addend, None, ks.top_inverse(level))
-
-
-def _top_p_mod(ks, level):
-    cache = ks.__dict__.setdefault("_kernel_top_p_mod", {})
-    col = cache.get(level)
-    if col is None:
-        limbs = ks.params.limbs_at(level)
-        keep = limbs - ks.params.primes_per_level
-        col = _cp().asarray(np.array([[ks._big_p % ks.params.q[i]] for i in range(keep, limbs)], dtype=np.uint64))
-        cache[level] = col
-    return col
 
 
 def _divide(ks, acc, level, drop, top, addend, perm, addend_w):

@@ -29,7 +29,7 @@ class KeySwitcher:
         self.p_idx = list(params.p_indices())[: self.n_p]
         self.p = params.p[: self.n_p]
         big_p = math.prod(self.p)
-        self._p_inv = {}
+        self._cols = {}
         self._neg_p_multiples = {}
         self._conv = {}
         self._big_p = big_p
@@ -181,36 +181,36 @@ class KeySwitcher:
         if not len(idx):
             return self.xp.zeros(rows.shape, dtype=np.uint64)
         qc = self.ring.q_col(idx)
-        p_mod = self.xp.asarray(np.array([[self._big_p % self.params.qp[i]] for i in idx], dtype=np.uint64))
+        p_mod = self.p_mod(idx)
         out = self.xp.array(rows, dtype=np.uint64)
         for c, x in enumerate(addend_rows):
             if x is not None:
                 out[c] = (out[c] + x * p_mod % qc) % qc
         return out
 
+    def _column(self, key, values):
+        """A cached (rows, 1) device column of per-prime constants, values() made once."""
+        col = self._cols.get(key)
+        if col is None:
+            col = self._cols[key] = self.xp.asarray(np.array(values(), dtype=np.uint64))[:, None]
+        return col
+
+    def p_mod(self, idx):
+        """(len(idx), 1) column of P mod q_i (prime indices idx)."""
+        return self._column(("P mod", tuple(idx)), lambda: [self._big_p % self.params.qp[i] for i in idx])
+
     def p_inverse(self, level, drop=0):
         """(limbs - drop, 1) column of D^-1 mod q_j, D = P (times the top `drop` primes)."""
-        p_inv = self._p_inv.get((level, drop))
-        if p_inv is None:
-            big = self._divisor(level, drop)
-            q = self.params.q[: self.params.limbs_at(level) - drop]
-            p_inv = self.xp.asarray(np.array([pow(big % qj, -1, qj) for qj in q],
-                                             dtype=np.uint64))[:, None]
-            self._p_inv[(level, drop)] = p_inv
-        return p_inv
+        q = self.params.q[: self.params.limbs_at(level) - drop]
+        return self._column(("D^-1", level, drop),
+                            lambda: [pow(self._divisor(level, drop) % qj, -1, qj) for qj in q])
 
     def top_inverse(self, level):
         """(limbs - k, 1) column of q_T^-1 mod q_j: moddown_rescale's factor on the addend."""
-        key = ("top", level)
-        inv = self._p_inv.get(key)
-        if inv is None:
-            limbs = self.params.limbs_at(level)
-            keep = limbs - self.params.primes_per_level
-            big = math.prod(self.params.q[keep:limbs])
-            inv = self.xp.asarray(np.array([pow(big % qj, -1, qj) for qj in self.params.q[:keep]],
-                                           dtype=np.uint64))[:, None]
-            self._p_inv[key] = inv
-        return inv
+        limbs = self.params.limbs_at(level)
+        keep = limbs - self.params.primes_per_level
+        big = math.prod(self.params.q[keep:limbs])
+        return self._column(("q_T^-1", level), lambda: [pow(big % qj, -1, qj) for qj in self.params.q[:keep]])
 
     def neg_p_multiples(self, level, drop=0):
         """(limbs - drop, |D|+1) table of -v*D mod q_j for v = 0..|D|, D = P (times the top
