@@ -301,6 +301,8 @@ class Evaluator(LevelMatch):
         self._check(a, b)
         a, b = self.match(a, b)
         self._slots_match(a, b, "mul")
+        if rescale and a.level == 0:
+            raise EvaluationError("cannot rescale a level-0 ciphertext")
         qc = self._qc(self._limbs(a))
         if self.ring._gpu:
             from ..backend import kernels
@@ -312,27 +314,22 @@ class Evaluator(LevelMatch):
             d0 = a0 * b0 % qc
             d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
             d2 = a1 * b1 % qc
-        is_complex = a.is_complex or b.is_complex
-        if rescale:
-            if a.level == 0:
-                raise EvaluationError("cannot rescale a level-0 ciphertext")
-            self.counts["keyswitch"] += 1
-            ext = self._inner(self._modup(d2, a.level), self._relin_key(), a.level)
-            data = self._moddown_rescale(ext, a.level, addend=(d0, d1))
-            return a.with_data(data, level=a.level - 1, scale=a.scale * b.scale / self._top_product(a.level),
-                               is_complex=is_complex)
-        data = self._switch(d2, self._relin_key(), a.level, addend=(d0, d1))
-        return a.with_data(data, scale=a.scale * b.scale, is_complex=is_complex)
+        data = self._switch(d2, self._relin_key(), a.level, addend=(d0, d1), rescale=rescale)
+        scale = a.scale * b.scale
+        changes = {"level": a.level - 1, "scale": scale / self._top_product(a.level)} if rescale else {"scale": scale}
+        return a.with_data(data, is_complex=a.is_complex or b.is_complex, **changes)
 
     def _top_product(self, level):
         """The product of the prime group a rescale at `level` drops."""
         limbs = self.params.limbs_at(level)
         return math.prod(self.params.q[limbs - self.params.primes_per_level:limbs])
 
-    def _switch(self, d, key, level, addend=None):
-        """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step."""
+    def _switch(self, d, key, level, addend=None, rescale=False):
+        """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step;
+        with rescale, its ModDown also divides by the top prime group (moddown_rescale)."""
         self.counts["keyswitch"] += 1
-        return self._moddown(self._inner(self._modup(d, level), key, level), level, addend)
+        ext = self._inner(self._modup(d, level), key, level)
+        return self._moddown_rescale(ext, level, addend) if rescale else self._moddown(ext, level, addend)
 
     def square(self, a, rescale: bool = False):
         return self.mul(a, a, rescale)

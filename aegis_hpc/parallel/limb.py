@@ -144,14 +144,20 @@ class LimbEvaluator(Evaluator):
                 acc[c] %= qc
         return acc
 
+    def _whole_ext(self, acc, limbs):
+        """This rank's inner-product rows (every P row, its own Q_l rows) placed in a whole
+        (2, |P| + limbs, N) extended array, zeros elsewhere, for the single-rank ModDown: the
+        rows of other ranks only reach output rows this rank drops."""
+        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
+        full[:, : self.n_p] = acc[:, : self.n_p]
+        full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
+        return full
+
     def _moddown(self, acc, level, addend=None, perm=None):
         """The single-rank ModDown on this rank's P rows (all of them) and Q_l
         limbs; this rank's Q_l limbs of the result (+ addend, this rank's limbs). No exchange."""
         limbs = self.params.limbs_at(level)
-        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
-        full[:, : self.n_p] = acc[:, : self.n_p]
-        full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
-        u = self.ks.moddown(full, level)[:, self.r::self.P]
+        u = self.ks.moddown(self._whole_ext(acc, limbs), level)[:, self.r::self.P]
         return add_polys(self.ring, u, addend, perm, self._qc(limbs))
 
     def _moddown_rescale(self, acc, level, addend):
@@ -162,12 +168,9 @@ class LimbEvaluator(Evaluator):
         keep = limbs - self.params.primes_per_level
         mine = list(self.own(limbs))
         n_keep = len(self.own(keep))
-        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
-        full[:, : self.n_p] = acc[:, : self.n_p]
-        full[:, [self.n_p + i for i in mine]] = acc[:, self.n_p:]
         own_top = self.ks.plus_p_multiple(acc[:, self.n_p + n_keep:], [x[n_keep:] for x in addend], mine[n_keep:])
         top = self._gather_rows(own_top, keep, limbs, "rescale")
-        u = self.ks.moddown_rescale(full, level, top=top)[:, self.r::self.P]
+        u = self.ks.moddown_rescale(self._whole_ext(acc, limbs), level, top=top)[:, self.r::self.P]
         return add_scaled_polys(self.ring, u, addend, self.ks.top_inverse(level)[self.r:keep:self.P],
                                 self._qc(keep))
 
