@@ -16,6 +16,7 @@ reached from its `if ring._gpu` hooks.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -474,6 +475,53 @@ __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64*
     }
     out[(size_t)r * N + n] = (u32)barrett(acc0, q, mu);
     out[(size_t)rows * N + (size_t)r * N + n] = (u32)barrett(acc1, q, mu);
+}
+
+/* ---- a hoisted group's inner products in one launch: rotation k's sum_j ext_j[perm_k] *
+   key_kj for up to KS_MANY rotations. A thread runs every rotation of its (row, column), so
+   the group's gathers from one ext row land within the few rows a wave of blocks spans and
+   hit L2: ext comes from memory once per group instead of once per rotation. The rotations'
+   pointers are plain arguments (unused ones null), so the launch needs no descriptor upload
+   and is capturable in a CUDA graph. */
+#define KS_MANY 8
+#define KS_MANY_ARGS(T, name) T name##0, T name##1, T name##2, T name##3, T name##4, T name##5, \
+                              T name##6, T name##7
+#define KS_MANY_LIST(name) {name##0, name##1, name##2, name##3, name##4, name##5, name##6, name##7}
+template <typename TE>
+__global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MANY_ARGS(const u32*, ka),
+                              KS_MANY_ARGS(const i64*, pm), KS_MANY_ARGS(u32*, out), int count,
+                              const u64* qs, const u64* mus, int digits, int rows, int logn,
+                              long long ext_dstride, long long key_dstride) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int N = 1 << logn;
+    if (tid >= (long long)rows * N) return;
+    const u32* kbs[KS_MANY] = KS_MANY_LIST(kb);
+    const u32* kas[KS_MANY] = KS_MANY_LIST(ka);
+    const i64* pms[KS_MANY] = KS_MANY_LIST(pm);
+    u32* outs[KS_MANY] = KS_MANY_LIST(out);
+    int r = (int)(tid >> logn);
+    int n = (int)(tid & (N - 1));
+    u64 q = qs[r], mu = mus[r];
+    size_t koff = (size_t)r * N + n;
+    /* unrolled, so every kbs[k] is a constant index: the arrays stay kernel parameters
+       (a runtime index puts them in local memory, 256 bytes a thread: 3.4x slower) */
+#pragma unroll
+    for (int k = 0; k < KS_MANY; ++k) {
+        if (k >= count) break;
+        const TE* e_ = ext + (size_t)r * N + (pms[k] ? (int)pms[k][n] : n);
+        const u32* kb_ = kbs[k] + koff;
+        const u32* ka_ = kas[k] + koff;
+        u64 acc0 = 0, acc1 = 0;
+        int pending = 0;
+        for (int j = 0; j < digits; ++j) {
+            u64 e = (u64)e_[(size_t)j * ext_dstride];
+            acc0 += mul32(e, kb_[(size_t)j * key_dstride]);
+            acc1 += mul32(e, ka_[(size_t)j * key_dstride]);
+            if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
+        }
+        outs[k][(size_t)r * N + n] = (u32)barrett(acc0, q, mu);
+        outs[k][(size_t)rows * N + (size_t)r * N + n] = (u32)barrett(acc1, q, mu);
+    }
 }
 
 /* ---- sum_t ct_t * pt_t over the first `limbs` rows of both polynomials, one pass:
@@ -967,7 +1015,7 @@ def _templates():
             names += [f"{k}<{ti}, {to}, {c}>" for k in ("ntt_fwd_smem", "intt_smem") for c in SMEM_LOGS]
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
-        names += [f"ks_inner<{ti}>", f"mul_plain_sum<{ti}>"]
+        names += [f"ks_inner<{ti}>", f"ks_inner_many<{ti}>", f"mul_plain_sum<{ti}>"]
         names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}>" for c in SMEM_LOGS]
     names += [f"ntt_fwd_top_lift<{k}>" for k in range(1, MAX_TOP_LOG + 1)]
     names += [f"{k}<{a}>" for k in ("modup_convert", "moddown_convert", "basis_convert") for a in CONVERT_BOUNDS]
@@ -1024,7 +1072,49 @@ def _fn(name):
     if f is None:
         f = _state["module"].get_function(name)
         _state["fn"][name] = f
-    return f
+    return _keeping(f, lambda args: args[2]) if _state.get("kept") is not None else f
+
+
+def _keeping(launch, arrays_of):
+    """launch, keeping the arrays its arguments name alive with the graph being captured."""
+    cp = _cp()
+
+    def call(*args, **kw):
+        _state["kept"].extend(a for a in arrays_of(args) if isinstance(a, cp.ndarray))
+        return launch(*args, **kw)
+
+    return call
+
+
+@contextmanager
+def capturing(kept):
+    """While a CUDA graph is captured (graphs.CapturedCall): every array a launch through
+    _fn / _ew takes is appended to `kept`, which the graph holds, and upload() copies
+    outside the graph."""
+    prev = _state.get("kept")
+    _state["kept"] = kept
+    try:
+        yield
+    finally:
+        _state["kept"] = prev
+
+
+def upload(host):
+    """A device copy of a small host array (launch descriptors). Under capture the copy is made
+    outside the graph, on a side stream, finished before the launch that reads it is captured,
+    and kept with the graph: a captured copy would read the host buffer again at every replay."""
+    cp = _cp()
+    kept = _state.get("kept")
+    if kept is None:
+        return cp.asarray(host)
+    side = _state.get("side_stream")
+    if side is None:
+        side = _state["side_stream"] = cp.cuda.Stream(non_blocking=True)
+    with side:
+        dev = cp.asarray(host)
+    side.synchronize()
+    kept.append(dev)
+    return dev
 
 
 def _word(a):
@@ -1043,7 +1133,7 @@ def _ew(name):
         ins, outs, body = _ELEMENTWISE[name]
         k = cp.ElementwiseKernel(ins, outs, body, f"aegis_{name}", preamble=_PREAMBLE)
         _state["ew"][name] = k
-    return k
+    return _keeping(k, lambda args: args) if _state.get("kept") is not None else k
 
 
 def _grid(total):
@@ -1258,6 +1348,35 @@ def ks_inner(ext, key, qc, rows, perm=None):
     return out
 
 
+KS_MANY = 8  # rotations per ks_inner_many launch (the kernel's KS_MANY)
+
+
+def ks_inner_many(ext, keys, qc, rows, perms):
+    """ks_inner for each (key, perm) of up to KS_MANY rotations over one ext, one launch:
+    a list of (2, rows, N) uint32."""
+    cp = _cp()
+    if not 0 < len(keys) == len(perms) <= KS_MANY:
+        raise ValueError(f"ks_inner_many: {len(keys)} keys and {len(perms)} permutations; "
+                         f"1 to {KS_MANY} of each")
+    ext = cp.ascontiguousarray(cp.asarray(ext))
+    digits, _, n = ext.shape
+    kbs = [cp.ascontiguousarray(cp.asarray(k.b), dtype=np.uint32) for k in keys]
+    kas = [cp.ascontiguousarray(cp.asarray(k.a), dtype=np.uint32) for k in keys]
+    if len({k.shape for k in kbs + kas}) != 1:
+        raise ValueError("ks_inner_many: the keys differ in shape")
+    null = np.uint64(0)
+    pms = [null if p is None else cp.ascontiguousarray(p, dtype=np.int64) for p in perms]
+    outs = [cp.empty((2, rows, n), dtype=np.uint32) for _ in keys]
+    pad = [null] * (KS_MANY - len(keys))
+    _fn(f"ks_inner_many<{_word(ext)}>")(
+        _grid(rows * n), (THREADS,),
+        (ext, *kbs, *pad, *kas, *pad, *pms, *pad, *outs, *pad, np.int32(len(keys)),
+         cp.ascontiguousarray(qc.ravel()), cp.ascontiguousarray(_mu_col(qc).ravel()),
+         np.int32(digits), np.int32(rows), np.int32(n.bit_length() - 1),
+         np.int64(ext.shape[1] * n), np.int64(kbs[0].shape[1] * n)))
+    return outs
+
+
 def mul_plain_sum(ct_rows, pt_rows, runs, qc):
     """sum_t ct_t * pt_t mod q -> (2, limbs, N) uint64, None where the operands do not fit
     the kernel (the caller then takes the reference path).
@@ -1280,7 +1399,7 @@ def mul_plain_sum(ct_rows, pt_rows, runs, qc):
     host[2 * t:3 * t] = [c.strides[0] // 8 for c in ct_rows]
     host[3 * t:3 * t + (t + 1) // 2] = 0
     host[3 * t:].view(np.int32)[:t] = [int(r).bit_length() - 1 for r in runs]
-    dev = cp.asarray(host)
+    dev = upload(host)
     ptrs, pptrs, stride = dev[:t].view(np.uint64), dev[t:2 * t].view(np.uint64), dev[2 * t:3 * t]
     run_log = dev[3 * t:].view(np.int32)[:t]
     q = cp.ascontiguousarray(qc.ravel())

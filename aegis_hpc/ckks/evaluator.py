@@ -45,8 +45,13 @@ class LevelMatch:
 
 class Evaluator(LevelMatch):
     """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
-    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_moddown`, `_moddown_rescale`) are what
-    parallel.limb.LimbEvaluator overrides to run the same code on its share of the limbs."""
+    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_inner_many`, `_moddown`,
+    `_moddown_rescale`) are what parallel.limb.LimbEvaluator overrides to run the same code on
+    its share of the limbs."""
+
+    # a bootstrap on this evaluator may be replayed as a CUDA graph (backend/graphs.py): it
+    # launches device work only, with no exchange between ranks
+    graphs_capturable = True
 
     def __init__(self, ctx, keys: EvaluationKeys | None):
         self.ctx = ctx
@@ -106,6 +111,9 @@ class Evaluator(LevelMatch):
 
     def _inner(self, ext, key, level, perm=None):
         return self.ks.inner(ext, key, level, perm=perm)
+
+    def _inner_many(self, ext, keys, level, perms):
+        return self.ks.inner_many(ext, keys, level, perms)
 
     def _moddown(self, acc, level, addend=None, perm=None):
         return self.ks.moddown(acc, level, addend, perm)
@@ -283,8 +291,10 @@ class Evaluator(LevelMatch):
             pos = self.ring.ntt(self.xp.asarray(coeff), list(range(len(p.q))))
             qc = self.ring.q_col(range(len(p.q)))
             mono = self.__dict__["_i_monomial"] = (pos, (qc - pos) % qc)
-        rows = list(self._rows(self._limbs(ct)))
-        m = mono[1 if negate else 0][rows]
+        rows = self._rows(self._limbs(ct))
+        m = mono[1 if negate else 0]
+        # a slice where the rows are a prefix: indexing by a list uploads it every call
+        m = m[: len(rows)] if rows == range(len(rows)) else m[list(rows)]
         return ct.with_data(self.ring.mul_mod(ct.data, m, self._qc(self._limbs(ct))), is_complex=True)
 
     # ---- ciphertext products -----------------------------------------
@@ -375,13 +385,10 @@ class Evaluator(LevelMatch):
         keys = [self._galois_key(g, name) for g, name in elements_and_names]
         self.counts["keyswitch"] += len(keys)
         ext = self._modup(ct.data[1], ct.level)
-        out = []
-        for (g, _), key in zip(elements_and_names, keys):
-            perm = self.ring.automorphism_permutation(g)
-            data = self._moddown(self._inner(ext, key, ct.level, perm=perm), ct.level,
-                                 addend=(ct.data[0], None), perm=perm)
-            out.append(ct.with_data(data))
-        return out
+        perms = [self.ring.automorphism_permutation(g) for g, _ in elements_and_names]
+        accs = self._inner_many(ext, keys, ct.level, perms)
+        return [ct.with_data(self._moddown(acc, ct.level, addend=(ct.data[0], None), perm=perm))
+                for acc, perm in zip(accs, perms)]
 
     def rotate_hoisted(self, ct, steps):
         """Rotations of one ciphertext sharing one ModUp; returns {step: ciphertext}."""

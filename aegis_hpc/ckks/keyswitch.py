@@ -68,6 +68,23 @@ class KeySwitcher:
             out[j, self.n_p + digit.start:self.n_p + digit.stop] = d[digit.start:digit.stop]
         return out
 
+    def inner_many(self, ext, keys, level, perms):
+        """inner(ext, key, level, perm) for each (key, perm) of a hoisted group, yielded in
+        order; on the device one pass over ext per kernels.KS_MANY rotations (a lone rotation
+        takes ks_inner, which is faster for one). Lazy, so a caller that consumes each result
+        holds one launch's accumulators at a time."""
+        from ..backend import kernels
+
+        if not self.ring._gpu or len(keys) == 1:
+            for key, perm in zip(keys, perms):
+                yield self.inner(ext, key, level, perm)
+            return
+        rows = self.n_p + self.params.limbs_at(level)
+        qc = self.ring.q_col(self.rows(level))
+        for s in range(0, len(keys), kernels.KS_MANY):
+            yield from kernels.ks_inner_many(ext, keys[s:s + kernels.KS_MANY], qc, rows,
+                                             perms[s:s + kernels.KS_MANY])
+
     def inner(self, ext, key, level, perm=None):
         """Sum over digits of ext_j[..., perm] * (b_j, a_j) -> (2, |P|+limbs, N) over P, Q_l."""
         rows = self.n_p + self.params.limbs_at(level)

@@ -56,6 +56,8 @@ class LimbEvaluator(Evaluator):
     run on this rank's rows through its hooks; only rescale and the key-switch
     steps exchange limbs."""
 
+    graphs_capturable = False   # its exchanges go through the host (MPI) between launches
+
     def __init__(self, ctx, keys, comm, site: str = SITE):
         super().__init__(ctx, keys)
         # single-rank rescale / ModUp / ModDown on gathered limbs; one KeySwitcher (its tables are cached)
@@ -143,6 +145,9 @@ class LimbEvaluator(Evaluator):
                 acc[c] += ext[j] * k[j][rows].astype(np.uint64) % qc
                 acc[c] %= qc
         return acc
+
+    def _inner_many(self, ext, keys, level, perms):
+        return (self._inner(ext, key, level, perm) for key, perm in zip(keys, perms))
 
     def _whole_ext(self, acc, limbs):
         """This rank's inner-product rows (every P row, its own Q_l rows) placed in a whole

@@ -207,6 +207,34 @@ def test_ks_inner_bit_exact(log_n, digits, rows, use_perm):
     np.testing.assert_array_equal(cp.asnumpy(got), want)
 
 
+@pytest.mark.parametrize("log_n,digits,rows,count", [(12, 3, 6, 3), (13, 5, 9, 8)])
+def test_ks_inner_many_bit_exact(log_n, digits, rows, count):
+    """A hoisted group's inner products in one launch, each rotation against the numpy sum
+    over digits of its gathered ext times its own key (one rotation without a permutation)."""
+    rng = np.random.default_rng(log_n + count)
+    n = 1 << log_n
+    primes = mixed_primes(log_n, rows + 1)
+    ext = np.stack([residues(rng, primes[:rows], n) for _ in range(digits)])
+    qc = np.array(primes[:rows], dtype=np.uint64)[:, None]
+    keys, perms, want = [], [], []
+    for k in range(count):
+        kb = np.stack([residues(rng, primes, n) for _ in range(digits)]).astype(np.uint32)
+        ka = np.stack([residues(rng, primes, n) for _ in range(digits)]).astype(np.uint32)
+        perm = None if k == 1 else rng.permutation(n)
+        e = ext if perm is None else ext[..., perm]
+        acc = np.zeros((2, rows, n), dtype=np.uint64)
+        for j in range(digits):
+            acc[0] = (acc[0] + e[j] * kb[j, :rows].astype(np.uint64) % qc) % qc
+            acc[1] = (acc[1] + e[j] * ka[j, :rows].astype(np.uint64) % qc) % qc
+        keys.append(SimpleNamespace(b=cp.asarray(kb), a=cp.asarray(ka)))
+        perms.append(None if perm is None else cp.asarray(perm))
+        want.append(acc)
+    got = kernels.ks_inner_many(cp.asarray(ext), keys, cp.asarray(qc), rows, perms)
+    assert len(got) == count
+    for k in range(count):
+        np.testing.assert_array_equal(cp.asnumpy(got[k]), want[k], err_msg=f"rotation {k}")
+
+
 def test_elementwise_bit_exact():
     rng = np.random.default_rng(3)
     primes = mixed_primes(12, 5)
@@ -301,6 +329,10 @@ def _on_device(ct):
     return replace(ct, data=cp.asarray(ct.data))
 
 
+# more rotations than one ks_inner_many launch takes (kernels.KS_MANY = 8)
+HOISTED = [1, 3, -2, 2, 4, 5, 6, 7, 9, -5]
+
+
 @pytest.mark.parametrize("spec", [
     dict(log_n=11, levels=3, scale_bits=40, primes_per_level=2, base_primes=2, dnum=3),
     dict(log_n=12, levels=4, scale_bits=28, primes_per_level=1, base_primes=1, dnum=2),
@@ -311,7 +343,7 @@ def test_evaluator_ops_bit_exact(spec):
     rng = np.random.default_rng(spec["log_n"])
     with using("numpy"):
         ctx = Context(prm)
-        sk, keys = ctx.keygen(rotations=[1, 3, -2])
+        sk, keys = ctx.keygen(rotations=HOISTED)
         ev = ctx.evaluator(keys)
         ct = ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public)
         ct2 = ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public)
@@ -319,7 +351,7 @@ def test_evaluator_ops_bit_exact(spec):
         want = {"mul": ev.mul(ct, ct2).data, "mul_rescale": ref_prod.data,
                 "rescale": ev.rescale(ct).data, "rot1": ev.rotate(ct, 1).data,
                 "switch": ev.ks.switch(ct.data[1], keys.relin, ct.level)}
-        hoisted = ev.rotate_hoisted(ct, [1, 3, -2])
+        hoisted = ev.rotate_hoisted(ct, HOISTED)
         want.update({f"h{s}": c.data for s, c in hoisted.items()})
         low = ev.drop_level(ct, prm.max_level - 1)
         want["rescale_low"] = ev.rescale(low).data
@@ -330,7 +362,7 @@ def test_evaluator_ops_bit_exact(spec):
         got = {"mul": dev.mul(dct, dct2).data, "mul_rescale": dev.mul(dct, dct2, rescale=True).data,
                "rescale": dev.rescale(dct).data, "rot1": dev.rotate(dct, 1).data,
                "switch": dev.ks.switch(dct.data[1], dev.keys.relin, dct.level)}
-        got.update({f"h{s}": c.data for s, c in dev.rotate_hoisted(dct, [1, 3, -2]).items()})
+        got.update({f"h{s}": c.data for s, c in dev.rotate_hoisted(dct, HOISTED).items()})
         got["rescale_low"] = dev.rescale(_on_device(low)).data
     for name in want:
         np.testing.assert_array_equal(cp.asnumpy(got[name]), want[name], err_msg=name)
@@ -433,3 +465,38 @@ def test_encryption_noise_kernel_bit_exact():
                                        reject=reject)
         np.testing.assert_array_equal(cp.asnumpy(got), want)
         assert dev.next_draws(1)[2] == 3              # the three draws are spent
+
+
+def test_bootstrap_replayed_as_a_cuda_graph_is_bit_identical():
+    """The first bootstrap of a key runs eagerly, the second captures a CUDA graph and the
+    rest replay it (backend/graphs.py): every output against an eager bootstrap of the same
+    input, bit for bit, also after host uploads have recycled the pinned staging buffers a
+    wrongly captured host-to-device copy would read; and a replayed output decrypts."""
+    from aegis_hpc.ckks.bootstrap.bootstrapper import Bootstrapper
+
+    with using("cupy"):
+        ctx = Context.from_preset("test-boot")
+        sk, keys = ctx.keygen(bootstrap=True)
+        ev = ctx.evaluator(keys)
+        graphed, eager = Bootstrapper(ev), Bootstrapper(ev)
+        eager._graphs = None
+        assert graphed._graphs is not None
+        rng = np.random.default_rng(11)
+        xs = [rng.uniform(-1, 1, ctx.slots) for _ in range(4)]
+        cts = [ctx.encrypt(x, sk, level=0) for x in xs]
+        counts = dict(ev.counts)
+        outs = [graphed.bootstrap(c) for c in cts]
+        switches = ev.counts["keyswitch"] - counts["keyswitch"]
+        assert graphed.replays(cts[0])
+        for _ in range(8):
+            cp.asarray(rng.integers(0, 2 ** 31, 1 << 14))
+        outs.append(graphed.bootstrap(cts[1]))
+        before = ev.counts["keyswitch"]
+        wants = [eager.bootstrap(c) for c in cts + [cts[1]]]
+        # a replay counts the key switches an eager call does
+        assert switches * 5 == 4 * (ev.counts["keyswitch"] - before)
+        for i, (got, want) in enumerate(zip(outs, wants)):
+            assert (got.level, got.scale, got.slots) == (want.level, want.scale, want.slots)
+            np.testing.assert_array_equal(cp.asnumpy(got.data), cp.asnumpy(want.data), err_msg=f"call {i}")
+        err = np.abs(ctx.decrypt(outs[3], sk) - xs[3]).max()
+    assert err < 2.0 ** -18   # tests/unit/test_bootstrap.py BOOT_BOUND

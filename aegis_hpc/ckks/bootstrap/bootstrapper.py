@@ -83,6 +83,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...backend.graphs import GraphCache
+from ...backend.graphs import enabled as graphs_enabled
 from ..ciphertext import Ciphertext
 from ..keys import SecretKey, SwitchingKey, switching_key_rows
 from ..rns import crt_centered_small
@@ -247,6 +249,8 @@ class Bootstrapper:
             raise BootstrapError(f"bootstrapping needs {self.depth} levels, {p.name} has {p.max_level}")
         self.output_level = p.max_level - self.depth
         self._pipelines: dict = {}
+        self._graphs = GraphCache("bootstrap") if graphs_enabled() and ev.graphs_capturable else None
+        self._counted: dict = {}
         # the DFT plaintexts depend on the ring, the configuration, the slot count and
         # the level alone: every evaluator of a context shares them (GBs at N=2^16,
         # seconds to encode), so a server encodes them once per process
@@ -296,7 +300,9 @@ class Bootstrapper:
         coeff = ring.intt(ct.data, base)
         lifted = xp.stack([crt_centered_small(coeff[c], p.q[: p.base_primes]) for c in range(2)])
         top = p.limbs_at(p.max_level)
-        q_all = xp.asarray(np.array(p.q[:top], dtype=np.int64))[:, None]
+        q_all = self.__dict__.get("_q_all")
+        if q_all is None:   # once: a per-call upload cannot be captured in a CUDA graph
+            q_all = self._q_all = xp.asarray(np.array(p.q[:top], dtype=np.int64))[:, None]
         res = (lifted[:, None, :] % q_all).astype(np.uint64)
         data = ring.ntt(res, list(range(top)))
         raised = ct.with_data(data, level=p.max_level, scale=2.0 * self.evalmod.input_divisor * self.q0)
@@ -419,6 +425,30 @@ class Bootstrapper:
 
     # ---- whole pipeline ----------------------------------------------------------
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
+        """The bootstrap of ct; on a GPU, from its second call with a key on, one CUDA graph
+        (backend/graphs.py): the circuit branches only on what the key holds."""
+        if self._graphs is None:
+            return self._bootstrap(ct)
+        ev = self.ev
+        ev._check(ct)
+        key = self._graph_key(ct)
+        before = dict(ev.counts)
+        out = self._graphs.call(key, self._bootstrap, ct)
+        # a replay runs no Python, and the capturing call runs the circuit twice: the counts
+        # (key switches) move by what one eager call of this key counted
+        moved = self._counted.setdefault(key, {k: ev.counts[k] - before[k] for k in before})
+        ev.counts.update({k: before[k] + moved[k] for k in before})
+        return out
+
+    @staticmethod
+    def _graph_key(ct):
+        return ct.level, ct.slots, ct.scale, ct.is_complex, ct.data.shape, ct.data.dtype.str
+
+    def replays(self, ct) -> bool:
+        """Whether a bootstrap of ct runs as a captured CUDA graph now."""
+        return self._graphs is not None and self._graphs.captured(self._graph_key(ct))
+
+    def _bootstrap(self, ct: Ciphertext) -> Ciphertext:
         ev = self.ev
         ev._check(ct)
         if ct.slots < 2 and ct.slots != self.params.slots:
