@@ -25,6 +25,12 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long i64;
 
+/* residue i of rows stored in 64-bit (wide) or 32-bit words: a ciphertext's rows, or the
+   tensor product's and the key switch's 32-bit ones; the flag is uniform over a launch */
+__device__ __forceinline__ u32 word_at(const void* p, size_t i, int wide) {
+    return wide ? (u32)((const u64*)p)[i] : ((const u32*)p)[i];
+}
+
 /* r in [0, 2q) -> r mod q as one unsigned min: below q, r - q wraps above r (q < 2^31, so
    r < 2q never wraps itself); a compare and select would be two instructions */
 __device__ __forceinline__ u32 reduce_2q(u32 r, u32 q) { return min(r, r - q); }
@@ -332,14 +338,16 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
    out = ((a_c + q - b) inv + add_c[perm]) mod q, where a_c is rows row0 .. row0 + limbs of
    a's polynomial c (poly_rows rows apart: ModDown skips the P rows, rescale the dropped
    limbs), inv (Shoup pair inv, invsh) per limb, and add_c (rows N apart, null for none) the
-   rest of the operation's result: a rotation's gathered c0, a product's d0 and d1, times
+   rest of the operation's result (32- or 64-bit words, add_wide): a rotation's gathered c0
+   (a ciphertext's 64-bit row), a product's d0 and d1 (the tensor's 32-bit words), times
    the Shoup pair (addw, addwsh) per limb where addw is not null (ModDown with a rescale:
    q_T^-1). b's transform is never written back, and no separate pass reads it again. */
 template <typename Ti, typename TA, int LOGC>
 __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* psi, const u32* qns,
                                    const u32* qs, int logn, const TA* a, u64* out, const u32* inv,
-                                   const u32* invsh, const u64* add0, const u64* add1, const i64* perm,
-                                   const u32* addw, const u32* addwsh, int row0, int poly_rows, int limbs) {
+                                   const u32* invsh, const void* add0, const void* add1, const i64* perm,
+                                   const u32* addw, const u32* addwsh, int row0, int poly_rows, int limbs,
+                                   int add_wide) {
     extern __shared__ u32 s[];
     int c;
     RowPart x = chunk_of(c, nullptr, prow, psi, qns, qs, logn, LOGC);
@@ -350,14 +358,14 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
     const int poly = (int)(row / limbs), r = (int)(row - (long long)poly * limbs);
     const u32 q = x.q, w = inv[r], ws = invsh[r];
     const TA* ar = a + (((size_t)poly * poly_rows + row0 + r) << logn);
-    const u64* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
-    const u64* adr = ad ? ad + ((size_t)r << logn) : 0;
+    const void* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
+    const size_t adr = (size_t)r << logn;
 #pragma unroll
     for (int i = threadIdx.x; i < (1 << LOGC); i += (1 << LOGC) / 8) {
         const int n = cbase + i;
         u32 o = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
-        if (adr) {
-            u32 av = (u32)adr[perm ? (int)perm[n] : n];
+        if (ad) {
+            u32 av = word_at(ad, adr + (perm ? (int)perm[n] : n), add_wide);
             if (addw) av = shoup_mul(av, addw[r], addwsh[r], q);
             o = add_q(o, av, q);
         }
@@ -617,11 +625,11 @@ __device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32
    coefficients. */
 #define MODUP_COLS 4
 template <int A>
-__global__ void modup_convert(const u32* coeff, const u64* d_ntt, u32* out, const int* digit_start,
+__global__ void modup_convert(const u32* coeff, const void* d_ntt, u32* out, const int* digit_start,
                               const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, int rows, int maxa,
-                              int logn, int digits, int row_chunk) {
+                              int logn, int digits, int row_chunk, int d_wide) {
     const int N = 1 << logn, bd = blockDim.x;
     const int per_row = N / (bd * MODUP_COLS);
     const int chunks = (rows + row_chunk - 1) / row_chunk;
@@ -645,9 +653,9 @@ __global__ void modup_convert(const u32* coeff, const u64* d_ntt, u32* out, cons
         const int limb = row_limb[r];
         u32* o = out + ((size_t)j * rows + r) * N + n0;
         if (limb >= s && limb < s + len) {
-            const u64* x = d_ntt + (size_t)limb * N + n0;
+            const size_t x = (size_t)limb * N + n0;
 #pragma unroll
-            for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = (u32)x[k * bd];
+            for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = word_at(d_ntt, x + k * bd, d_wide);
         } else {
             const u32* hp = hat_mont + ((size_t)j * rows + r) * maxa;
             u32 h[A];
@@ -687,11 +695,11 @@ __device__ __forceinline__ FusedBlock fused_block(int logc, int rows, int row_ch
     return b;
 }
 template <int A, int LOGCH>
-__global__ void modup_ntt_top(const u32* coeff, const u64* d_ntt, u32* out, const int* digit_start,
+__global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, const int* digit_start,
                               const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, const int* row_prime,
-                              const u32* psi, int rows, int maxa, int logn, int row_chunk) {
+                              const u32* psi, int rows, int maxa, int logn, int row_chunk, int d_wide) {
     extern __shared__ u32 ts[];                 /* [len][CH][MODUP_TOP_COLS] */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     const int logc = logn - LOGCH, N = 1 << logn;
@@ -709,9 +717,9 @@ __global__ void modup_ntt_top(const u32* coeff, const u64* d_ntt, u32* out, cons
         const int limb = row_limb[r];
         u32* o = out + ((size_t)j * rows + r) * N + k;
         if (limb >= s && limb < s + len) {
-            const u64* x = d_ntt + (size_t)limb * N + k;
+            const size_t x = (size_t)limb * N + k;
 #pragma unroll
-            for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = (u32)x[(size_t)i << logc];
+            for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = word_at(d_ntt, x + ((size_t)i << logc), d_wide);
             continue;
         }
         const u32* hp = hat_mont + ((size_t)j * rows + r) * maxa;
@@ -857,7 +865,7 @@ _ELEMENTWISE = {
     "mul_mod": ("uint64 a, B b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(mul32_(a, b), q, mu)"),
     "sub_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out", "out = a >= b ? a - b : a + q - b"),
     # a + b * w into 32-bit words: moddown_rescale's top rows (acc_T + P d_T)
-    "scaled_add": ("A a, uint64 b, uint64 w, uint64 q, uint64 mu", "uint32 out",
+    "scaled_add": ("A a, B b, uint64 w, uint64 q, uint64 mu", "uint32 out",
                    "unsigned long long s = barrett_(mul32_(b, w), q, mu) + a; out = s >= q ? s - q : s"),
     # a * b + c: a public-key encryption's halves (v pk.b + e0, v pk.a + e1) in one pass
     "mul_add": ("B a, uint64 b, B c, uint64 q, uint64 mu", "uint64 out",
@@ -867,8 +875,9 @@ _ELEMENTWISE = {
     "add_first": ("uint64 a, B b, uint64 q, int64 first, int32 negate", "uint64 out",
                   "if (i < first) { unsigned long long v = negate ? (b ? q - (unsigned long long)b : 0) : b;"
                   " unsigned long long s = a + v; out = s >= q ? s - q : s; } else { out = a; }"),
+    # 32-bit words out (residues < 2^31): half the writes, and ModUp and ModDown read them so
     "tensor": ("uint64 a0, uint64 a1, uint64 b0, uint64 b1, uint64 q, uint64 mu",
-               "uint64 d0, uint64 d1, uint64 d2",
+               "uint32 d0, uint32 d1, uint32 d2",
                "d0 = barrett_(mul32_(a0, b0), q, mu);"
                "d1 = barrett_(barrett_(mul32_(a0, b1), q, mu) + barrett_(mul32_(a1, b0), q, mu), q, mu);"
                "d2 = barrett_(mul32_(a1, b1), q, mu)"),
@@ -1435,7 +1444,8 @@ def add_first(data, b, qc, negate=False):
 
 
 def tensor(a, b, qc):
-    """Degree-2 product (d0, d1, d2) of two ciphertexts' (2, L, N) data, one pass."""
+    """Degree-2 product (d0, d1, d2) of two ciphertexts' (2, L, N) data, one pass, as
+    (L, N) uint32 each."""
     return _ew("tensor")(a[0], a[1], b[0], b[1], qc, _mu_col(qc))
 
 
@@ -1485,7 +1495,8 @@ def modup(ks, d, level):
     consts = _modup_consts(ks, level)
     ring = ks.ring
     limbs = ks.params.limbs_at(level)
-    d = cp.ascontiguousarray(d, dtype=np.uint64)
+    d = cp.ascontiguousarray(d)
+    d_wide = np.int32(_word(d) == "u64")
     digits, rows = consts["digits"], consts["rows"]
     n = ring.n
     out = cp.empty((digits, rows, n), dtype=np.uint32)
@@ -1501,7 +1512,7 @@ def modup(ks, d, level):
             (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
              consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
              consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
-             np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk)),
+             np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk), d_wide),
             shared_mem=_top_smem(consts["maxa"], top))
         sel, prow = consts["converted"]
         _fwd_smem(ring, out, out, sel, prow, int(sel.size))
@@ -1513,7 +1524,7 @@ def modup(ks, d, level):
         (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
          consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
          consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
-         np.int32(ring.log_n), np.int32(digits), np.int32(chunk)))
+         np.int32(ring.log_n), np.int32(digits), np.int32(chunk), d_wide))
     return ntt(ring, out, None, inplace=True, rows_sel=consts["converted"])
 
 
@@ -1717,9 +1728,12 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     adds = [None, None]
     for c, x in enumerate(addend or ()):
         if x is not None:
-            if x.shape[-2] < limbs or x.dtype != np.uint64 or not x.flags.c_contiguous:
-                x = cp.ascontiguousarray(x[..., :limbs, :], dtype=np.uint64)
+            if x.shape[-2] < limbs or not x.flags.c_contiguous:
+                x = cp.ascontiguousarray(x[..., :limbs, :])
             adds[c] = x
+    words = {_word(x) for x in adds if x is not None}
+    if len(words) > 1:   # one word size a launch
+        adds = [None if x is None else x.astype(np.uint64) for x in adds]
     if perm is not None:
         perm = cp.ascontiguousarray(perm, dtype=np.int64)
     w, ws = _shoup_pair(inv, qc)
@@ -1735,7 +1749,8 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
         (b, prow, d["psi"], d["qn"], d["q"], np.int32(logn), a, out, w, ws, _null(adds[0]), _null(adds[1]),
-         _null(perm), _null(aw[0]), _null(aw[1]), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs)),
+         _null(perm), _null(aw[0]), _null(aw[1]), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs),
+         np.int32(words != {"u32"})),
         shared_mem=_smem_bytes(logc))
     return out
 

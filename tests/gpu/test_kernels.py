@@ -160,14 +160,17 @@ def test_modup_moddown_bit_exact(preset, special):
             want_mr = ks_ref.moddown_rescale(acc, level, addend=(add[0], add[1])) if level else None
         with using("cupy"):
             got_up, got_down = ks_dev.modup(cp.asarray(d), level), ks_dev.moddown(cp.asarray(acc), level)
-            dev_add = cp.asarray(add)
-            got_mr = (ks_dev.moddown_rescale(cp.asarray(acc.astype(np.uint32)), level, addend=(dev_add[0], dev_add[1]))
-                      if level else None)
+            # the tensor product's 32-bit words as ModUp's input and as the addends
+            got_up32 = ks_dev.modup(cp.asarray(d.astype(np.uint32)), level)
+            got_mr = [ks_dev.moddown_rescale(cp.asarray(acc.astype(np.uint32)), level,
+                                             addend=(dev_add[0], dev_add[1]))
+                      for dev_add in (cp.asarray(add), cp.asarray(add.astype(np.uint32)))] if level else []
         assert got_up.dtype == np.uint32
         np.testing.assert_array_equal(cp.asnumpy(got_up), want_up, err_msg=f"modup level {level}")
+        np.testing.assert_array_equal(cp.asnumpy(got_up32), want_up, err_msg=f"modup 32-bit level {level}")
         np.testing.assert_array_equal(cp.asnumpy(got_down), want_down, err_msg=f"moddown level {level}")
-        if level:
-            np.testing.assert_array_equal(cp.asnumpy(got_mr), want_mr, err_msg=f"moddown_rescale level {level}")
+        for got in got_mr:
+            np.testing.assert_array_equal(cp.asnumpy(got), want_mr, err_msg=f"moddown_rescale level {level}")
 
 
 @pytest.mark.parametrize("log_n,n_src,n_dst,lead", [(10, 1, 3, ()), (12, 3, 7, ()), (13, 5, 9, (2,)),
@@ -247,6 +250,7 @@ def test_elementwise_bit_exact():
     np.testing.assert_array_equal(cp.asnumpy(kernels.add_mod(A, B, qd)), (a + b) % qc)
     np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(A, B, qd)), a * b % qc)
     d0, d1, d2 = kernels.tensor(A, B, qd)
+    assert d0.dtype == d1.dtype == d2.dtype == np.uint32
     np.testing.assert_array_equal(cp.asnumpy(d0), a[0] * b[0] % qc)
     np.testing.assert_array_equal(cp.asnumpy(d1), (a[0] * b[1] % qc + a[1] * b[0] % qc) % qc)
     np.testing.assert_array_equal(cp.asnumpy(d2), a[1] * b[1] % qc)
@@ -303,13 +307,15 @@ def test_ntt_scale_down_add_bit_exact(log_n, row0, perm, adds):
     for c, x in enumerate(addend):
         if x is not None:
             want[c] = (want[c] + (x if p is None else x[:, p])) % qc
-    for word in (np.uint64, np.uint32):        # the key inner product hands over 32-bit words
+    # the key inner product hands over 32-bit words, and the tensor product's addends are 32-bit
+    for word, add_word in ((np.uint64, np.uint64), (np.uint32, np.uint32), (np.uint32, None)):
+        adds = [None if x is None else cp.asarray(x.astype(add_word or (np.uint32 if c else np.uint64)))
+                for c, x in enumerate(addend)]   # None: one addend of each word size
         got = kernels.ntt_scale_down_add(dev, cp.asarray(b.astype(np.uint32)), range(limbs),
                                          cp.asarray(full.astype(word)), row0, cp.asarray(inv), cp.asarray(qc),
-                                         [None if x is None else cp.asarray(x) for x in addend],
-                                         None if p is None else cp.asarray(p))
+                                         adds, None if p is None else cp.asarray(p))
         assert got.dtype == np.uint64
-        np.testing.assert_array_equal(cp.asnumpy(got), want)
+        np.testing.assert_array_equal(cp.asnumpy(got), want, err_msg=f"{word}, {add_word}")
 
 
 # ---- whole operations: the device evaluator against the numpy evaluator ----------------
