@@ -15,8 +15,23 @@ from aegis_hpc import backend as be
 
 
 def by_kernel(cp, ev, ct):
-    """Device time of one bootstrap by kernel: every launch through kernels._fn / _ew
-    between its own pair of events (cupy's own copies and arithmetic fall in 'other')."""
+    """Device time of one bootstrap by kernel (kernel_events), as a table."""
+    events, total = kernel_events(cp, lambda: ev.bootstrap(ct))
+    rows = sorted(((sum(cp.cuda.get_elapsed_time(s, e) for s, e in ev_), len(ev_), name)
+                   for name, ev_ in events.items()), reverse=True)
+    print(f"device time by kernel, one bootstrap with an event pair per launch ({total:.1f} ms between the outer events)")
+    print("| kernel | launches | ms | % |")
+    print("|---|---|---|---|")
+    for ms, count, name in rows:
+        print(f"| {name} | {count} | {ms:.2f} | {100 * ms / total:.1f} |")
+    rest = total - sum(r[0] for r in rows)
+    print(f"| other (cupy copies and arithmetic, gaps) | | {rest:.2f} | {100 * rest / total:.1f} |")
+
+
+def kernel_events(cp, fn):
+    """fn() with every launch through kernels._fn / _ew between its own pair of events
+    (cupy's own copies and arithmetic are not counted): ({kernel: [(start, stop)]}, ms
+    between events around the whole call)."""
     from collections import defaultdict
 
     from aegis_hpc.backend import kernels
@@ -39,21 +54,12 @@ def by_kernel(cp, ev, ct):
     start, stop = cp.cuda.Event(), cp.cuda.Event()
     try:
         start.record()
-        ev.bootstrap(ct)
+        fn()
         stop.record()
         stop.synchronize()
     finally:
         kernels._fn, kernels._ew = real_fn, real_ew
-    total = cp.cuda.get_elapsed_time(start, stop)
-    rows = sorted(((sum(cp.cuda.get_elapsed_time(s, e) for s, e in ev_), len(ev_), name)
-                   for name, ev_ in events.items()), reverse=True)
-    print(f"device time by kernel, one bootstrap with an event pair per launch ({total:.1f} ms between the outer events)")
-    print("| kernel | launches | ms | % |")
-    print("|---|---|---|---|")
-    for ms, count, name in rows:
-        print(f"| {name} | {count} | {ms:.2f} | {100 * ms / total:.1f} |")
-    rest = total - sum(r[0] for r in rows)
-    print(f"| other (cupy copies and arithmetic, gaps) | | {rest:.2f} | {100 * rest / total:.1f} |")
+    return events, cp.cuda.get_elapsed_time(start, stop)
 
 
 def main():

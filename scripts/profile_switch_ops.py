@@ -1,0 +1,71 @@
+"""Device time by kernel of the key-switching operations `bench ops` times (16 hoisted
+rotations, a rotation, mul + relin + rescale) at its parameters for a ring degree, with an
+event pair per launch, then each back to back between two events, and the host's time to
+enqueue a rotation: which part of an op's wall time is the device's.
+
+    AEGIS_BACKEND=cupy python scripts/profile_switch_ops.py [--logn 16 --levels 24]
+"""
+import argparse
+import time
+
+import numpy as np
+
+from aegis_hpc import backend as be
+from profile_bootstrap import kernel_events
+
+REPS = 5
+
+
+def report(cp, label, fn):
+    fn()
+    cp.cuda.Device().synchronize()
+    per_call = {}
+    for _ in range(REPS):
+        events, _ = kernel_events(cp, fn)
+        for name, pairs in events.items():
+            ms = sum(cp.cuda.get_elapsed_time(s, e) for s, e in pairs)
+            per_call.setdefault(name, [0.0, len(pairs)])[0] += ms / REPS
+    rows = sorted(((ms, n, k) for k, (ms, n) in per_call.items()), reverse=True)
+    print(f"{label}: kernels {sum(r[0] for r in rows):.3f} ms/call: "
+          + ", ".join(f"{k} {ms:.3f} x{n}" for ms, n, k in rows))
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    for _ in range(REPS):
+        fn()
+    stop.record()
+    stop.synchronize()
+    print(f"{label}: back to back {cp.cuda.get_elapsed_time(start, stop) / REPS:.3f} ms/call")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--logn", type=int, default=16)
+    ap.add_argument("--levels", type=int, default=24, help="bench ops' --levels (the peer's max_level)")
+    a = ap.parse_args()
+    be.select("cupy")
+    import cupy as cp
+
+    from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
+    from aegis_hpc.ckks.context import Context
+
+    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels))
+    print(prm.describe())
+    ctx = Context(prm)
+    sk, keys = ctx.keygen(rotations=list(range(1, 17)))
+    ev = ctx.evaluator(keys)
+    rng = np.random.default_rng(1)
+    ct, ct2 = (ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public) for _ in range(2))
+    report(cp, "16 hoisted rotations", lambda: ev.rotate_hoisted(ct, range(1, 17)))
+    report(cp, "rotate", lambda: ev.rotate(ct, 1))
+    report(cp, "mul + relin + rescale", lambda: ev.mul(ct, ct2, rescale=True))
+    cp.cuda.Device().synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        ev.rotate(ct, 1)
+    t1 = time.perf_counter()
+    cp.cuda.Device().synchronize()
+    print(f"rotate: the host enqueues one in {1e3 * (t1 - t0) / 50:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
