@@ -28,6 +28,25 @@ def by_kernel(cp, ev, ct):
     print(f"| other (cupy copies and arithmetic, gaps) | | {rest:.2f} | {100 * rest / total:.1f} |")
 
 
+def timings(cp, fn, reps):
+    """ms per call of fn: until the host returns from `reps` calls, until the device has
+    run them too, and one more call between two events."""
+    sync = cp.cuda.Device().synchronize
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    t1 = time.perf_counter()
+    sync()
+    t2 = time.perf_counter()
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    fn()
+    stop.record()
+    stop.synchronize()
+    return 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t0) / reps, cp.cuda.get_elapsed_time(start, stop)
+
+
 def kernel_events(cp, fn):
     """fn() with every launch through kernels._fn / _ew between its own pair of events
     (cupy's own copies and arithmetic are not counted): ({kernel: [(start, stop)]}, ms
@@ -86,35 +105,15 @@ def main():
     ev.bootstrap(ct)
     sync()
     if getattr(boot, "replays", lambda c: False)(ct):   # (older trees, for A/Bs: no graphs)
-        t0 = time.perf_counter()
-        for _ in range(a.reps):
-            ev.bootstrap(ct)
-        sync()
-        t1 = time.perf_counter()
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        ev.bootstrap(ct)
-        stop.record()
-        stop.synchronize()
-        print(f"bootstrap replayed as a CUDA graph: back to back {1e3 * (t1 - t0) / a.reps:.1f} ms/op, "
-              f"one between events {cp.cuda.get_elapsed_time(start, stop):.1f} ms")
+        _, back, one = timings(cp, lambda: ev.bootstrap(ct), a.reps)
+        print(f"bootstrap replayed as a CUDA graph: back to back {back:.1f} ms/op, one between events {one:.1f} ms")
     else:
         print("bootstrap: no CUDA graph (see the warning above)")
     # the rest times the eager launches
     boot._graphs = None
-    t0 = time.perf_counter()
-    for _ in range(a.reps):
-        ev.bootstrap(ct)
-    t1 = time.perf_counter()
-    sync()
-    t2 = time.perf_counter()
-    start, stop = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    ev.bootstrap(ct)
-    stop.record()
-    stop.synchronize()
-    print(f"bootstrap: host returns after {1e3 * (t1 - t0) / a.reps:.1f} ms/op, back to back "
-          f"{1e3 * (t2 - t0) / a.reps:.1f} ms/op, one between events {cp.cuda.get_elapsed_time(start, stop):.1f} ms")
+    host, back, one = timings(cp, lambda: ev.bootstrap(ct), a.reps)
+    print(f"bootstrap: host returns after {host:.1f} ms/op, back to back {back:.1f} ms/op, "
+          f"one between events {one:.1f} ms")
     by_kernel(cp, ev, ct)
     prof = cProfile.Profile()
     prof.enable()

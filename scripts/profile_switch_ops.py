@@ -1,17 +1,16 @@
 """Device time by kernel of the key-switching operations `bench ops` times (16 hoisted
 rotations, a rotation, mul + relin + rescale) at its parameters for a ring degree, with an
-event pair per launch, then each back to back between two events, and the host's time to
-enqueue a rotation: which part of an op's wall time is the device's.
+event pair per launch, then 50 calls of each back to back (until the device has run them) and
+the host's time to enqueue one: which part of an op's wall time is the device's.
 
     AEGIS_BACKEND=cupy python scripts/profile_switch_ops.py [--logn 16 --levels 24]
 """
 import argparse
-import time
 
 import numpy as np
 
 from aegis_hpc import backend as be
-from profile_bootstrap import kernel_events
+from profile_bootstrap import kernel_events, timings
 
 REPS = 5
 
@@ -28,13 +27,8 @@ def report(cp, label, fn):
     rows = sorted(((ms, n, k) for k, (ms, n) in per_call.items()), reverse=True)
     print(f"{label}: kernels {sum(r[0] for r in rows):.3f} ms/call: "
           + ", ".join(f"{k} {ms:.3f} x{n}" for ms, n, k in rows))
-    start, stop = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    for _ in range(REPS):
-        fn()
-    stop.record()
-    stop.synchronize()
-    print(f"{label}: back to back {cp.cuda.get_elapsed_time(start, stop) / REPS:.3f} ms/call")
+    host, back, _ = timings(cp, fn, 50)
+    print(f"{label}: back to back {back:.3f} ms/call, the host enqueues one in {host:.3f} ms")
 
 
 def main():
@@ -58,13 +52,6 @@ def main():
     report(cp, "16 hoisted rotations", lambda: ev.rotate_hoisted(ct, range(1, 17)))
     report(cp, "rotate", lambda: ev.rotate(ct, 1))
     report(cp, "mul + relin + rescale", lambda: ev.mul(ct, ct2, rescale=True))
-    cp.cuda.Device().synchronize()
-    t0 = time.perf_counter()
-    for _ in range(50):
-        ev.rotate(ct, 1)
-    t1 = time.perf_counter()
-    cp.cuda.Device().synchronize()
-    print(f"rotate: the host enqueues one in {1e3 * (t1 - t0) / 50:.3f} ms")
 
 
 if __name__ == "__main__":
