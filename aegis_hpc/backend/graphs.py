@@ -23,7 +23,9 @@ key (the key holds everything else it branches on: level, scale, slot count), it
 device data back to the host, and it uploads no per-call host data (kernels.upload makes
 the uploads a capture needs outside the graph). Every array a captured launch reads
 through kernels._fn / kernels._ew is kept alive with the graph, so a cache that drops an
-entry later (Evaluator._const_col) cannot hand that memory to something else.
+entry later (Evaluator._const_col) cannot hand that memory to something else; arrays
+from the graph's own pool need no keeping (nothing else allocates from it), and are not
+kept, so the pool reuses the circuit's temporaries as an eager run does.
 """
 
 from __future__ import annotations
@@ -59,11 +61,20 @@ class CapturedCall:
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.stream.wait_event(cp.cuda.get_current_stream().record())
         self.kept: list = []
-        with cp.cuda.using_allocator(self.pool.malloc), self.stream:
+        private = set()   # the pool's allocations: its memory is the graph's alone anyway
+
+        def malloc(size):
+            mem = self.pool.malloc(size)
+            private.add(mem.mem.ptr)
+            return mem
+
+        with cp.cuda.using_allocator(malloc), self.stream:
             self.input = cp.empty(ct.data.shape, dtype=ct.data.dtype)
             self.input[...] = ct.data
             self.stream.synchronize()
-            with kernels.capturing(self.kept):
+            # keeping the circuit's temporaries too would stop the pool from reusing them
+            # within the capture: the graph would hold every intermediate of the circuit
+            with kernels.capturing(self.kept, lambda a: a.data.mem.ptr not in private):
                 self.stream.begin_capture()
                 try:
                     out = fn(ct.with_data(self.input))
@@ -85,6 +96,12 @@ class CapturedCall:
         return self.output.with_data(self.output.data.copy())
 
 
+    @property
+    def nbytes(self) -> int:
+        """Device memory the graph holds: its pool (intermediates, input, output)."""
+        return self.pool.total_bytes()
+
+
 class GraphCache:
     """CapturedCall per key (see the module docstring for the protocol)."""
 
@@ -94,6 +111,10 @@ class GraphCache:
 
     def captured(self, key) -> bool:
         return isinstance(self._entries.get(key), CapturedCall)
+
+    def nbytes(self) -> int:
+        """Device memory the captured graphs hold."""
+        return sum(e.nbytes for e in self._entries.values() if isinstance(e, CapturedCall))
 
     def call(self, key, fn, ct):
         entry = self._entries.get(key)

@@ -1089,23 +1089,24 @@ def _keeping(launch, arrays_of):
     cp = _cp()
 
     def call(*args, **kw):
-        _state["kept"].extend(a for a in arrays_of(args) if isinstance(a, cp.ndarray))
+        keep = _state["keep_if"]
+        _state["kept"].extend(a for a in arrays_of(args) if isinstance(a, cp.ndarray) and keep(a))
         return launch(*args, **kw)
 
     return call
 
 
 @contextmanager
-def capturing(kept):
+def capturing(kept, keep_if=lambda a: True):
     """While a CUDA graph is captured (graphs.CapturedCall): every array a launch through
-    _fn / _ew takes is appended to `kept`, which the graph holds, and upload() copies
-    outside the graph."""
-    prev = _state.get("kept")
-    _state["kept"] = kept
+    _fn / _ew takes, where keep_if(array), is appended to `kept`, which the graph holds, and
+    upload() copies outside the graph."""
+    prev = _state.get("kept"), _state.get("keep_if")
+    _state["kept"], _state["keep_if"] = kept, keep_if
     try:
         yield
     finally:
-        _state["kept"] = prev
+        _state["kept"], _state["keep_if"] = prev
 
 
 def upload(host):
