@@ -31,6 +31,16 @@ __device__ __forceinline__ u32 word_at(const void* p, size_t i, int wide) {
     return wide ? (u32)((const u64*)p)[i] : ((const u32*)p)[i];
 }
 
+/* this thread's (row, coefficient) in a launch of one thread per coefficient of `rows` rows
+   of N = 2^logn; false past the end */
+__device__ __forceinline__ bool thread_row_col(long long rows, int logn, long long& row, int& n) {
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (rows << logn)) return false;
+    row = tid >> logn;
+    n = (int)(tid & ((1LL << logn) - 1));
+    return true;
+}
+
 /* r in [0, 2q) -> r mod q as one unsigned min: below q, r - q wraps above r (q < 2^31, so
    r < 2q never wraps itself); a compare and select would be two instructions */
 __device__ __forceinline__ u32 reduce_2q(u32 r, u32 q) { return min(r, r - q); }
@@ -532,6 +542,44 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
     }
 }
 
+/* ---- a product's degree-2 terms, d_k = sum_{i+j=k} a_i b_j mod q, as 32-bit words: one
+   launch for two (2, limbs, N) ciphertexts into (3, limbs, N) */
+extern "C" __global__ void tensor_product(const u64* a, const u64* b, u32* d, const u64* qs,
+                                          const u64* mus, int limbs, int logn) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long poly = (long long)limbs << logn;
+    if (tid >= poly) return;
+    const int r = (int)(tid >> logn);
+    const u64 q = qs[r], mu = mus[r];
+    const u64 a0 = a[tid], a1 = a[poly + tid], b0 = b[tid], b1 = b[poly + tid];
+    d[tid] = (u32)barrett(mul32(a0, b0), q, mu);
+    d[poly + tid] = (u32)barrett(barrett(mul32(a0, b1), q, mu) + barrett(mul32(a1, b0), q, mu), q, mu);
+    d[2 * poly + tid] = (u32)barrett(mul32(a1, b1), q, mu);
+}
+
+/* ---- moddown_rescale's top rows of every polynomial in one launch: out_c = a_c + b_c w mod q
+   (acc_T + P d_T), a_c from word a_off of a's polynomial c (a_poly words apart), b_c rows N
+   apart (null: a_c copied) */
+extern "C" __global__ void scaled_add_rows(const void* a, long long a_off, long long a_poly, int a_wide,
+                                           const void* b0,
+                                           const void* b1, int b_wide, const u64* ws, const u64* qs,
+                                           const u64* mus, u32* out, int rows, int logn, int polys) {
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long per = (long long)rows << logn;
+    if (tid >= per * polys) return;
+    const int c = (int)(tid / per);
+    const long long i = tid - c * per;
+    const int r = (int)(i >> logn);
+    u32 x = word_at(a, a_off + c * a_poly + i, a_wide);
+    const void* b = c == 0 ? b0 : (c == 1 ? b1 : 0);
+    if (b) {
+        const u64 q = qs[r];
+        const u64 v = barrett(mul32(word_at(b, i, b_wide), ws[r]), q, mus[r]) + x;
+        x = (u32)(v >= q ? v - q : v);
+    }
+    out[tid] = x;
+}
+
 /* ---- sum_t ct_t * pt_t over the first `limbs` rows of both polynomials, one pass:
    a linear transform's inner sums and the bootstrap's DFT stages. A compact plaintext
    (run 2^run_log) keeps one value per run of equal NTT values. */
@@ -582,11 +630,10 @@ template <int A>
 __global__ void basis_convert(const u64* x, u64* y, const u64* src_q, const u64* src_mu,
                               const u64* hat_inv, const u64* dst_q, const u64* dst_mu,
                               const u64* hat_mod, int n_a, int n_b, int logn, long long batch) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= batch * N) return;
-    long long b = tid >> logn;
-    int n = (int)(tid & (N - 1));
+    const int N = 1 << logn;
+    long long b;
+    int n;
+    if (!thread_row_col(batch, logn, b, n)) return;
     u64 t[A];
     const u64* xb = x + (size_t)b * n_a * N + n;
 #pragma unroll
@@ -749,11 +796,10 @@ __global__ void moddown_convert(const u64* pc, u32* out, const u64* p_q, const u
                                 const u64* hat_inv, const u64* q_q, const u64* q_mu,
                                 const u64* hat_mod, const u64* neg_p, int n_p, int limbs,
                                 int logn, long long polys) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= polys * N) return;
-    long long c = tid >> logn;
-    int n = (int)(tid & (N - 1));
+    const int N = 1 << logn;
+    long long c;
+    int n;
+    if (!thread_row_col(polys, logn, c, n)) return;
     u64 t[A];
     double frac = 0.0;
     const u64* x = pc + (size_t)c * n_p * N + n;
@@ -846,11 +892,10 @@ __global__ void moddown_ntt_top(const u32* pint, const u32* tint, u32* out, cons
 extern "C" __global__ void rescale_lift(const u64* top, u32* res, const u32* keep_q, const u64* keep_mu,
                                         int k, u64 q0, u64 q1, u64 inv01, u64 mu1, int keep,
                                         int logn, long long polys) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= polys * N) return;
-    long long c = tid >> logn;
-    int n = (int)(tid & (N - 1));
+    const int N = 1 << logn;
+    long long c;
+    int n;
+    if (!thread_row_col(polys, logn, c, n)) return;
     u64 mag;
     const bool neg = centred_lift(top + (size_t)c * k * N + n, N, k, q0, q1, inv01, mu1, mag);
     u32* rp = res + (size_t)c * keep * N + n;
@@ -864,9 +909,6 @@ _ELEMENTWISE = {
     # B: any unsigned word, so a compact plaintext's uint32 rows need no widened copy
     "mul_mod": ("uint64 a, B b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(mul32_(a, b), q, mu)"),
     "sub_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out", "out = a >= b ? a - b : a + q - b"),
-    # a + b * w into 32-bit words: moddown_rescale's top rows (acc_T + P d_T)
-    "scaled_add": ("A a, B b, uint64 w, uint64 q, uint64 mu", "uint32 out",
-                   "unsigned long long s = barrett_(mul32_(b, w), q, mu) + a; out = s >= q ? s - q : s"),
     # a * b + c: a public-key encryption's halves (v pk.b + e0, v pk.a + e1) in one pass
     "mul_add": ("B a, uint64 b, B c, uint64 q, uint64 mu", "uint64 out",
                 "unsigned long long s = barrett_(mul32_(a, b), q, mu) + c; out = s >= q ? s - q : s"),
@@ -875,12 +917,6 @@ _ELEMENTWISE = {
     "add_first": ("uint64 a, B b, uint64 q, int64 first, int32 negate", "uint64 out",
                   "if (i < first) { unsigned long long v = negate ? (b ? q - (unsigned long long)b : 0) : b;"
                   " unsigned long long s = a + v; out = s >= q ? s - q : s; } else { out = a; }"),
-    # 32-bit words out (residues < 2^31): half the writes, and ModUp and ModDown read them so
-    "tensor": ("uint64 a0, uint64 a1, uint64 b0, uint64 b1, uint64 q, uint64 mu",
-               "uint32 d0, uint32 d1, uint32 d2",
-               "d0 = barrett_(mul32_(a0, b0), q, mu);"
-               "d1 = barrett_(barrett_(mul32_(a0, b1), q, mu) + barrett_(mul32_(a1, b0), q, mu), q, mu);"
-               "d2 = barrett_(mul32_(a1, b1), q, mu)"),
 }
 _PREAMBLE = r"""
 __device__ __forceinline__ unsigned long long mul32_(unsigned long long a, unsigned long long b) {
@@ -1031,6 +1067,16 @@ def _templates():
     names += [f"{kern}<{a}, {k}>" for kern in ("modup_ntt_top", "moddown_ntt_top")
               for k in range(1, MAX_TOP_LOG + 1) for a in FUSED_BOUNDS if _fused_bound(a, k) == a]
     return names
+
+
+def _chunk_log(log_n):
+    """log2 of the NTT's shared-memory chunk at ring degree 2^log_n."""
+    return min(SMEM_LOG, log_n)
+
+
+def _top_log(log_n):
+    """The NTT's register-resident stages (0: the whole transform fits one chunk)."""
+    return log_n - _chunk_log(log_n)
 
 
 def _top_smem(words, top_log):
@@ -1252,7 +1298,7 @@ def _transform_io(ring, a, idx, inplace, out_dtype, rows_sel):
         dst = src
     else:
         dst = cp.empty(src.shape, dtype=out_dtype or src.dtype)
-    logc = min(SMEM_LOG, ring.log_n)
+    logc = _chunk_log(ring.log_n)
     if logc not in SMEM_LOGS:
         raise ValueError(f"the device NTT takes rings of degree 2^{SMEM_LOGS[0]} and up, not 2^{ring.log_n}")
     return src, dst, rows, sel, prow, logc
@@ -1271,7 +1317,7 @@ def _fwd_top(ring, src, dst, sel, prow, rows):
     """The forward transform's register pass (stages above the shared-memory chunk) over rows."""
     d = _ring_dev(ring)
     logn = ring.log_n
-    logc = min(SMEM_LOG, logn)
+    logc = _chunk_log(logn)
     _fn(f"ntt_fwd_top<{_word(src)}, {_word(dst)}, {logn - logc}>")(
         _grid(rows << logc), (THREADS,),
         (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn), np.int64(rows)))
@@ -1298,7 +1344,7 @@ def _fwd_smem(ring, src, dst, sel, prow, rows):
     """The forward transform's shared-memory pass (the stages within a chunk) over rows."""
     d = _ring_dev(ring)
     logn = ring.log_n
-    logc = min(SMEM_LOG, logn)
+    logc = _chunk_log(logn)
     _fn(f"ntt_fwd_smem<{_word(src)}, {_word(dst)}, {logc}>")(
         (rows << (logn - logc),), (1 << (logc - 3),),
         (src, dst, _null(sel), prow, d["psi"], d["qn"], d["q"], np.int32(logn)),
@@ -1328,7 +1374,7 @@ def _intt_smem(ring, src, dst, sel, prow, rows):
     ring has no register pass (N <= 2^SMEM_LOG), else by that pass."""
     d = _ring_dev(ring)
     logn = ring.log_n
-    logc = min(SMEM_LOG, logn)
+    logc = _chunk_log(logn)
     _fn(f"intt_smem<{_word(src)}, {_word(dst)}, {logc}>")(
         (rows << (logn - logc),), (1 << (logc - 3),),
         (src, dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
@@ -1447,7 +1493,14 @@ def add_first(data, b, qc, negate=False):
 def tensor(a, b, qc):
     """Degree-2 product (d0, d1, d2) of two ciphertexts' (2, L, N) data, one pass, as
     (L, N) uint32 each."""
-    return _ew("tensor")(a[0], a[1], b[0], b[1], qc, _mu_col(qc))
+    cp = _cp()
+    a, b = cp.ascontiguousarray(a, dtype=np.uint64), cp.ascontiguousarray(b, dtype=np.uint64)
+    limbs, n = a.shape[-2], a.shape[-1]
+    d = cp.empty((3, limbs, n), dtype=np.uint32)
+    _fn("tensor_product")(_grid(limbs * n), (THREADS,),
+                          (a, b, d, cp.ascontiguousarray(qc.ravel()), cp.ascontiguousarray(_mu_col(qc).ravel()),
+                           np.int32(limbs), np.int32(n.bit_length() - 1)))
+    return d[0], d[1], d[2]
 
 
 # ---------------------------------------------------------------- basis conversion
@@ -1501,7 +1554,7 @@ def modup(ks, d, level):
     digits, rows = consts["digits"], consts["rows"]
     n = ring.n
     out = cp.empty((digits, rows, n), dtype=np.uint32)
-    top = ring.log_n - min(SMEM_LOG, ring.log_n)
+    top = _top_log(ring.log_n)
     bound = _fused_bound(consts["maxa"], top)
     coeff = intt(ring, d, list(range(limbs)), out_dtype=np.uint32)   # read once, by the conversion
     if bound:
@@ -1596,16 +1649,21 @@ def moddown_rescale(ks, acc, level, addend=None, top=None):
     if top is None:
         t_idx = list(range(keep, limbs))
         qc = ks.ring.q_col(t_idx)
-        mu = _mu_col(qc)
-        p_mod = ks.p_mod(t_idx)
-        src = acc[..., ks.n_p + keep:ks.n_p + limbs, :]
-        top = cp.empty(src.shape, dtype=np.uint32)
-        for c in range(src.shape[0]):
-            x = addend[c] if addend is not None and c < len(addend) else None
-            if x is None:
-                top[c] = src[c]
-            else:
-                _ew("scaled_add")(src[c], x[keep:limbs], p_mod, qc, mu, top[c])
+        acc = cp.ascontiguousarray(acc)
+        polys, rows, n = acc.shape
+        adds = [cp.ascontiguousarray(addend[c][keep:limbs])
+                if addend is not None and c < len(addend) and addend[c] is not None else None
+                for c in range(min(polys, 2))] + [None, None]
+        words = {_word(x) for x in adds if x is not None}
+        if len(words) > 1:   # one word size a launch
+            adds = [None if x is None else x.astype(np.uint64) for x in adds]
+        top = cp.empty((polys, limbs - keep, n), dtype=np.uint32)
+        _fn("scaled_add_rows")(
+            _grid(top.size), (THREADS,),
+            (acc, np.int64((ks.n_p + keep) * n), np.int64(rows * n), np.int32(_word(acc) == "u64"),
+             _null(adds[0]), _null(adds[1]), np.int32(words != {"u32"}), cp.ascontiguousarray(ks.p_mod(t_idx).ravel()),
+             cp.ascontiguousarray(qc.ravel()), cp.ascontiguousarray(_mu_col(qc).ravel()), top,
+             np.int32(limbs - keep), np.int32(n.bit_length() - 1), np.int32(polys)))
     return _divide(ks, acc, level, ks.params.primes_per_level, top, addend, None, ks.top_inverse(level))
 
 
@@ -1618,8 +1676,7 @@ def _divide(ks, acc, level, drop, top, addend, perm, addend_w):
     keep = ks.params.limbs_at(level) - drop
     q_idx = range(keep)
     src_idx = ks.divisor_primes(level, drop)
-    conv_key = ("down", level) if not drop else ("down", level, drop)
-    top_log = ring.log_n - min(SMEM_LOG, ring.log_n)
+    top_log = _top_log(ring.log_n)
     fused = _fused_bound(n_src, top_log)
     inv, qc = ks.p_inverse(level, drop), ring.q_col(q_idx)
     if fused:
@@ -1649,7 +1706,7 @@ def _divide(ks, acc, level, drop, top, addend, perm, addend_w):
     p_coeff = intt(ring, acc[..., :n_p, :], ks.p_idx, out_dtype=np.uint64)
     if drop:
         p_coeff = cp.concatenate([p_coeff, intt(ring, top, src_idx[n_p:], out_dtype=np.uint64)], axis=-2)
-    k = _converter_consts(ks._converter(conv_key, src_idx, list(q_idx)))
+    k = _converter_consts(ks.down_converter(level, drop))
     n = ring.n
     polys = p_coeff.size // (n_src * n)
     conv = cp.empty(acc.shape[:-2] + (keep, n), dtype=np.uint32)   # residues < 2^31: half the traffic
@@ -1673,7 +1730,7 @@ def _moddown_consts(ks, level, polys, drop=0):
     limbs = ks.params.limbs_at(level)
     keep = limbs - drop
     src_idx = ks.divisor_primes(level, drop)
-    conv = ks._converter(("down", level) if not drop else ("down", level, drop), src_idx, list(range(keep)))
+    conv = ks.down_converter(level, drop)
     p_q = np.array([ks.params.qp[i] for i in src_idx], dtype=np.uint64)
     hat_inv = cp.asnumpy(conv.hat_inv).astype(np.uint64).ravel()
     fold = hat_inv * np.array([pow(ks.ring.n, -1, int(q)) for q in p_q], dtype=np.uint64) % p_q
@@ -1742,7 +1799,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     d = _ring_dev(ring)
     prow = _prow(ring, idx, rows)
     logn = ring.log_n
-    logc = min(SMEM_LOG, logn)
+    logc = _chunk_log(logn)
     top = logn - logc
     if top and not top_done:
         _fwd_top(ring, b, b, None, prow, rows)
@@ -1776,7 +1833,7 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
     res = cp.empty((polys, keep, n), dtype=np.uint32)
     lift = (np.int32(k), np.uint64(q0), np.uint64(q1), np.uint64(inv01),
             np.uint64((1 << 64) // q1 if k == 2 else 0), np.int32(keep))
-    top_log = logn - min(SMEM_LOG, logn)
+    top_log = _top_log(logn)
     d = _ring_dev(ring)     # the kept limbs are the ring's first rows: its prime and Barrett tables
     if top_log:    # the lift is made inside the NTT's register pass
         rows = polys * keep

@@ -165,7 +165,7 @@ class KeySwitcher:
         coeff = ring.intt(acc[..., : self.n_p, :], self.p_idx)
         if drop:
             coeff = xp.concatenate([coeff, ring.intt(top, src[self.n_p:])], axis=-2)
-        converter = self._converter(("down", level) if not drop else ("down", level, drop), src, q_idx)
+        converter = self.down_converter(level, drop)
         conv = self._centre(converter, coeff, converter.convert(coeff), level, drop)
         conv = ring.ntt(conv, q_idx)
         qc = ring.q_col(q_idx)
@@ -179,6 +179,13 @@ class KeySwitcher:
         limbs = self.params.limbs_at(level)
         return self.p_idx + list(range(limbs - drop, limbs))
 
+
+    def down_converter(self, level, drop=0):
+        """The conversion from the divisor's primes (P, and the top `drop` limbs of Q_l) to the
+        kept limbs of Q_l: ModDown's (drop 0) and moddown_rescale's."""
+        return self._converter(("down", level) if not drop else ("down", level, drop),
+                               self.divisor_primes(level, drop),
+                               list(range(self.params.limbs_at(level) - drop)))
     def _divisor(self, level, drop):
         qp = self.params.qp
         return math.prod(qp[i] for i in self.divisor_primes(level, drop))
