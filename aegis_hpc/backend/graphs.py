@@ -95,7 +95,6 @@ class CapturedCall:
         caller.wait_event(self.stream.record())
         return self.output.with_data(self.output.data.copy())
 
-
     @property
     def nbytes(self) -> int:
         """Device memory the graph holds: its pool (intermediates, input, output)."""
