@@ -470,29 +470,37 @@ __global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi
 
 /* ---- key switching: sum_j ext_j[perm] * key_j, automorphism fused as a gather; 32-bit words
    out (ModDown reads them twice: its P rows' INTT and its last step's Q rows) */
+/* one (row, column)'s sum over digits j of e[j e_stride] * (kb, ka)[j k_stride] mod q, one
+   Barrett reduction per four products: ks_inner's and ks_inner_many's inner loop */
+template <typename TE>
+__device__ __forceinline__ void digit_sums(const TE* e, const u32* kb, const u32* ka, int digits,
+                                           long long e_stride, long long k_stride, u64 q, u64 mu,
+                                           u32& s0, u32& s1) {
+    u64 acc0 = 0, acc1 = 0;
+    int pending = 0;
+    for (int j = 0; j < digits; ++j) {
+        u64 x = (u64)e[(size_t)j * e_stride];
+        acc0 += mul32(x, kb[(size_t)j * k_stride]);
+        acc1 += mul32(x, ka[(size_t)j * k_stride]);
+        if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
+    }
+    s0 = (u32)barrett(acc0, q, mu);
+    s1 = (u32)barrett(acc1, q, mu);
+}
+
 template <typename TE>
 __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64* perm,
                          const u64* qs, const u64* mus, u32* out, int digits, int rows,
                          int logn, long long ext_dstride, long long key_dstride) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= (long long)rows * N) return;
-    int r = (int)(tid >> logn);
-    int n = (int)(tid & (N - 1));
-    int src = perm ? (int)perm[n] : n;
-    u64 q = qs[r], mu = mus[r];
-    u64 acc0 = 0, acc1 = 0;
-    int pending = 0;
-    const TE* e_ = ext + (size_t)r * N + src;
-    size_t koff = (size_t)r * N + n;
-    for (int j = 0; j < digits; ++j) {
-        u64 e = (u64)e_[(size_t)j * ext_dstride];
-        acc0 += mul32(e, kb[(size_t)j * key_dstride + koff]);
-        acc1 += mul32(e, ka[(size_t)j * key_dstride + koff]);
-        if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
-    }
-    out[(size_t)r * N + n] = (u32)barrett(acc0, q, mu);
-    out[(size_t)rows * N + (size_t)r * N + n] = (u32)barrett(acc1, q, mu);
+    long long r;
+    int n;
+    if (!thread_row_col(rows, logn, r, n)) return;
+    const size_t at = ((size_t)r << logn) + n, poly = (size_t)rows << logn;
+    u32 s0, s1;
+    digit_sums(ext + ((size_t)r << logn) + (perm ? (int)perm[n] : n), kb + at, ka + at, digits,
+               ext_dstride, key_dstride, qs[r], mus[r], s0, s1);
+    out[at] = s0;
+    out[poly + at] = s1;
 }
 
 /* ---- a hoisted group's inner products in one launch: rotation k's sum_j ext_j[perm_k] *
@@ -510,35 +518,25 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
                               KS_MANY_ARGS(const i64*, pm), KS_MANY_ARGS(u32*, out), int count,
                               const u64* qs, const u64* mus, int digits, int rows, int logn,
                               long long ext_dstride, long long key_dstride) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= (long long)rows * N) return;
+    long long r;
+    int n;
+    if (!thread_row_col(rows, logn, r, n)) return;
     const u32* kbs[KS_MANY] = KS_MANY_LIST(kb);
     const u32* kas[KS_MANY] = KS_MANY_LIST(ka);
     const i64* pms[KS_MANY] = KS_MANY_LIST(pm);
     u32* outs[KS_MANY] = KS_MANY_LIST(out);
-    int r = (int)(tid >> logn);
-    int n = (int)(tid & (N - 1));
-    u64 q = qs[r], mu = mus[r];
-    size_t koff = (size_t)r * N + n;
+    const u64 q = qs[r], mu = mus[r];
+    const size_t at = ((size_t)r << logn) + n, poly = (size_t)rows << logn;
     /* unrolled, so every kbs[k] is a constant index: the arrays stay kernel parameters
        (a runtime index puts them in local memory, 256 bytes a thread: 3.4x slower) */
 #pragma unroll
     for (int k = 0; k < KS_MANY; ++k) {
         if (k >= count) break;
-        const TE* e_ = ext + (size_t)r * N + (pms[k] ? (int)pms[k][n] : n);
-        const u32* kb_ = kbs[k] + koff;
-        const u32* ka_ = kas[k] + koff;
-        u64 acc0 = 0, acc1 = 0;
-        int pending = 0;
-        for (int j = 0; j < digits; ++j) {
-            u64 e = (u64)e_[(size_t)j * ext_dstride];
-            acc0 += mul32(e, kb_[(size_t)j * key_dstride]);
-            acc1 += mul32(e, ka_[(size_t)j * key_dstride]);
-            if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
-        }
-        outs[k][(size_t)r * N + n] = (u32)barrett(acc0, q, mu);
-        outs[k][(size_t)rows * N + (size_t)r * N + n] = (u32)barrett(acc1, q, mu);
+        u32 s0, s1;
+        digit_sums(ext + ((size_t)r << logn) + (pms[k] ? (int)pms[k][n] : n), kbs[k] + at, kas[k] + at,
+                   digits, ext_dstride, key_dstride, q, mu, s0, s1);
+        outs[k][at] = s0;
+        outs[k][poly + at] = s1;
     }
 }
 
@@ -587,11 +585,10 @@ template <typename TP>
 __global__ void mul_plain_sum(const u64* const* cts, const TP* const* pts, const int* run_log,
                               const long long* ct_poly_stride, int terms, u64* out, const u64* qs,
                               const u64* mus, int limbs, int logn) {
-    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int N = 1 << logn;
-    if (tid >= (long long)limbs * N) return;
-    int r = (int)(tid >> logn);
-    int n = (int)(tid & (N - 1));
+    const int N = 1 << logn;
+    long long r;
+    int n;
+    if (!thread_row_col(limbs, logn, r, n)) return;
     u64 q = qs[r], mu = mus[r];
     u64 acc0 = 0, acc1 = 0;
     int pending = 0;

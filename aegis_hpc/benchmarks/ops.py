@@ -165,13 +165,11 @@ def _aegis_bootstrap(preset_name, sync, budget_s, log):
     err = float(np.max(np.abs(ctx.decrypt(last, sk) - vals)))
     boot = ev.__dict__["_bootstrapper"]
     graph = boot.replays(ct)
-    same = np.array_equal(be.to_numpy(last.data), be.to_numpy(fresh.data))
-    if not same:
+    if not np.array_equal(be.to_numpy(last.data), be.to_numpy(fresh.data)):
         raise RuntimeError("bootstrap: a repeated call gave a different ciphertext than the first")
     info = {"preset": preset_name, "levels_after": last.level, "max_abs_error": err,
             "precision_bits": -math.log2(err), "first_call_s": first_s, "cuda_graph": graph,
-            "cuda_graph_bytes": boot._graphs.nbytes() if graph else 0,
-            "identical_to_first_call": same}
+            "cuda_graph_bytes": boot._graphs.nbytes() if graph else 0}
     log(f"aegis bootstrap: {timing['median_ms']:.1f} ms{' (CUDA graph)' if graph else ''}, max error "
         f"{err:.2e} (2^{math.log2(err):.2f}), {last.level} levels left")
     return timing, info

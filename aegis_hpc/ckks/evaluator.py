@@ -326,13 +326,8 @@ class Evaluator(LevelMatch):
             d2 = a1 * b1 % qc
         data = self._switch(d2, self._relin_key(), a.level, addend=(d0, d1), rescale=rescale)
         scale = a.scale * b.scale
-        changes = {"level": a.level - 1, "scale": scale / self._top_product(a.level)} if rescale else {"scale": scale}
+        changes = {"level": a.level - 1, "scale": scale / self._level_product(a.level)} if rescale else {"scale": scale}
         return a.with_data(data, is_complex=a.is_complex or b.is_complex, **changes)
-
-    def _top_product(self, level):
-        """The product of the prime group a rescale at `level` drops."""
-        limbs = self.params.limbs_at(level)
-        return math.prod(self.params.q[limbs - self.params.primes_per_level:limbs])
 
     def _switch(self, d, key, level, addend=None, rescale=False):
         """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step;

@@ -179,13 +179,13 @@ class KeySwitcher:
         limbs = self.params.limbs_at(level)
         return self.p_idx + list(range(limbs - drop, limbs))
 
-
     def down_converter(self, level, drop=0):
         """The conversion from the divisor's primes (P, and the top `drop` limbs of Q_l) to the
         kept limbs of Q_l: ModDown's (drop 0) and moddown_rescale's."""
         return self._converter(("down", level) if not drop else ("down", level, drop),
                                self.divisor_primes(level, drop),
                                list(range(self.params.limbs_at(level) - drop)))
+
     def _divisor(self, level, drop):
         qp = self.params.qp
         return math.prod(qp[i] for i in self.divisor_primes(level, drop))
