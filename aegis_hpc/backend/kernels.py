@@ -385,11 +385,12 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
 
 /* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 in shared memory, N^-1 folded in when
    they are all the stages; the first round's positions (8 j + k) come in straight from
-   device memory as 16-byte loads, the last round's go out directly */
+   device memory as 16-byte loads, the last round's go out directly. gather (null for none):
+   the transform of src[..., gather] (a lone rotation's map, applied before its ModUp). */
 template <typename Ti, typename To, int LOGC>
 __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* ipsi,
                           const u32* qns, const u32* qs, const u32* ninv, const u32* ninvsh,
-                          int logn, int scale) {
+                          int logn, int scale, const int* gather) {
     extern __shared__ u32 s[];
     const int j = threadIdx.x;
     int c;
@@ -401,7 +402,11 @@ __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* pr
     for (int b0 = 0; b0 < LOGC; b0 += 3) {
         const int nb = LOGC - b0 < 3 ? LOGC - b0 : 3, lo = b0 < LOGC - 3 ? b0 : LOGC - 3;
         const int base = round_pos(j, 0, lo);
-        if (b0 == 0) {
+        if (b0 == 0 && gather) {
+            const Ti* row = src + (x.off - cbase);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = (u32)row[gather[cbase + base + k]];
+        } else if (b0 == 0) {
             load8(src + x.off + base, v);      /* lo = 0: base = 8 j */
         } else {
             round_barrier<LOGC>(lo);           /* this round's lo, the larger */
@@ -538,6 +543,69 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
         outs[k][at] = s0;
         outs[k][poly + at] = s1;
     }
+}
+
+/* ---- one key switch's ModUp NTT shared-memory pass fused with its inner product (rings with
+   a register pass): a block takes row r of the extended basis and output chunk c, and for
+   each digit j runs the smem stages of mid's row (j, r) (modup_ntt_top's output) and
+   accumulates the result times the key's (b_j, a_j) in registers. The converted digits (the
+   largest array of a key switch, written by ntt_fwd_smem and read back by ks_inner) never
+   return to device memory. A digit's own rows are d's (d[..., perm] with PERM: a lone
+   rotation switches the rotated c1, see kernels.modup_inner). Same sums as ntt_fwd_smem then
+   ks_inner, fully reduced. Two blocks of 512 threads a multiprocessor need <= 64 registers a
+   thread: without the bound ptxas took 168 (one block), and 64-bit accumulators under it
+   spilled 288 bytes a thread. (Prefetching the digit's key lines, or the next digit's mid
+   chunk, to L2, and loading the keys before the NTT, all measured the same 0.135-0.139 ms at
+   bench-n16-l20: the pass's own stages bound it, ntt_fwd_smem alone took 0.084.) */
+template <typename TD, int LOGC, bool PERM>
+__global__ void __launch_bounds__(1 << (LOGC - 3), 2)
+ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, const int* perm,
+               const int* digit_start, const int* digit_len, const int* row_limb, const int* row_prime,
+               const u32* psi, const u32* qns, const u32* qs, const u32* r2m, u32* out, int digits,
+               int rows, int logn, long long key_dstride) {
+    extern __shared__ u32 s[];
+    const int chunks = 1 << (logn - LOGC);
+    const int r = blockIdx.x / chunks, c = blockIdx.x - r * chunks;
+    const int cbase = c << LOGC;
+    const int n0 = cbase + 8 * threadIdx.x;              /* this thread's outputs n0 .. n0 + 7 */
+    const int limb = row_limb[r];
+    RowPart x;
+    x.p = row_prime[r];
+    x.q = qs[x.p];
+    x.qn = qns[x.p];
+    x.w = psi + ((size_t)x.p << logn);
+    const u32 q = x.q, qn = x.qn;
+    const size_t kat = ((size_t)r << logn) + n0;
+    u32 acc0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll 1
+    for (int j = 0; j < digits; ++j) {
+        u32 v[8];
+        if (limb >= digit_start[j] && limb < digit_start[j] + digit_len[j]) {
+            const TD* row = d_ntt + ((size_t)limb << logn);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = (u32)row[PERM ? perm[n0 + k] : n0 + k];
+        } else {
+            __syncthreads();             /* the last digit's readers are done with s */
+            x.off = ((size_t)(j * rows + r) << logn) + cbase;
+            fwd_chunk<u32, LOGC, false>(s, mid, x, cbase, logn, v);
+        }
+        u32 b[8], a[8];
+        load8(kb + (size_t)j * key_dstride + kat, b);
+        load8(ka + (size_t)j * key_dstride + kat, a);
+        /* v b 2^-32 mod q per product (mont_mul with b as the "Montgomery" operand): 32-bit
+           sums, so the accumulators take 16 registers where 64-bit ones took 32 and spilled */
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            acc0[k] = add_q(acc0[k], mont_mul(v[k], b[k], q, qn), q);
+            acc1[k] = add_q(acc1[k], mont_mul(v[k], a[k], q, qn), q);
+        }
+    }
+    /* times 2^64 mod q (r2m), reduced by 2^32 once more: the sum itself, fully reduced */
+    const u32 fix = r2m[r];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) { acc0[k] = mont_mul(acc0[k], fix, q, qn); acc1[k] = mont_mul(acc1[k], fix, q, qn); }
+    store8(out + kat, acc0);
+    store8(out + ((size_t)rows << logn) + kat, acc1);
 }
 
 /* ---- a product's degree-2 terms, d_k = sum_{i+j=k} a_i b_j mod q, as 32-bit words: one
@@ -743,7 +811,8 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
                               const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, const int* row_prime,
-                              const u32* psi, int rows, int maxa, int logn, int row_chunk, int d_wide) {
+                              const u32* psi, int rows, int maxa, int logn, int row_chunk, int d_wide,
+                              int copy_own) {
     extern __shared__ u32 ts[];                 /* [len][CH][MODUP_TOP_COLS] */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     const int logc = logn - LOGCH, N = 1 << logn;
@@ -761,6 +830,7 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
         const int limb = row_limb[r];
         u32* o = out + ((size_t)j * rows + r) * N + k;
         if (limb >= s && limb < s + len) {
+            if (!copy_own) continue;            /* ks_modup_inner reads them from d itself */
             const size_t x = (size_t)limb * N + k;
 #pragma unroll
             for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = word_at(d_ntt, x + ((size_t)i << logc), d_wide);
@@ -1058,6 +1128,7 @@ def _templates():
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"ks_inner<{ti}>", f"ks_inner_many<{ti}>", f"mul_plain_sum<{ti}>"]
+        names += [f"ks_modup_inner<{ti}, {SMEM_LOG}, {p}>" for p in ("false", "true")]  # register-pass rings only
         names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}>" for c in SMEM_LOGS]
     names += [f"ntt_fwd_top_lift<{k}>" for k in range(1, MAX_TOP_LOG + 1)]
     names += [f"{k}<{a}>" for k in ("modup_convert", "moddown_convert", "basis_convert") for a in CONVERT_BOUNDS]
@@ -1349,15 +1420,18 @@ def _fwd_smem(ring, src, dst, sel, prow, rows):
 
 
 @_host_in_host_out
-def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
-    """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref."""
+def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None):
+    """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref; of a[..., gather]
+    where gather (a device int32 map of N positions, not in place) is given."""
     src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
         return dst
+    if gather is not None and dst is src:
+        raise ValueError("intt: a gathered transform cannot run in place")
     d = _ring_dev(ring)
     logn = ring.log_n
     top = logn - logc
-    _intt_smem(ring, src, dst, sel, prow, rows)
+    _intt_smem(ring, src, dst, sel, prow, rows, gather)
     if top:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
@@ -1366,16 +1440,17 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
     return dst
 
 
-def _intt_smem(ring, src, dst, sel, prow, rows):
-    """The inverse transform's shared-memory pass over rows; N^-1 is applied here when the
-    ring has no register pass (N <= 2^SMEM_LOG), else by that pass."""
+def _intt_smem(ring, src, dst, sel, prow, rows, gather=None):
+    """The inverse transform's shared-memory pass over rows (of src[..., gather] where given);
+    N^-1 is applied here when the ring has no register pass (N <= 2^SMEM_LOG), else by that
+    pass."""
     d = _ring_dev(ring)
     logn = ring.log_n
     logc = _chunk_log(logn)
     _fn(f"intt_smem<{_word(src)}, {_word(dst)}, {logc}>")(
         (rows << (logn - logc),), (1 << (logc - 3),),
         (src, dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
-         np.int32(logn), np.int32(0 if logn > logc else 1)),
+         np.int32(logn), np.int32(0 if logn > logc else 1), _null(gather)),
         shared_mem=_smem_bytes(logc))
 
 
@@ -1545,29 +1620,16 @@ def modup(ks, d, level):
     cp = _cp()
     consts = _modup_consts(ks, level)
     ring = ks.ring
-    limbs = ks.params.limbs_at(level)
     d = cp.ascontiguousarray(d)
-    d_wide = np.int32(_word(d) == "u64")
-    digits, rows = consts["digits"], consts["rows"]
-    n = ring.n
-    out = cp.empty((digits, rows, n), dtype=np.uint32)
-    top = _top_log(ring.log_n)
-    bound = _fused_bound(consts["maxa"], top)
-    coeff = intt(ring, d, list(range(limbs)), out_dtype=np.uint32)   # read once, by the conversion
-    if bound:
-        dev = _ring_dev(ring)
-        cols = (n >> top) // MODUP_TOP_COLS
-        chunk = _row_chunk(rows, digits * cols)
-        _fn(f"modup_ntt_top<{bound}, {top}>")(
-            (digits * -(-rows // chunk) * cols,), (THREADS,),
-            (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
-             consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
-             consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
-             np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk), d_wide),
-            shared_mem=_top_smem(consts["maxa"], top))
+    mid = _modup_top(ks, d, level, consts, copy_own=True)
+    if mid is not None:
         sel, prow = consts["converted"]
-        _fwd_smem(ring, out, out, sel, prow, int(sel.size))
-        return out
+        _fwd_smem(ring, mid, mid, sel, prow, int(sel.size))
+        return mid
+    n = ring.n
+    digits, rows = consts["digits"], consts["rows"]
+    out = cp.empty((digits, rows, n), dtype=np.uint32)
+    coeff = intt(ring, d, list(range(ks.params.limbs_at(level))), out_dtype=np.uint32)
     chunk = MODUP_ROW_CHUNK
     chunks = -(-rows // chunk)
     _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(
@@ -1575,8 +1637,78 @@ def modup(ks, d, level):
         (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
          consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
          consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
-         np.int32(ring.log_n), np.int32(digits), np.int32(chunk), d_wide))
+         np.int32(ring.log_n), np.int32(digits), np.int32(chunk), np.int32(_word(d) == "u64")))
     return ntt(ring, out, None, inplace=True, rows_sel=consts["converted"])
+
+
+def _modup_top(ks, d, level, consts, copy_own, gather=None):
+    """ModUp up to its NTT's shared-memory pass (rings with a register pass; None otherwise):
+    (digits, rows, N) uint32, the converted rows after the register stages, a digit's own
+    rows a copy of d where copy_own (else not written); of d[..., gather] where given (then
+    not copy_own)."""
+    cp = _cp()
+    ring = ks.ring
+    top = _top_log(ring.log_n)
+    bound = _fused_bound(consts["maxa"], top)
+    if not bound:
+        return None
+    n = ring.n
+    digits, rows = consts["digits"], consts["rows"]
+    out = cp.empty((digits, rows, n), dtype=np.uint32)
+    if gather is not None and copy_own:
+        raise ValueError("_modup_top: a gathered ModUp does not copy d's rows")
+    coeff = intt(ring, d, list(range(ks.params.limbs_at(level))), out_dtype=np.uint32, gather=gather)
+    dev = _ring_dev(ring)
+    cols = (n >> top) // MODUP_TOP_COLS
+    chunk = _row_chunk(rows, digits * cols)
+    _fn(f"modup_ntt_top<{bound}, {top}>")(
+        (digits * -(-rows // chunk) * cols,), (THREADS,),
+        (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
+         consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
+         consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
+         np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk), np.int32(_word(d) == "u64"),
+         np.int32(copy_own)),
+        shared_mem=_top_smem(consts["maxa"], top))
+    return out
+
+
+def modup_inner(ks, d, key, level, perm=None):
+    """KeySwitcher.modup_inner on the device: (2, |P|+limbs, N) uint32. Rings with a register
+    pass: ModUp's kernels up to its NTT's shared-memory pass (the map applied by the INTT's
+    first reads), then ks_modup_inner, which runs that pass per digit and block and takes the
+    inner product from its registers: the extended digits are never stored whole. Otherwise
+    modup of d[..., perm] then ks_inner."""
+    cp = _cp()
+    consts = _modup_consts(ks, level)
+    ring = ks.ring
+    rows = consts["rows"]
+    d = cp.ascontiguousarray(d)
+    gather = None
+    if perm is not None:
+        # the map as int32, made once per map array (kept with it, so its id is not reused)
+        maps = ks.__dict__.setdefault("_maps32", {})
+        hit = maps.get(id(perm))
+        if hit is None or hit[0] is not perm:
+            if len(maps) >= 1024:        # callers that make a new map array per call
+                maps.clear()
+            hit = maps[id(perm)] = (perm, cp.ascontiguousarray(cp.asarray(perm), dtype=np.int32))
+        gather = hit[1]
+    mid = _modup_top(ks, d, level, consts, copy_own=False, gather=gather)
+    if mid is None:
+        return ks_inner(modup(ks, d if perm is None else d[..., perm], level), key,
+                        ring.q_col(ks.rows(level)), rows)
+    kb = cp.ascontiguousarray(cp.asarray(key.b), dtype=np.uint32)
+    ka = cp.ascontiguousarray(cp.asarray(key.a), dtype=np.uint32)
+    dev = _ring_dev(ring)
+    out = cp.empty((2, rows, ring.n), dtype=np.uint32)
+    logn, logc = ring.log_n, _chunk_log(ring.log_n)
+    _fn(f"ks_modup_inner<{_word(d)}, {logc}, {'false' if gather is None else 'true'}>")(
+        (rows << (logn - logc),), (1 << (logc - 3),),
+        (mid, d, kb, ka, _null(gather), consts["start"], consts["len"], consts["row_limb"],
+         consts["row_prime"], dev["psi"], dev["qn"], dev["q"], consts["row_r2m"], out,
+         np.int32(consts["digits"]), np.int32(rows), np.int32(logn), np.int64(kb.shape[1] * ring.n)),
+        shared_mem=_smem_bytes(logc))
+    return out
 
 
 def _modup_consts(ks, level):
@@ -1622,6 +1754,8 @@ def _modup_consts(ks, level):
         "src_q": cp.asarray(src_q.astype(np.uint32)), "hat_mont": cp.asarray(hat_mont.astype(np.uint32)),
         "row_q": cp.asarray(row_q.astype(np.uint32)), "row_qinv_neg": cp.asarray(qinv_neg),
         "row_limb": cp.asarray(row_limb), "row_prime": cp.asarray(np.array(ring_rows, dtype=np.int32)),
+        # 2^64 mod q: ks_modup_inner's Montgomery products leave its sums times 2^-32
+        "row_r2m": cp.asarray(np.array([(1 << 64) % int(q) for q in row_q], dtype=np.uint32)),
         "converted": (cp.asarray(np.array(sel, dtype=np.int32)), cp.asarray(np.array(sel_prime, dtype=np.int32))),
     }
     cache[level] = c

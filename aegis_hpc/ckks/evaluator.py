@@ -45,8 +45,8 @@ class LevelMatch:
 
 class Evaluator(LevelMatch):
     """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
-    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_inner_many`, `_moddown`,
-    `_moddown_rescale`) are what parallel.limb.LimbEvaluator overrides to run the same code on
+    `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_modup_inner`, `_inner_many`,
+    `_moddown`, `_moddown_rescale`) are what parallel.limb.LimbEvaluator overrides to run the same code on
     its share of the limbs."""
 
     # a bootstrap on this evaluator may be replayed as a CUDA graph (backend/graphs.py): it
@@ -111,6 +111,9 @@ class Evaluator(LevelMatch):
 
     def _inner(self, ext, key, level, perm=None):
         return self.ks.inner(ext, key, level, perm=perm)
+
+    def _modup_inner(self, d, key, level, perm=None):
+        return self.ks.modup_inner(d, key, level, perm)
 
     def _inner_many(self, ext, keys, level, perms):
         return self.ks.inner_many(ext, keys, level, perms)
@@ -333,8 +336,8 @@ class Evaluator(LevelMatch):
         """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step;
         with rescale, its ModDown also divides by the top prime group (moddown_rescale)."""
         self.counts["keyswitch"] += 1
-        ext = self._inner(self._modup(d, level), key, level)
-        return self._moddown_rescale(ext, level, addend) if rescale else self._moddown(ext, level, addend)
+        acc = self._modup_inner(d, key, level)
+        return self._moddown_rescale(acc, level, addend) if rescale else self._moddown(acc, level, addend)
 
     def square(self, a, rescale: bool = False):
         return self.mul(a, a, rescale)
@@ -379,9 +382,11 @@ class Evaluator(LevelMatch):
         self._check(ct)
         keys = [self._galois_key(g, name) for g, name in elements_and_names]
         self.counts["keyswitch"] += len(keys)
-        ext = self._modup(ct.data[1], ct.level)
         perms = [self.ring.automorphism_permutation(g) for g, _ in elements_and_names]
-        accs = self._inner_many(ext, keys, ct.level, perms)
+        if len(keys) == 1:   # nothing to share: ModUp's last pass rides in the inner product
+            accs = [self._modup_inner(ct.data[1], keys[0], ct.level, perms[0])]
+        else:
+            accs = self._inner_many(self._modup(ct.data[1], ct.level), keys, ct.level, perms)
         return [ct.with_data(self._moddown(acc, ct.level, addend=(ct.data[0], None), perm=perm))
                 for acc, perm in zip(accs, perms)]
 

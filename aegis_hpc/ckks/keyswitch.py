@@ -116,6 +116,21 @@ class KeySwitcher:
         acc %= qc
         return acc
 
+    def modup_inner(self, d, key, level, perm=None):
+        """inner(modup(d[..., perm]), key, level): one key switch's first two steps, of d
+        under the Galois map perm (NTT-form positions) where given. A lone rotation switches
+        the rotated c1 (one gather of |Q_l| rows, done by the device INTT's first reads); a
+        hoisted group shares one modup of c1 and permutes the extended digits instead
+        (inner(..., perm)). Both are key switches of sigma(c1): they differ only in the fast
+        conversion's multiple of the digit modulus, not in the decryption. On the device ModUp's
+        last NTT pass runs inside the inner product, one pass less over the extended digits,
+        the largest array of a key switch (kernels.modup_inner)."""
+        if self.ring._gpu:
+            from ..backend import kernels
+
+            return kernels.modup_inner(self, d, key, level, perm)
+        return self.inner(self.modup(d if perm is None else d[..., perm], level), key, level)
+
     def moddown(self, acc, level, addend=None, perm=None):
         """(…, |P|+limbs, N) over P, Q_l -> (…, limbs, N) over Q_l: divide by P, rounded.
 
@@ -274,7 +289,7 @@ class KeySwitcher:
 
     def switch(self, d, key, level, addend=None):
         """(u0, u1) with u0 + u1*s ~= d * s_from (mod Q_l), plus addend (see moddown)."""
-        return self.moddown(self.inner(self.modup(d, level), key, level), level, addend)
+        return self.moddown(self.modup_inner(d, key, level), level, addend)
 
 
 def add_scaled_polys(ring, u, addend, w, qc):

@@ -146,6 +146,10 @@ class LimbEvaluator(Evaluator):
                 acc[c] %= qc
         return acc
 
+    def _modup_inner(self, d, key, level, perm=None):
+        """KeySwitcher.modup_inner on this rank's rows: the map on its own limbs of c1 first."""
+        return self._inner(self._modup(d if perm is None else d[..., perm], level), key, level)
+
     def _inner_many(self, ext, keys, level, perms):
         return (self._inner(ext, key, level, perm) for key, perm in zip(keys, perms))
 

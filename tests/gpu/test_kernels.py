@@ -173,6 +173,53 @@ def test_modup_moddown_bit_exact(preset, special):
             np.testing.assert_array_equal(cp.asnumpy(got), want_mr, err_msg=f"moddown_rescale level {level}")
 
 
+@pytest.mark.parametrize("preset,special", [("test-boot", None), ("n13", None), ("n15", 2), ("n16", None)])
+def test_modup_inner_bit_exact(preset, special):
+    """One key switch's ModUp and inner product with ModUp's last NTT pass inside the inner
+    product (kernels.modup_inner; N = 2^11 has no register pass and takes modup then
+    ks_inner) equal the numpy KeySwitcher's inner(modup(d[..., perm])): no map, two Galois
+    maps and a random permutation (applied by the INTT's first reads and the own rows'
+    loads), 64- and 32-bit input words, at several levels (the key has more rows than a
+    lower level uses)."""
+    from aegis_hpc.ckks.keys import galois_element_conjugate, galois_element_for_rotation
+    from aegis_hpc.ckks.keyswitch import KeySwitcher
+
+    prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
+    rng = np.random.default_rng(7)
+    with using("numpy"):
+        ring_ref = Context(prm).ring
+        ks_ref = KeySwitcher(prm, ring_ref, special=special)
+    with using("cupy"):
+        ring_dev = Context(prm).ring
+        ks_dev = KeySwitcher(prm, ring_dev, special=special)
+    key_rows = [prm.qp[i] for i in ks_ref.rows(prm.max_level)]
+    digits = len(prm.digits_at(prm.max_level))
+    kb, ka = (np.stack([residues(rng, key_rows, prm.n) for _ in range(digits)]).astype(np.uint32)
+              for _ in range(2))
+    key_ref = SimpleNamespace(b=kb, a=ka)
+    key_dev = SimpleNamespace(b=cp.asarray(kb), a=cp.asarray(ka))
+    maps = [None, galois_element_for_rotation(3, prm.n), galois_element_conjugate(prm.n), "random"]
+    for level in (prm.max_level, prm.max_level // 2, 0):
+        d = residues(rng, prm.q[: prm.limbs_at(level)], prm.n)
+        for g in maps:
+            if g == "random":
+                perm_ref = rng.permutation(prm.n)
+                perm_dev = cp.asarray(perm_ref)
+            elif g is not None:
+                perm_ref, perm_dev = ring_ref.automorphism_permutation(g), ring_dev.automorphism_permutation(g)
+            else:
+                perm_ref = perm_dev = None
+            with using("numpy"):
+                want = ks_ref.inner(ks_ref.modup(d if perm_ref is None else d[..., perm_ref], level),
+                                    key_ref, level)
+            with using("cupy"):
+                got = [ks_dev.modup_inner(cp.asarray(x), key_dev, level, perm_dev)
+                       for x in (d, d.astype(np.uint32))]
+            for word, g_ in zip(("64", "32"), got):
+                assert g_.dtype == np.uint32
+                np.testing.assert_array_equal(cp.asnumpy(g_), want, err_msg=f"level {level}, map {g}, {word}-bit d")
+
+
 @pytest.mark.parametrize("log_n,n_src,n_dst,lead", [(10, 1, 3, ()), (12, 3, 7, ()), (13, 5, 9, (2,)),
                                                     (15, 4, 20, ()), (11, 17, 4, ())])
 def test_basis_convert_bit_exact(log_n, n_src, n_dst, lead):
