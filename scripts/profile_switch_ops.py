@@ -3,7 +3,7 @@ rotations, a rotation, mul + relin + rescale) at its parameters for a ring degre
 event pair per launch, then 50 calls of each back to back (until the device has run them) and
 the host's time to enqueue one: which part of an op's wall time is the device's.
 
-    AEGIS_BACKEND=cupy python scripts/profile_switch_ops.py [--logn 16 --levels 24]
+    AEGIS_BACKEND=cupy python scripts/profile_switch_ops.py [--logn 16 --levels 24] [--no-hoisted]
 """
 import argparse
 
@@ -35,6 +35,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--logn", type=int, default=16)
     ap.add_argument("--levels", type=int, default=24, help="bench ops' --levels (the peer's max_level)")
+    ap.add_argument("--no-hoisted", action="store_true", help="skip the 16 hoisted rotations")
     a = ap.parse_args()
     be.select("cupy")
     import cupy as cp
@@ -45,11 +46,12 @@ def main():
     prm = match_params(a.logn, a.levels, peer_log2_q(a.levels))
     print(prm.describe())
     ctx = Context(prm)
-    sk, keys = ctx.keygen(rotations=list(range(1, 17)))
+    sk, keys = ctx.keygen(rotations=[1] if a.no_hoisted else list(range(1, 17)))
     ev = ctx.evaluator(keys)
     rng = np.random.default_rng(1)
     ct, ct2 = (ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public) for _ in range(2))
-    report(cp, "16 hoisted rotations", lambda: ev.rotate_hoisted(ct, range(1, 17)))
+    if not a.no_hoisted:
+        report(cp, "16 hoisted rotations", lambda: ev.rotate_hoisted(ct, range(1, 17)))
     report(cp, "rotate", lambda: ev.rotate(ct, 1))
     report(cp, "mul + relin + rescale", lambda: ev.mul(ct, ct2, rescale=True))
 
