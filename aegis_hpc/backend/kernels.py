@@ -556,7 +556,8 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
    thread: without the bound ptxas took 168 (one block), and 64-bit accumulators under it
    spilled 288 bytes a thread. (Prefetching the digit's key lines, or the next digit's mid
    chunk, to L2, and loading the keys before the NTT, all measured the same 0.135-0.139 ms at
-   bench-n16-l20: the pass's own stages bound it, ntt_fwd_smem alone took 0.084.) */
+   bench-n16-l20, as did three blocks an SM at 40 registers: the pass's own stages bound
+   it, ntt_fwd_smem alone took 0.084.) */
 template <typename TD, int LOGC, bool PERM>
 __global__ void __launch_bounds__(1 << (LOGC - 3), 2)
 ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, const int* perm,

@@ -46,8 +46,8 @@ class LevelMatch:
 class Evaluator(LevelMatch):
     """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
     `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_modup_inner`, `_inner_many`,
-    `_moddown`, `_moddown_rescale`) are what parallel.limb.LimbEvaluator overrides to run the same code on
-    its share of the limbs."""
+    `_moddown`, `_moddown_rescale`) are what parallel.limb.LimbEvaluator overrides to run
+    the same code on its share of the limbs."""
 
     # a bootstrap on this evaluator may be replayed as a CUDA graph (backend/graphs.py): it
     # launches device work only, with no exchange between ranks
