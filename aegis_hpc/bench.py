@@ -22,6 +22,8 @@ def _ops_parser(sub):
                    help="time the peer in the same process at matched ring degree and log2 Q")
     p.add_argument("--logn", type=int, default=15)
     p.add_argument("--levels", type=int, default=8, help="peer max_level; our levels match its log2 Q")
+    p.add_argument("--dnum", type=int, default=None,
+                   help="our key-switching digits (default: the peer's digit count)")
     p.add_argument("--bootstrap", action="store_true", help="also time bootstrapping")
     p.add_argument("--boot-preset", default="n16-boot", help="parameter preset for --bootstrap")
     p.add_argument("--ops", default=None, help="comma list, default all: encrypt,mul_relin_rescale,"

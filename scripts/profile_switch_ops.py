@@ -35,6 +35,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--logn", type=int, default=16)
     ap.add_argument("--levels", type=int, default=24, help="bench ops' --levels (the peer's max_level)")
+    ap.add_argument("--dnum", type=int, default=None, help="bench ops' --dnum (default: the peer's)")
     ap.add_argument("--no-hoisted", action="store_true", help="skip the 16 hoisted rotations")
     a = ap.parse_args()
     be.select("cupy")
@@ -43,7 +44,7 @@ def main():
     from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
     from aegis_hpc.ckks.context import Context
 
-    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels))
+    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels), a.dnum)
     print(prm.describe())
     ctx = Context(prm)
     sk, keys = ctx.keygen(rotations=[1] if a.no_hoisted else list(range(1, 17)))

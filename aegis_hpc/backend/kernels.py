@@ -227,27 +227,37 @@ __device__ __forceinline__ const u32* group_twiddles(const u32* w, int logn, int
     return w + (1 << (logn - sh)) + (pos >> sh);
 }
 
-/* the butterflies of bit kb of a round's eight residues (positions base + (k << lo)): the k
-   that differ only below bit kb share a group, so one twiddle load serves them.
+/* the butterflies of bit kb of a round's eight residues (positions base + (k << lo)) in each
+   of R rows of one prime: the k that differ only below bit kb share a group, so one twiddle
+   load serves them, and every row.
    Cooley-Tukey (forward: a + w b, a - w b) or Gentleman-Sande (inverse: a + b, w (a - b)). */
-template <bool FWD>
-__device__ __forceinline__ void round_stage(u32 (&v)[8], const u32* w, int kb, u32 q, u32 qn) {
+template <bool FWD, int R>
+__device__ __forceinline__ void round_stage_rows(u32 (&v)[R][8], const u32* w, int kb, u32 q, u32 qn) {
 #pragma unroll
     for (int k0 = 0; k0 < 8; k0 += 2 << kb) {
         const u32 wv = w[k0 >> (kb + 1)];
 #pragma unroll
-        for (int k = k0; k < k0 + (1 << kb); ++k) {
-            const u32 a = v[k], b = v[k | (1 << kb)];
-            if (FWD) {
-                const u32 t = mont_mul(b, wv, q, qn);
-                v[k] = add_q(a, t, q);
-                v[k | (1 << kb)] = sub_q(a, t, q);
-            } else {
-                v[k] = add_q(a, b, q);
-                v[k | (1 << kb)] = mont_mul(sub_q(a, b, q), wv, q, qn);
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+            for (int k = k0; k < k0 + (1 << kb); ++k) {
+                const u32 a = v[r][k], b = v[r][k | (1 << kb)];
+                if (FWD) {
+                    const u32 t = mont_mul(b, wv, q, qn);
+                    v[r][k] = add_q(a, t, q);
+                    v[r][k | (1 << kb)] = sub_q(a, t, q);
+                } else {
+                    v[r][k] = add_q(a, b, q);
+                    v[r][k | (1 << kb)] = mont_mul(sub_q(a, b, q), wv, q, qn);
+                }
             }
         }
     }
+}
+
+/* one row's */
+template <bool FWD>
+__device__ __forceinline__ void round_stage(u32 (&v)[8], const u32* w, int kb, u32 q, u32 qn) {
+    round_stage_rows<FWD, 1>(reinterpret_cast<u32 (&)[1][8]>(v), w, kb, q, qn);
 }
 
 /* Before a round reads what the previous one wrote: two rounds whose positions keep the
@@ -297,14 +307,18 @@ __device__ __forceinline__ void store_chunk(u64* dst, const u32* s, const u32 (&
     for (int i = threadIdx.x; i < (1 << LOGC); i += (1 << LOGC) / 8) dst[i] = s[padded(i)];
 }
 
-/* the shared-memory stages of one chunk; the last round (positions 8 j + k) leaves its
-   residues in v for the kernel to store straight from registers, or with STAGED in s
+/* the shared-memory stages of one chunk in each of R rows of one prime (row i from src +
+   off[i], its shared memory s + i * padded(C)): one barrier a round and one twiddle load serve
+   all R, whose independent butterflies fill each other's latency (the pass is latency-bound:
+   ks_modup_inner runs two digits' rows this way). The last round (positions 8 j + k) leaves
+   its residues in v for the kernel to store straight from registers, or with STAGED in s
    (padded, after a barrier) for a store of 64-bit words: eight of those per thread go out
    as 16-byte stores 64 bytes apart across a warp, half-sector writes that measured slower
    (the pass 0.049 -> 0.059 ms) than the coalesced store through shared memory */
-template <typename Ti, int LOGC, bool STAGED>
-__device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& x, int cbase, int logn,
-                                          u32 (&v)[8]) {
+template <typename Ti, int LOGC, bool STAGED, int R>
+__device__ __forceinline__ void fwd_chunks(u32* s, const Ti* src, const size_t (&off)[R], const RowPart& x,
+                                           int cbase, int logn, u32 (&v)[R][8]) {
+    constexpr int S = (1 << LOGC) + (1 << LOGC) / 32;     /* padded(C): one row's shared words */
     const int j = threadIdx.x;
     const u32 q = x.q, qn = x.qn;
 #pragma unroll
@@ -313,24 +327,37 @@ __device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& 
         const int base = round_pos(j, 0, lo);
         if (hi == LOGC - 1) {
 #pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = (u32)src[x.off + base + (k << lo)];
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int k = 0; k < 8; ++k) v[r][k] = (u32)src[off[r] + base + (k << lo)];
         } else {
             round_barrier<LOGC>(hi + 1);     /* the previous round's lo, the larger */
 #pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int k = 0; k < 8; ++k) v[r][k] = s[r * S + padded_at(base, k, lo)];
         }
 #pragma unroll
         for (int kb = 2; kb >= 0; --kb) {
             const int b = lo + kb;
             if (b > hi || b <= hi - nb) continue;
-            round_stage<true>(v, group_twiddles(x.w, logn, b, cbase + base), kb, q, qn);
+            round_stage_rows<true, R>(v, group_twiddles(x.w, logn, b, cbase + base), kb, q, qn);
         }
         if (hi >= 3 || STAGED) {
 #pragma unroll
-            for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int k = 0; k < 8; ++k) s[r * S + padded_at(base, k, lo)] = v[r][k];
         }
     }
     if (STAGED) __syncthreads();
+}
+/* one row: the chunk at src + x.off */
+template <typename Ti, int LOGC, bool STAGED>
+__device__ __forceinline__ void fwd_chunk(u32* s, const Ti* src, const RowPart& x, int cbase, int logn,
+                                          u32 (&v)[8]) {
+    const size_t off[1] = {x.off};
+    fwd_chunks<Ti, LOGC, STAGED, 1>(s, src, off, x, cbase, logn, reinterpret_cast<u32 (&)[1][8]>(v));
 }
 
 template <typename Ti, typename To, int LOGC>
@@ -552,12 +579,29 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
    largest array of a key switch, written by ntt_fwd_smem and read back by ks_inner) never
    return to device memory. A digit's own rows are d's (d[..., perm] with PERM: a lone
    rotation switches the rotated c1, see kernels.modup_inner). Same sums as ntt_fwd_smem then
-   ks_inner, fully reduced. Two blocks of 512 threads a multiprocessor need <= 64 registers a
-   thread: without the bound ptxas took 168 (one block), and 64-bit accumulators under it
-   spilled 288 bytes a thread. (Prefetching the digit's key lines, or the next digit's mid
-   chunk, to L2, and loading the keys before the NTT, all measured the same 0.135-0.139 ms at
-   bench-n16-l20, as did three blocks an SM at 40 registers: the pass's own stages bound
-   it, ntt_fwd_smem alone took 0.084.) */
+   ks_inner, fully reduced. Converted digits go two at a time through one lockstep pass
+   (fwd_chunks, R = 2: 0.137 -> 0.126 ms at bench-n16-l20 against one at a time, two A/B
+   pairs on one H200; Harvey's lazy butterflies for primes below 2^30 on top measured the
+   same 0.126: the pass waits on latency, not on the three instructions a butterfly they save).
+   Two blocks of 512 threads a multiprocessor need <= 64 registers a thread: without the
+   bound ptxas took 168 (one block), and 64-bit accumulators under it spilled 288 bytes a
+   thread. (Prefetching the digit's key lines, or the next digit's mid chunk, to L2, and
+   loading the keys before the NTT, all measured the same 0.135-0.139 ms, as did three
+   blocks an SM at 40 registers: the pass's own stages bound it, ntt_fwd_smem alone took
+   0.084.) */
+__device__ __forceinline__ void add_key_products(u32 (&acc0)[8], u32 (&acc1)[8], const u32 (&v)[8],
+                                                 const u32* kb, const u32* ka, u32 q, u32 qn) {
+    u32 b[8], a[8];
+    load8(kb, b);
+    load8(ka, a);
+    /* v b 2^-32 mod q per product (mont_mul with b as the "Montgomery" operand): 32-bit
+       sums, so the accumulators take 16 registers where 64-bit ones took 32 and spilled */
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        acc0[k] = add_q(acc0[k], mont_mul(v[k], b[k], q, qn), q);
+        acc1[k] = add_q(acc1[k], mont_mul(v[k], a[k], q, qn), q);
+    }
+}
 template <typename TD, int LOGC, bool PERM>
 __global__ void __launch_bounds__(1 << (LOGC - 3), 2)
 ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, const int* perm,
@@ -578,28 +622,38 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
     const u32 q = x.q, qn = x.qn;
     const size_t kat = ((size_t)r << logn) + n0;
     u32 acc0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int waiting = -1;                                    /* a converted digit without its pair yet */
 #pragma unroll 1
     for (int j = 0; j < digits; ++j) {
-        u32 v[8];
         if (limb >= digit_start[j] && limb < digit_start[j] + digit_len[j]) {
+            u32 v[8];
             const TD* row = d_ntt + ((size_t)limb << logn);
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = (u32)row[PERM ? perm[n0 + k] : n0 + k];
+            add_key_products(acc0, acc1, v, kb + (size_t)j * key_dstride + kat,
+                                   ka + (size_t)j * key_dstride + kat, q, qn);
+        } else if (waiting < 0) {
+            waiting = j;
         } else {
-            __syncthreads();             /* the last digit's readers are done with s */
-            x.off = ((size_t)(j * rows + r) << logn) + cbase;
-            fwd_chunk<u32, LOGC, false>(s, mid, x, cbase, logn, v);
+            __syncthreads();             /* the last pass's readers are done with s */
+            const size_t off[2] = {((size_t)(waiting * rows + r) << logn) + cbase,
+                                   ((size_t)(j * rows + r) << logn) + cbase};
+            u32 v[2][8];
+            fwd_chunks<u32, LOGC, false, 2>(s, mid, off, x, cbase, logn, v);
+            add_key_products(acc0, acc1, v[0], kb + (size_t)waiting * key_dstride + kat,
+                                   ka + (size_t)waiting * key_dstride + kat, q, qn);
+            add_key_products(acc0, acc1, v[1], kb + (size_t)j * key_dstride + kat,
+                                   ka + (size_t)j * key_dstride + kat, q, qn);
+            waiting = -1;
         }
-        u32 b[8], a[8];
-        load8(kb + (size_t)j * key_dstride + kat, b);
-        load8(ka + (size_t)j * key_dstride + kat, a);
-        /* v b 2^-32 mod q per product (mont_mul with b as the "Montgomery" operand): 32-bit
-           sums, so the accumulators take 16 registers where 64-bit ones took 32 and spilled */
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            acc0[k] = add_q(acc0[k], mont_mul(v[k], b[k], q, qn), q);
-            acc1[k] = add_q(acc1[k], mont_mul(v[k], a[k], q, qn), q);
-        }
+    }
+    if (waiting >= 0) {                  /* an odd count of converted digits: the last alone */
+        __syncthreads();
+        x.off = ((size_t)(waiting * rows + r) << logn) + cbase;
+        u32 v[8];
+        fwd_chunk<u32, LOGC, false>(s, mid, x, cbase, logn, v);
+        add_key_products(acc0, acc1, v, kb + (size_t)waiting * key_dstride + kat,
+                               ka + (size_t)waiting * key_dstride + kat, q, qn);
     }
     /* times 2^64 mod q (r2m), reduced by 2^32 once more: the sum itself, fully reduced */
     const u32 fix = r2m[r];
@@ -710,20 +764,35 @@ __global__ void basis_convert(const u64* x, u64* y, const u64* src_q, const u64*
         yb[(size_t)j * N] = dot_mod<A>(t, hat_mod + (size_t)j * n_a, n_a, dst_q[j], dst_mu[j]);
 }
 
-/* sum_i t[i] * h[i] mod q over i < len <= A, h in Montgomery form (h 2^32 mod q), t < 2^31:
-   two products sum below 2^32 q, so one Montgomery reduction per pair (two multiplies,
-   m = x (-q^-1) mod 2^32, (x + m q) / 2^32 < 2q) replaces the 64-bit Barrett reductions,
-   which made ModUp's conversion ALU-bound (ncu); exact, so the residue is the reference's */
-template <int A>
+/* sum_i t[i] * h[i] mod q over i < len <= A, h in Montgomery form (h 2^32 mod q), t[i] below
+   the source prime q_i. Terms whose q_i sum to at most 2^32 sum below 2^32 q in 64 bits, so
+   one Montgomery reduction (m = x (-q^-1) mod 2^32, (x + m q) / 2^32 < 2q) serves them all:
+   ONE where the host found that of the source (kernels._one_reduction: a ModUp digit of
+   25-bit primes takes one reduction for its six products), else one per pair (q_i < 2^31);
+   modup_ntt_top 0.096 -> 0.093 ms at bench-n16-l20 (ncu: 66 % of the SM's compute, issue-
+   bound). The 64-bit Barrett reductions before these made ModUp's conversion ALU-bound.
+   Exact: the residue is the reference's. Callers branch on ONE outside their loops, so
+   neither form is predicated into the other. */
+__device__ __forceinline__ u32 redc(u64 x, u32 q, u32 qinv_neg) {
+    const u32 m = (u32)x * qinv_neg;
+    return reduce_2q((u32)((x + (u64)m * q) >> 32), q);
+}
+template <int A, bool ONE>
 __device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32 q, u32 qinv_neg) {
+    if (ONE) {
+        u64 x = 0;
+#pragma unroll
+        for (int i = 0; i < A; ++i)
+            if (i < len) x += (u64)t[i] * h[i];
+        return redc(x, q, qinv_neg);
+    }
     u32 acc = 0;
 #pragma unroll
     for (int i = 0; i < A; i += 2) {
         if (i < len) {
             u64 x = (u64)t[i] * h[i];
             if (i + 1 < A) x += (u64)t[i + 1] * h[i + 1];      /* zero past len */
-            const u32 m = (u32)x * qinv_neg;
-            acc = add_q(acc, reduce_2q((u32)((x + (u64)m * q) >> 32), q), q);
+            acc = add_q(acc, redc(x, q, qinv_neg), q);
         }
     }
     return acc;
@@ -739,7 +808,7 @@ __device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32
 #define MODUP_COLS 4
 template <int A>
 __global__ void modup_convert(const u32* coeff, const void* d_ntt, u32* out, const int* digit_start,
-                              const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
+                              const int* digit_len, const int* digit_one, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, int rows, int maxa,
                               int logn, int digits, int row_chunk, int d_wide) {
@@ -753,6 +822,7 @@ __global__ void modup_convert(const u32* coeff, const void* d_ntt, u32* out, con
     const int r0 = (int)(jc - (long long)j * chunks) * row_chunk;
     const int r1 = min(rows, r0 + row_chunk);
     const int s = digit_start[j], len = digit_len[j];
+    const bool one = digit_one[j];
     u32 t[MODUP_COLS][A];
 #pragma unroll
     for (int i = 0; i < A; ++i) {
@@ -775,8 +845,13 @@ __global__ void modup_convert(const u32* coeff, const void* d_ntt, u32* out, con
 #pragma unroll
             for (int i = 0; i < A; ++i) h[i] = i < len ? hp[i] : 0;
             const u32 q = row_q[r], qn = row_qinv_neg[r];
+            if (one) {
 #pragma unroll
-            for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A>(t[k], h, len, q, qn);
+                for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A, true>(t[k], h, len, q, qn);
+            } else {
+#pragma unroll
+                for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A, false>(t[k], h, len, q, qn);
+            }
         }
     }
 }
@@ -807,9 +882,21 @@ __device__ __forceinline__ FusedBlock fused_block(int logc, int rows, int row_ch
     b.lane = threadIdx.x % MODUP_TOP_COLS;
     return b;
 }
+/* a fused conversion's values at one register-pass column: v[i] = dot_mont of the staged
+   residues t ([len][CH][MODUP_TOP_COLS] words from ts, this thread's lane) with h */
+template <int A, int CH, bool ONE>
+__device__ __forceinline__ void convert_column(u32 (&v)[CH], const u32* ts, const u32* h, int len, u32 q, u32 qn) {
+#pragma unroll
+    for (int i = 0; i < CH; ++i) {
+        u32 t[A];
+#pragma unroll
+        for (int a = 0; a < A; ++a) t[a] = a < len ? ts[(a * CH + i) * MODUP_TOP_COLS] : 0;
+        v[i] = dot_mont<A, ONE>(t, h, len, q, qn);
+    }
+}
 template <int A, int LOGCH>
 __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, const int* digit_start,
-                              const int* digit_len, const u32* hat_inv, const u32* hat_inv_sh,
+                              const int* digit_len, const int* digit_one, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, const int* row_prime,
                               const u32* psi, int rows, int maxa, int logn, int row_chunk, int d_wide,
@@ -820,6 +907,7 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
     const FusedBlock fb = fused_block(logc, rows, row_chunk);
     const int j = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     const int s = digit_start[j], len = digit_len[j];
+    const bool one = digit_one[j];
     for (int e = threadIdx.x; e < len * CH * W; e += blockDim.x) {
         const int a = e / (CH * W), i = (e / W) % CH, c = j * maxa + a;
         const u32 x = coeff[(size_t)(s + a) * N + ((size_t)i << logc) + k0 + e % W];
@@ -843,13 +931,10 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
         for (int a = 0; a < A; ++a) h[a] = a < len ? hp[a] : 0;
         const u32 q = row_q[r], qn = row_qinv_neg[r];
         u32 v[CH];
-#pragma unroll
-        for (int i = 0; i < CH; ++i) {
-            u32 t[A];
-#pragma unroll
-            for (int a = 0; a < A; ++a) t[a] = a < len ? ts[(a * CH + i) * W + lane] : 0;
-            v[i] = dot_mont<A>(t, h, len, q, qn);
-        }
+        if (one)
+            convert_column<A, CH, true>(v, ts + lane, h, len, q, qn);
+        else
+            convert_column<A, CH, false>(v, ts + lane, h, len, q, qn);
         fwd_top_stages<LOGCH>(v, psi + ((size_t)row_prime[r] << logn), q, qn);
 #pragma unroll
         for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = v[i];
@@ -946,7 +1031,8 @@ __global__ void moddown_ntt_top(const u32* pint, const u32* tint, u32* out, cons
             u32 t[A];
 #pragma unroll
             for (int a = 0; a < A; ++a) t[a] = a < n_p ? ts[(a * CH + i) * W + lane] : 0;
-            v[i] = add_q(dot_mont<A>(t, h, n_p, q, qn), (u32)fix[vs[i * W + lane]], q);
+            /* one reduction a pair: the divisor P is of the largest primes below 2^31 */
+            v[i] = add_q(dot_mont<A, false>(t, h, n_p, q, qn), (u32)fix[vs[i * W + lane]], q);
         }
         fwd_top_stages<LOGCH>(v, psi + ((size_t)r << logn), q, qn);
         u32* o = out + ((size_t)c * limbs + r) * N + k;
@@ -1240,6 +1326,16 @@ def upload(host):
     side.synchronize()
     kept.append(dev)
     return dev
+
+
+def _one_word(arrays):
+    """Arrays (None for absent) a kernel reads through word_at, with one word-size flag a
+    launch: all as given where they share a word size, else all widened to 64 bits; and the
+    flag (64-bit words)."""
+    words = {_word(x) for x in arrays if x is not None}
+    if len(words) > 1:
+        arrays = [None if x is None else x.astype(np.uint64) for x in arrays]
+    return arrays, words != {"u32"}
 
 
 def _word(a):
@@ -1635,7 +1731,7 @@ def modup(ks, d, level):
     chunks = -(-rows // chunk)
     _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(
         (digits * chunks * (n // (THREADS * MODUP_COLS)),), (THREADS,),
-        (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
+        (coeff, d, out, consts["start"], consts["len"], consts["one"], consts["hat_inv"], consts["hat_inv_sh"],
          consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
          consts["row_limb"], np.int32(rows), np.int32(consts["maxa"]),
          np.int32(ring.log_n), np.int32(digits), np.int32(chunk), np.int32(_word(d) == "u64")))
@@ -1664,7 +1760,7 @@ def _modup_top(ks, d, level, consts, copy_own, gather=None):
     chunk = _row_chunk(rows, digits * cols)
     _fn(f"modup_ntt_top<{bound}, {top}>")(
         (digits * -(-rows // chunk) * cols,), (THREADS,),
-        (coeff, d, out, consts["start"], consts["len"], consts["hat_inv"], consts["hat_inv_sh"],
+        (coeff, d, out, consts["start"], consts["len"], consts["one"], consts["hat_inv"], consts["hat_inv_sh"],
          consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
          consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
          np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk), np.int32(_word(d) == "u64"),
@@ -1708,7 +1804,7 @@ def modup_inner(ks, d, key, level, perm=None):
         (mid, d, kb, ka, _null(gather), consts["start"], consts["len"], consts["row_limb"],
          consts["row_prime"], dev["psi"], dev["qn"], dev["q"], consts["row_r2m"], out,
          np.int32(consts["digits"]), np.int32(rows), np.int32(logn), np.int64(kb.shape[1] * ring.n)),
-        shared_mem=_smem_bytes(logc))
+        shared_mem=2 * _smem_bytes(logc))      # two digits' chunks in lockstep
     return out
 
 
@@ -1751,6 +1847,8 @@ def _modup_consts(ks, level):
         "digits": len(digits), "rows": rows, "maxa": maxa,
         "start": cp.asarray(np.array([dg.start for dg in digits], dtype=np.int32)),
         "len": cp.asarray(np.array([len(dg) for dg in digits], dtype=np.int32)),
+        "one": cp.asarray(np.array([_one_reduction([prm.qp[i] for i in dg]) for dg in digits],
+                                   dtype=np.int32)),
         "hat_inv": cp.asarray(hat_inv.astype(np.uint32)), "hat_inv_sh": cp.asarray(hat_inv_sh.astype(np.uint32)),
         "src_q": cp.asarray(src_q.astype(np.uint32)), "hat_mont": cp.asarray(hat_mont.astype(np.uint32)),
         "row_q": cp.asarray(row_q.astype(np.uint32)), "row_qinv_neg": cp.asarray(qinv_neg),
@@ -1786,14 +1884,12 @@ def moddown_rescale(ks, acc, level, addend=None, top=None):
         adds = [cp.ascontiguousarray(addend[c][keep:limbs])
                 if addend is not None and c < len(addend) and addend[c] is not None else None
                 for c in range(min(polys, 2))] + [None, None]
-        words = {_word(x) for x in adds if x is not None}
-        if len(words) > 1:   # one word size a launch
-            adds = [None if x is None else x.astype(np.uint64) for x in adds]
+        adds, wide = _one_word(adds)
         top = cp.empty((polys, limbs - keep, n), dtype=np.uint32)
         _fn("scaled_add_rows")(
             _grid(top.size), (THREADS,),
             (acc, np.int64((ks.n_p + keep) * n), np.int64(rows * n), np.int32(_word(acc) == "u64"),
-             _null(adds[0]), _null(adds[1]), np.int32(words != {"u32"}), cp.ascontiguousarray(ks.p_mod(t_idx).ravel()),
+             _null(adds[0]), _null(adds[1]), np.int32(wide), cp.ascontiguousarray(ks.p_mod(t_idx).ravel()),
              cp.ascontiguousarray(qc.ravel()), cp.ascontiguousarray(_mu_col(qc).ravel()), top,
              np.int32(limbs - keep), np.int32(n.bit_length() - 1), np.int32(polys)))
     return _divide(ks, acc, level, ks.params.primes_per_level, top, addend, None, ks.top_inverse(level))
@@ -1847,6 +1943,13 @@ def _divide(ks, acc, level, drop, top, addend, perm, addend_w):
                             k["hat_mod"], ks.neg_p_multiples(level, drop), np.int32(n_src), np.int32(keep),
                             np.int32(ring.log_n), np.int64(polys)))
     return ntt_scale_down_add(ring, conv, q_idx, acc, n_p, inv, qc, addend, perm, addend_w=addend_w)
+
+
+def _one_reduction(primes):
+    """Whether a conversion's products over these source primes take one Montgomery reduction
+    in dot_mont: each is below q_i q, so their sum is below 2^32 q where the q_i sum to at
+    most 2^32 (else one a pair, as every prime is below 2^31)."""
+    return sum(int(q) for q in primes) <= 1 << 32
 
 
 def _moddown_consts(ks, level, polys, drop=0):
@@ -1921,9 +2024,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
             if x.shape[-2] < limbs or not x.flags.c_contiguous:
                 x = cp.ascontiguousarray(x[..., :limbs, :])
             adds[c] = x
-    words = {_word(x) for x in adds if x is not None}
-    if len(words) > 1:   # one word size a launch
-        adds = [None if x is None else x.astype(np.uint64) for x in adds]
+    adds, wide = _one_word(adds)
     if perm is not None:
         perm = cp.ascontiguousarray(perm, dtype=np.int64)
     w, ws = _shoup_pair(inv, qc)
@@ -1940,7 +2041,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
         (rows << top,), (1 << (logc - 3),),
         (b, prow, d["psi"], d["qn"], d["q"], np.int32(logn), a, out, w, ws, _null(adds[0]), _null(adds[1]),
          _null(perm), _null(aw[0]), _null(aw[1]), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs),
-         np.int32(words != {"u32"})),
+         np.int32(wide)),
         shared_mem=_smem_bytes(logc))
     return out
 

@@ -49,7 +49,8 @@ def peer_log2_q(levels: int) -> float:
 
 
 def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None = None):
-    """Our parameter set nearest in log2 Q to `target_log_q` at ring degree 2^log_n."""
+    """Our parameter set nearest in log2 Q to `target_log_q` at ring degree 2^log_n, with `dnum`
+    digits where given (else the peer's, or more where that breaks the security bound)."""
     from ..ckks import params as P
 
     base_bits = 62.0  # two base primes just below 2^31
@@ -64,7 +65,7 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
         n_q = 2 + 2 * lv
         prm = None
         # the peer's digit count first; more digits (smaller P) if that breaks the security bound
-        for d in (dnum or PEER_DNUM.get(log_n, -(-n_q // 4)), -(-n_q // 3), -(-n_q // 2), n_q):
+        for d in (dnum,) if dnum else (PEER_DNUM.get(log_n, -(-n_q // 4)), -(-n_q // 3), -(-n_q // 2), n_q):
             try:
                 prm = P.build(log_n, lv, s, primes_per_level=2, base_primes=2, dnum=min(d, n_q),
                               name=f"bench-n{log_n}-l{lv}")
@@ -78,8 +79,9 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
             best = (err, prm)
         if err < 8:
             break
-    if best is None:
-        raise RuntimeError(f"no parameter set matches log2 Q = {target_log_q} at N = 2^{log_n}")
+    if best is None or (dnum and best[0] >= 8):
+        digits = f" with dnum={dnum}" if dnum else ""
+        raise RuntimeError(f"no parameter set{digits} matches log2 Q = {target_log_q} at N = 2^{log_n}")
     return best[1]
 
 
@@ -176,7 +178,7 @@ def _aegis_bootstrap(preset_name, sync, budget_s, log):
 
 
 def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, bandwidth=True,
-              log=print, boot_preset="n16-boot", bootstrap_result=None):
+              log=print, boot_preset="n16-boot", bootstrap_result=None, dnum=None):
     """bootstrap_result: _aegis_bootstrap's, when main timed it before the peer started."""
     from .. import backend as be
     from ..ckks.context import Context
@@ -184,7 +186,7 @@ def run_aegis(log_n, levels, backend, budget_s, ops, peer_target_log_q=None, ban
     be.select(backend)
     xp = be.get_xp()
     target = peer_target_log_q if peer_target_log_q is not None else peer_log2_q(levels)
-    prm = match_params(log_n, levels, target)
+    prm = match_params(log_n, levels, target, dnum)
     log(f"aegis: {prm.describe()}")
     t0 = time.perf_counter()
     ctx = Context(prm)
@@ -462,6 +464,9 @@ def main(args) -> int:
     if unknown:
         print(f"unknown ops: {', '.join(sorted(unknown))}; choose from {', '.join(OPS)}")
         return 2
+    if args.dnum is not None and args.dnum < 1:
+        print(f"error: --dnum {args.dnum}: a key switch takes at least one digit")
+        return 2
     backend = args.backend
     budget = args.budget if args.budget is not None else (0.5 if backend == "cupy" else 2.0)
 
@@ -470,7 +475,7 @@ def main(args) -> int:
 
     def check_params(target):
         try:
-            match_params(args.logn, args.levels, target)
+            match_params(args.logn, args.levels, target, args.dnum)
         except RuntimeError as exc:
             print(f"error: {exc} (the 128-bit bound or the primes of that ring rule it out; "
                   f"try fewer --levels or a larger --logn)")
@@ -503,7 +508,7 @@ def main(args) -> int:
         return 2
     aeg = run_aegis(args.logn, args.levels, backend, budget, ops, peer_target_log_q=peer_target,
                     bandwidth=not args.no_bandwidth, log=log, boot_preset=args.boot_preset,
-                    bootstrap_result=aegis_boot)
+                    bootstrap_result=aegis_boot, dnum=args.dnum)
     desc = machine.describe(backend)
     result = {"backend": backend, "peer_name": args.peer if peer else None, "machine": desc,
               "aegis": aeg, "peer": peer, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -512,7 +517,7 @@ def main(args) -> int:
     if not args.no_save:
         out = Path(args.out) if args.out else results_dir()
         out.mkdir(parents=True, exist_ok=True)
-        stem = f"ops-{machine.slug(desc)}-{backend}-n{args.logn}-l{args.levels}"
+        stem = f"ops-{machine.slug(desc)}-{backend}-n{args.logn}-l{args.levels}" + (f"-d{args.dnum}" if args.dnum else "")
         (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
         (out / f"{stem}.md").write_text(f"# ops benchmark: {stem}\n\n"
                                         f"command: `python -m aegis_hpc.bench {' '.join(args.argv)}`\n\n"

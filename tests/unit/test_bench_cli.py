@@ -53,7 +53,8 @@ def test_lintrans_compares_the_key_sets_on_one_transform(tmp_path):
 
 @pytest.mark.parametrize("argv", [["reproduce", "--gpus", "0,2"], ["reproduce", "--gpus", "two"],
                                   ["reproduce", "--run-model", "nope"], ["comm", "--sizes", "0"],
-                                  ["lintrans", "--preset", "test", "--slots", "4096"]])
+                                  ["lintrans", "--preset", "test", "--slots", "4096"],
+                                  ["ops", "--dnum", "0"], ["ops", "--logn", "16", "--levels", "24", "--dnum", "1"]])
 def test_bench_usage_errors_are_one_line(argv, capsys):
     assert bench.main(argv) == 2
     out = capsys.readouterr().out.strip().splitlines()
@@ -82,6 +83,17 @@ def test_matched_parameters_hit_the_peer_modulus(log_n, levels):
     assert prm.n == 1 << log_n
     assert abs(sum(math.log2(q) for q in prm.q) - target) < 8
     assert not prm.insecure
+
+
+def test_matched_parameters_take_an_explicit_digit_count():
+    """--dnum changes the digits (and so |P|) at the peer's log2 Q; a count whose P breaks the
+    128-bit bound there is refused rather than matched at fewer levels."""
+    target = ops.peer_log2_q(24)
+    peer_like, three = ops.match_params(16, 24, target), ops.match_params(16, 24, target, 3)
+    assert (peer_like.dnum, three.dnum) == (ops.PEER_DNUM[16], 3)
+    assert three.q == peer_like.q and len(three.p) > len(peer_like.p) and not three.insecure
+    with pytest.raises(RuntimeError, match="dnum=1"):
+        ops.match_params(16, 24, target, 1)
 
 
 def test_table_has_ratio_per_op():
