@@ -631,7 +631,7 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = (u32)row[PERM ? perm[n0 + k] : n0 + k];
             add_key_products(acc0, acc1, v, kb + (size_t)j * key_dstride + kat,
-                                   ka + (size_t)j * key_dstride + kat, q, qn);
+                             ka + (size_t)j * key_dstride + kat, q, qn);
         } else if (waiting < 0) {
             waiting = j;
         } else {
@@ -641,9 +641,9 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
             u32 v[2][8];
             fwd_chunks<u32, LOGC, false, 2>(s, mid, off, x, cbase, logn, v);
             add_key_products(acc0, acc1, v[0], kb + (size_t)waiting * key_dstride + kat,
-                                   ka + (size_t)waiting * key_dstride + kat, q, qn);
+                             ka + (size_t)waiting * key_dstride + kat, q, qn);
             add_key_products(acc0, acc1, v[1], kb + (size_t)j * key_dstride + kat,
-                                   ka + (size_t)j * key_dstride + kat, q, qn);
+                             ka + (size_t)j * key_dstride + kat, q, qn);
             waiting = -1;
         }
     }
@@ -653,7 +653,7 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
         u32 v[8];
         fwd_chunk<u32, LOGC, false>(s, mid, x, cbase, logn, v);
         add_key_products(acc0, acc1, v, kb + (size_t)waiting * key_dstride + kat,
-                               ka + (size_t)waiting * key_dstride + kat, q, qn);
+                         ka + (size_t)waiting * key_dstride + kat, q, qn);
     }
     /* times 2^64 mod q (r2m), reduced by 2^32 once more: the sum itself, fully reduced */
     const u32 fix = r2m[r];
