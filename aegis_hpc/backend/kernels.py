@@ -382,7 +382,7 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
 template <typename Ti, typename TA, int LOGC>
 __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* psi, const u32* qns,
                                    const u32* qs, int logn, const TA* a, u64* out, const u32* inv,
-                                   const u32* invsh, const void* add0, const void* add1, const i64* perm,
+                                   const u32* invsh, const void* add0, const void* add1, const int* perm,
                                    const u32* addw, const u32* addwsh, int row0, int poly_rows, int limbs,
                                    int add_wide) {
     extern __shared__ u32 s[];
@@ -402,7 +402,7 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
         const int n = cbase + i;
         u32 o = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
         if (ad) {
-            u32 av = word_at(ad, adr + (perm ? (int)perm[n] : n), add_wide);
+            u32 av = word_at(ad, adr + (perm ? perm[n] : n), add_wide);
             if (addw) av = shoup_mul(av, addw[r], addwsh[r], q);
             o = add_q(o, av, q);
         }
@@ -521,7 +521,7 @@ __device__ __forceinline__ void digit_sums(const TE* e, const u32* kb, const u32
 }
 
 template <typename TE>
-__global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64* perm,
+__global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const int* perm,
                          const u64* qs, const u64* mus, u32* out, int digits, int rows,
                          int logn, long long ext_dstride, long long key_dstride) {
     long long r;
@@ -529,7 +529,7 @@ __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64*
     if (!thread_row_col(rows, logn, r, n)) return;
     const size_t at = ((size_t)r << logn) + n, poly = (size_t)rows << logn;
     u32 s0, s1;
-    digit_sums(ext + ((size_t)r << logn) + (perm ? (int)perm[n] : n), kb + at, ka + at, digits,
+    digit_sums(ext + ((size_t)r << logn) + (perm ? perm[n] : n), kb + at, ka + at, digits,
                ext_dstride, key_dstride, qs[r], mus[r], s0, s1);
     out[at] = s0;
     out[poly + at] = s1;
@@ -547,7 +547,7 @@ __global__ void ks_inner(const TE* ext, const u32* kb, const u32* ka, const i64*
 #define KS_MANY_LIST(name) {name##0, name##1, name##2, name##3, name##4, name##5, name##6, name##7}
 template <typename TE>
 __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MANY_ARGS(const u32*, ka),
-                              KS_MANY_ARGS(const i64*, pm), KS_MANY_ARGS(u32*, out), int count,
+                              KS_MANY_ARGS(const int*, pm), KS_MANY_ARGS(u32*, out), int count,
                               const u64* qs, const u64* mus, int digits, int rows, int logn,
                               long long ext_dstride, long long key_dstride) {
     long long r;
@@ -555,7 +555,7 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
     if (!thread_row_col(rows, logn, r, n)) return;
     const u32* kbs[KS_MANY] = KS_MANY_LIST(kb);
     const u32* kas[KS_MANY] = KS_MANY_LIST(ka);
-    const i64* pms[KS_MANY] = KS_MANY_LIST(pm);
+    const int* pms[KS_MANY] = KS_MANY_LIST(pm);
     u32* outs[KS_MANY] = KS_MANY_LIST(out);
     const u64 q = qs[r], mu = mus[r];
     const size_t at = ((size_t)r << logn) + n, poly = (size_t)rows << logn;
@@ -565,7 +565,7 @@ __global__ void ks_inner_many(const TE* ext, KS_MANY_ARGS(const u32*, kb), KS_MA
     for (int k = 0; k < KS_MANY; ++k) {
         if (k >= count) break;
         u32 s0, s1;
-        digit_sums(ext + ((size_t)r << logn) + (pms[k] ? (int)pms[k][n] : n), kbs[k] + at, kas[k] + at,
+        digit_sums(ext + ((size_t)r << logn) + (pms[k] ? pms[k][n] : n), kbs[k] + at, kas[k] + at,
                    digits, ext_dstride, key_dstride, q, mu, s0, s1);
         outs[k][at] = s0;
         outs[k][poly + at] = s1;
@@ -1328,6 +1328,13 @@ def upload(host):
     return dev
 
 
+def _map32(perm):
+    """An index map (a Galois map's NTT-form positions) as the kernels take it: contiguous
+    int32 on the device. The ring's own maps are that already (RingTables.automorphism_
+    permutation), so a key switch makes no copy, and none inside a CUDA graph's capture."""
+    return _cp().ascontiguousarray(_cp().asarray(perm), dtype=np.int32)
+
+
 def _one_word(arrays):
     """Arrays (None for absent) a kernel reads through word_at, with one word-size flag a
     launch: all as given where they share a word size, else all widened to 64 bits; and the
@@ -1565,7 +1572,7 @@ def ks_inner(ext, key, qc, rows, perm=None):
     q = cp.ascontiguousarray(qc.ravel())
     mu = _mu_col(qc).ravel()
     if perm is not None:
-        perm = cp.ascontiguousarray(perm, dtype=np.int64)
+        perm = _map32(perm)
     _fn(f"ks_inner<{_word(ext)}>")(_grid(rows * n), (THREADS,),
                     (ext, kb, ka, perm if perm is not None else np.uint64(0), q, cp.ascontiguousarray(mu),
                      out, np.int32(digits), np.int32(rows), np.int32(logn),
@@ -1590,7 +1597,7 @@ def ks_inner_many(ext, keys, qc, rows, perms):
     if len({k.shape for k in kbs + kas}) != 1:
         raise ValueError("ks_inner_many: the keys differ in shape")
     null = np.uint64(0)
-    pms = [null if p is None else cp.ascontiguousarray(p, dtype=np.int64) for p in perms]
+    pms = [null if p is None else _map32(p) for p in perms]
     outs = [cp.empty((2, rows, n), dtype=np.uint32) for _ in keys]
     pad = [null] * (KS_MANY - len(keys))
     _fn(f"ks_inner_many<{_word(ext)}>")(
@@ -1780,16 +1787,7 @@ def modup_inner(ks, d, key, level, perm=None):
     ring = ks.ring
     rows = consts["rows"]
     d = cp.ascontiguousarray(d)
-    gather = None
-    if perm is not None:
-        # the map as int32, made once per map array (kept with it, so its id is not reused)
-        maps = ks.__dict__.setdefault("_maps32", {})
-        hit = maps.get(id(perm))
-        if hit is None or hit[0] is not perm:
-            if len(maps) >= 1024:        # callers that make a new map array per call
-                maps.clear()
-            hit = maps[id(perm)] = (perm, cp.ascontiguousarray(cp.asarray(perm), dtype=np.int32))
-        gather = hit[1]
+    gather = None if perm is None else _map32(perm)
     mid = _modup_top(ks, d, level, consts, copy_own=False, gather=gather)
     if mid is None:
         return ks_inner(modup(ks, d if perm is None else d[..., perm], level), key,
@@ -2026,7 +2024,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
             adds[c] = x
     adds, wide = _one_word(adds)
     if perm is not None:
-        perm = cp.ascontiguousarray(perm, dtype=np.int64)
+        perm = _map32(perm)
     w, ws = _shoup_pair(inv, qc)
     aw = _shoup_pair(addend_w, qc) if addend_w is not None else (None, None)
     d = _ring_dev(ring)

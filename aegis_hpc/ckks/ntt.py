@@ -200,14 +200,15 @@ class RingTables:
         return a
 
     def automorphism_permutation(self, galois_element: int):
-        """Index map p with NTT(sigma_g(a))[i] = NTT(a)[p[i]] for sigma_g: X -> X^g."""
+        """Index map p with NTT(sigma_g(a))[i] = NTT(a)[p[i]] for sigma_g: X -> X^g, as int32:
+        the GPU kernels' index type (half the bytes of int64 they would read per gather)."""
         perm = self._perm.get(galois_element)
         if perm is None:
             two_n = 2 * self.n
             e = self.eval_exponents
             pos = np.empty(two_n, dtype=np.int64)
             pos[e] = np.arange(self.n)
-            perm = self.xp.asarray(pos[(e * galois_element) % two_n])
+            perm = self.xp.asarray(pos[(e * galois_element) % two_n].astype(np.int32))
             self._perm[galois_element] = perm
         return perm
 
