@@ -477,8 +477,9 @@ def main(args) -> int:
         try:
             match_params(args.logn, args.levels, target, args.dnum)
         except RuntimeError as exc:
+            more = "a larger --dnum, " if args.dnum else ""
             print(f"error: {exc} (the 128-bit bound or the primes of that ring rule it out; "
-                  f"try fewer --levels or a larger --logn)")
+                  f"try {more}fewer --levels or a larger --logn)")
             return False
         return True
 

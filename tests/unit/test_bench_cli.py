@@ -85,6 +85,12 @@ def test_matched_parameters_hit_the_peer_modulus(log_n, levels):
     assert not prm.insecure
 
 
+def test_a_digit_count_too_small_for_the_bound_says_so(capsys):
+    assert bench.main(["ops", "--logn", "16", "--levels", "24", "--dnum", "1"]) == 2
+    out = capsys.readouterr().out.strip()
+    assert "dnum=1" in out and "a larger --dnum" in out and len(out.splitlines()) == 1
+
+
 def test_matched_parameters_take_an_explicit_digit_count():
     """--dnum changes the digits (and so |P|) at the peer's log2 Q; a count whose P breaks the
     128-bit bound there is refused rather than matched at fewer levels."""
