@@ -71,16 +71,18 @@ __device__ __forceinline__ size_t row_off(const int* rsel, long long r, int logn
     return (size_t)(rsel ? rsel[r] : r) << logn;
 }
 
-/* a * w mod q with w in Montgomery form (w 2^32 mod q): (a w + m q) / 2^32 for
-   m = a w (-q^-1) mod 2^32 is below 2q for any a < 2^32. The transforms' twiddles are
-   one Montgomery table, not a value and a Shoup table: half the twiddle loads, which
-   were the shared-memory pass's main stall (ncu: long scoreboard) and traffic (a row's
-   twiddles are twice its residues' bytes); the same three multiplies; exact. */
-__device__ __forceinline__ u32 mont_mul(u32 a, u32 wm, u32 q, u32 qn) {
-    const u64 t = (u64)a * wm;
-    const u32 m = (u32)t * qn;
-    return reduce_2q((u32)((t + (u64)m * q) >> 32), q);
+/* Montgomery reduction: x 2^-32 mod q as (x + m q) / 2^32 for m = x (-q^-1) mod 2^32,
+   fully reduced from below 2q, which holds for any x < 2^32 q (a sum of up to two products
+   of residues below q < 2^31). mont_mul: a * w mod q with w in Montgomery form
+   (w 2^32 mod q). The transforms' twiddles are one Montgomery table, not a value and a
+   Shoup table: half the twiddle loads, which were the shared-memory pass's main stall
+   (ncu: long scoreboard) and traffic (a row's twiddles are twice its residues' bytes);
+   the same three multiplies; exact. */
+__device__ __forceinline__ u32 redc(u64 x, u32 q, u32 qinv_neg) {
+    const u32 m = (u32)x * qinv_neg;
+    return reduce_2q((u32)((x + (u64)m * q) >> 32), q);
 }
+__device__ __forceinline__ u32 mont_mul(u32 a, u32 wm, u32 q, u32 qn) { return redc((u64)a * wm, q, qn); }
 
 /* A row's prime (q, qn = -q^-1 mod 2^32) and twiddle table, and where this thread's
    column (top) or this block's chunk (smem) starts in the array. */
@@ -766,17 +768,13 @@ __global__ void basis_convert(const u64* x, u64* y, const u64* src_q, const u64*
 
 /* sum_i t[i] * h[i] mod q over i < len <= A, h in Montgomery form (h 2^32 mod q), t[i] below
    the source prime q_i. Terms whose q_i sum to at most 2^32 sum below 2^32 q in 64 bits, so
-   one Montgomery reduction (m = x (-q^-1) mod 2^32, (x + m q) / 2^32 < 2q) serves them all:
+   one Montgomery reduction (redc) serves them all:
    ONE where the host found that of the source (kernels._one_reduction: a ModUp digit of
    25-bit primes takes one reduction for its six products), else one per pair (q_i < 2^31);
    modup_ntt_top 0.096 -> 0.093 ms at bench-n16-l20 (ncu: 66 % of the SM's compute, issue-
    bound). The 64-bit Barrett reductions before these made ModUp's conversion ALU-bound.
    Exact: the residue is the reference's. Callers branch on ONE outside their loops, so
    neither form is predicated into the other. */
-__device__ __forceinline__ u32 redc(u64 x, u32 q, u32 qinv_neg) {
-    const u32 m = (u32)x * qinv_neg;
-    return reduce_2q((u32)((x + (u64)m * q) >> 32), q);
-}
 template <int A, bool ONE>
 __device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32 q, u32 qinv_neg) {
     if (ONE) {
@@ -882,15 +880,35 @@ __device__ __forceinline__ FusedBlock fused_block(int logc, int rows, int row_ch
     b.lane = threadIdx.x % MODUP_TOP_COLS;
     return b;
 }
+/* modup_ntt_top's staged residues, digit limb a at register-pass position i and column lane:
+   [CH][A4][MODUP_TOP_COLS][4] words (A4 = ceil(A / 4), zero past the digit). A thread reads a
+   position's residues as A4 16-byte loads, where one load a residue was a fifth of the
+   conversion's instructions (issue-bound, ncu): modup_ntt_top 0.090-0.092 -> 0.083-0.084 ms at
+   bench-n16-l20, two A/B pairs on one H200. A warp's load covers 512 consecutive bytes, so no
+   bank is hit twice in a wavefront. (The same layout in moddown_ntt_top made ptxas keep a
+   column's loads in flight at 167 registers, or spill 368 bytes under a 64-register bound.) */
+template <int A> struct Staged {
+    static constexpr int A4 = (A + 3) / 4, WORDS = 4 * A4;
+    static __device__ __forceinline__ int at(int a, int i, int lane) {
+        return ((i * A4 + (a >> 2)) * MODUP_TOP_COLS + lane) * 4 + (a & 3);
+    }
+    static __device__ __forceinline__ void load(u32 (&t)[WORDS], const u32* ts, int i, int lane) {
+#pragma unroll
+        for (int a4 = 0; a4 < A4; ++a4) {
+            const uint4 w = *(const uint4*)(ts + at(4 * a4, i, lane));
+            t[4 * a4] = w.x; t[4 * a4 + 1] = w.y; t[4 * a4 + 2] = w.z; t[4 * a4 + 3] = w.w;
+        }
+    }
+};
 /* a fused conversion's values at one register-pass column: v[i] = dot_mont of the staged
-   residues t ([len][CH][MODUP_TOP_COLS] words from ts, this thread's lane) with h */
+   residues (from ts, this thread's lane) with h */
 template <int A, int CH, bool ONE>
-__device__ __forceinline__ void convert_column(u32 (&v)[CH], const u32* ts, const u32* h, int len, u32 q, u32 qn) {
+__device__ __forceinline__ void convert_column(u32 (&v)[CH], const u32* ts, int lane, const u32* h, int len,
+                                               u32 q, u32 qn) {
 #pragma unroll
     for (int i = 0; i < CH; ++i) {
-        u32 t[A];
-#pragma unroll
-        for (int a = 0; a < A; ++a) t[a] = a < len ? ts[(a * CH + i) * MODUP_TOP_COLS] : 0;
+        u32 t[Staged<A>::WORDS];
+        Staged<A>::load(t, ts, i, lane);
         v[i] = dot_mont<A, ONE>(t, h, len, q, qn);
     }
 }
@@ -901,17 +919,21 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
                               const u32* row_qinv_neg, const int* row_limb, const int* row_prime,
                               const u32* psi, int rows, int maxa, int logn, int row_chunk, int d_wide,
                               int copy_own) {
-    extern __shared__ u32 ts[];                 /* [len][CH][MODUP_TOP_COLS] */
+    extern __shared__ u32 ts[];                 /* Staged<A> */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     const int logc = logn - LOGCH, N = 1 << logn;
     const FusedBlock fb = fused_block(logc, rows, row_chunk);
     const int j = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     const int s = digit_start[j], len = digit_len[j];
     const bool one = digit_one[j];
-    for (int e = threadIdx.x; e < len * CH * W; e += blockDim.x) {
+    for (int e = threadIdx.x; e < Staged<A>::WORDS * CH * W; e += blockDim.x) {
         const int a = e / (CH * W), i = (e / W) % CH, c = j * maxa + a;
-        const u32 x = coeff[(size_t)(s + a) * N + ((size_t)i << logc) + k0 + e % W];
-        ts[e] = shoup_mul(x, hat_inv[c], hat_inv_sh[c], src_q[c]);
+        u32 t = 0;
+        if (a < len) {
+            const u32 x = coeff[(size_t)(s + a) * N + ((size_t)i << logc) + k0 + e % W];
+            t = shoup_mul(x, hat_inv[c], hat_inv_sh[c], src_q[c]);
+        }
+        ts[Staged<A>::at(a, i, e % W)] = t;
     }
     __syncthreads();
     const int r1 = min(rows, (rc + 1) * row_chunk);
@@ -932,9 +954,9 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
         const u32 q = row_q[r], qn = row_qinv_neg[r];
         u32 v[CH];
         if (one)
-            convert_column<A, CH, true>(v, ts + lane, h, len, q, qn);
+            convert_column<A, CH, true>(v, ts, lane, h, len, q, qn);
         else
-            convert_column<A, CH, false>(v, ts + lane, h, len, q, qn);
+            convert_column<A, CH, false>(v, ts, lane, h, len, q, qn);
         fwd_top_stages<LOGCH>(v, psi + ((size_t)row_prime[r] << logn), q, qn);
 #pragma unroll
         for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = v[i];
@@ -1239,14 +1261,21 @@ def _top_smem(words, top_log):
     return 4 * words * (MODUP_TOP_COLS << top_log)
 
 
+def _staged_words(bound):
+    """modup_ntt_top's staged words a position for a digit bound: whole 16-byte loads (the
+    kernel's Staged<A>::WORDS)."""
+    return -(-bound // 4) * 4
+
+
 def _fused_bound(limbs, top_log):
     """The compiled source bound of the fused conversion kernels for a source of `limbs` limbs
     (a ModUp digit, |P|), or None where they do not apply: no register pass (N <= 2^SMEM_LOG),
-    or the staged words (the source, and ModDown's centring word) overflow a block's 48 KiB."""
+    or the staged words (ModUp's digit padded to 16-byte loads; ModDown's source and centring
+    word) overflow a block's 48 KiB."""
     if top_log <= 0 or limbs > FUSED_BOUNDS[-1]:
         return None
     a = _convert_bound(limbs, "fused conversion", FUSED_BOUNDS)
-    return a if _top_smem(a + 1, top_log) <= MODUP_TOP_SMEM else None
+    return a if _top_smem(max(_staged_words(a), a + 1), top_log) <= MODUP_TOP_SMEM else None
 
 
 def _row_chunk(rows, blocks):
@@ -1772,7 +1801,7 @@ def _modup_top(ks, d, level, consts, copy_own, gather=None):
          consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
          np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk), np.int32(_word(d) == "u64"),
          np.int32(copy_own)),
-        shared_mem=_top_smem(consts["maxa"], top))
+        shared_mem=_top_smem(_staged_words(bound), top))
     return out
 
 
