@@ -63,7 +63,11 @@ __device__ __forceinline__ u64 barrett(u64 x, u64 q, u64 mu) {
    the stages whose butterflies span more than a C = 2^logc chunk see each row as
    CH = N / C columns-apart elements x[i*C + k] (i < CH) per column k, an
    independent CH-point problem one thread keeps in registers ("top"); the other
-   stages stay inside one chunk and run in shared memory ("smem"). Rows may be a
+   stages stay inside one chunk and run in shared memory ("smem"). A ring with a top
+   pass has C = 2^SMEM_LOG (kernels.SMEM_LOG, defined by the host at compile time), so
+   the top kernels' column strides are constants: a column's i-th element is an
+   immediate offset from its first, where a runtime stride cost address arithmetic
+   per load and store. Rows may be a
    selection of an array's rows (rsel: row indices, null for all) so a ModUp can
    skip the rows it copies; storage is 32- or 64-bit words (Ti, To), arithmetic
    is 32-bit Shoup throughout. */
@@ -155,7 +159,7 @@ template <typename Ti, typename To, int LOGCH>
 __global__ void ntt_fwd_top(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* psi,
                             const u32* qns, const u32* qs, int logn, long long rows) {
     const int CH = 1 << LOGCH;
-    int logc = logn - LOGCH;
+    constexpr int logc = SMEM_LOG;
     RowPart x;
     if (!column_of(x, rsel, prow, psi, qns, qs, logn, logc, rows)) return;
     u32 v[CH];
@@ -199,7 +203,8 @@ __global__ void ntt_fwd_top_lift(const u64* top, u32* dst, const int* prow, cons
                                  const u32* qs, const u64* mus, int k, u64 q0, u64 q1, u64 inv01, u64 mu1,
                                  int keep, int logn, long long rows) {
     const int CH = 1 << LOGCH;
-    const int logc = logn - LOGCH, N = 1 << logn;
+    constexpr int logc = SMEM_LOG;
+    const int N = 1 << logn;
     RowPart x;
     if (!column_of(x, nullptr, prow, psi, qns, qs, logn, logc, rows)) return;
     const long long r = (long long)(x.off >> logn);
@@ -486,7 +491,7 @@ template <typename T, int LOGCH>
 __global__ void intt_top(T* x, const int* rsel, const int* prow, const u32* ipsi, const u32* qns,
                          const u32* qs, const u32* ninv, const u32* ninvsh, int logn, long long rows) {
     const int CH = 1 << LOGCH;
-    int logc = logn - LOGCH;
+    constexpr int logc = SMEM_LOG;
     RowPart xr;
     if (!column_of(xr, rsel, prow, ipsi, qns, qs, logn, logc, rows)) return;
     const int p = xr.p;
@@ -921,7 +926,8 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
                               int copy_own) {
     extern __shared__ u32 ts[];                 /* Staged<A> */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
-    const int logc = logn - LOGCH, N = 1 << logn;
+    constexpr int logc = SMEM_LOG;
+    const int N = 1 << logn;
     const FusedBlock fb = fused_block(logc, rows, row_chunk);
     const int j = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     const int s = digit_start[j], len = digit_len[j];
@@ -1013,7 +1019,8 @@ __global__ void moddown_ntt_top(const u32* pint, const u32* tint, u32* out, cons
                                 int logn, int row_chunk) {
     extern __shared__ u32 ts[];           /* [n_p][CH][W] residues t, then [CH][W] centring v */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
-    const int logc = logn - LOGCH, N = 1 << logn;
+    constexpr int logc = SMEM_LOG;
+    const int N = 1 << logn;
     const FusedBlock fb = fused_block(logc, limbs, row_chunk);
     const int c = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     int* vs = (int*)(ts + n_p * CH * W);
@@ -1295,11 +1302,16 @@ def _convert_bound(count, what, bounds=CONVERT_BOUNDS):
     raise ValueError(f"{what}: {count} source limbs; the conversion kernels take at most {bounds[-1]}")
 
 
+def _source():
+    """The kernels' CUDA source with the host's chunk size compiled in."""
+    return f"#define SMEM_LOG {SMEM_LOG}\n" + _SRC
+
+
 def _module():
     mod = _state.get("module")
     if mod is None:
         cp = _cp()
-        mod = cp.RawModule(code=_SRC, options=("--std=c++14",), name_expressions=_templates())
+        mod = cp.RawModule(code=_source(), options=("--std=c++14",), name_expressions=_templates())
         _state["module"] = mod
         _state["fn"] = {}
     return mod
