@@ -1373,7 +1373,8 @@ def _map32(perm):
     """An index map (a Galois map's NTT-form positions) as the kernels take it: contiguous
     int32 on the device. The ring's own maps are that already (RingTables.automorphism_
     permutation), so a key switch makes no copy, and none inside a CUDA graph's capture."""
-    return _cp().ascontiguousarray(_cp().asarray(perm), dtype=np.int32)
+    cp = _cp()
+    return cp.ascontiguousarray(cp.asarray(perm), dtype=np.int32)
 
 
 def _one_word(arrays):
@@ -1774,7 +1775,7 @@ def modup(ks, d, level):
     n = ring.n
     digits, rows = consts["digits"], consts["rows"]
     out = cp.empty((digits, rows, n), dtype=np.uint32)
-    coeff = intt(ring, d, list(range(ks.params.limbs_at(level))), out_dtype=np.uint32)
+    coeff = intt(ring, d, range(ks.params.limbs_at(level)), out_dtype=np.uint32)
     chunk = MODUP_ROW_CHUNK
     chunks = -(-rows // chunk)
     _fn(f"modup_convert<{_convert_bound(consts['maxa'], 'ModUp digit')}>")(
@@ -1797,12 +1798,14 @@ def _modup_top(ks, d, level, consts, copy_own, gather=None):
     bound = _fused_bound(consts["maxa"], top)
     if not bound:
         return None
+    if gather is not None and copy_own:
+        raise ValueError("_modup_top: a gathered ModUp does not copy d's rows")
+    # the INTT first: the device starts while the host allocates the rest (a lone rotation's
+    # wall time is the host's time to its first launch plus the device's)
+    coeff = intt(ring, d, range(ks.params.limbs_at(level)), out_dtype=np.uint32, gather=gather)
     n = ring.n
     digits, rows = consts["digits"], consts["rows"]
     out = cp.empty((digits, rows, n), dtype=np.uint32)
-    if gather is not None and copy_own:
-        raise ValueError("_modup_top: a gathered ModUp does not copy d's rows")
-    coeff = intt(ring, d, list(range(ks.params.limbs_at(level))), out_dtype=np.uint32, gather=gather)
     dev = _ring_dev(ring)
     cols = (n >> top) // MODUP_TOP_COLS
     chunk = _row_chunk(rows, digits * cols)
