@@ -1,11 +1,14 @@
 """Device time by kernel of the key-switching operations `bench ops` times (16 hoisted
 rotations, a rotation, mul + relin + rescale) at its parameters for a ring degree, with an
 event pair per launch, then 50 calls of each back to back (until the device has run them) and
-the host's time to enqueue one: which part of an op's wall time is the device's.
+the host's time to enqueue one, and the host's time to an op's first launch and one call with
+its wait (medians of 200): which part of an op's wall time is the device's.
 
     AEGIS_BACKEND=cupy python scripts/profile_switch_ops.py [--logn 16 --levels 24] [--no-hoisted]
 """
 import argparse
+import statistics
+import time
 
 import numpy as np
 
@@ -13,6 +16,38 @@ from aegis_hpc import backend as be
 from profile_bootstrap import kernel_events, timings
 
 REPS = 5
+
+
+def first_launch(cp, fn, reps=200):
+    """Medians over `reps` calls, in ms: the host's time from calling fn to its first kernel
+    launch, and one call with its wait. A lone op's wall time is about the first plus the
+    device's time (what `bench ops` times)."""
+    from aegis_hpc.backend import kernels
+
+    real_fn, real_ew = kernels._fn, kernels._ew
+    marks = []
+
+    def marking(launch):
+        def call(*args, **kw):
+            if not marks:
+                marks.append(time.perf_counter())
+            return launch(*args, **kw)
+        return call
+
+    kernels._fn = lambda name: marking(real_fn(name))
+    kernels._ew = lambda name: marking(real_ew(name))
+    firsts, walls = [], []
+    try:
+        for _ in range(reps):
+            marks.clear()
+            t0 = time.perf_counter()
+            fn()
+            cp.cuda.get_current_stream().synchronize()
+            walls.append(time.perf_counter() - t0)
+            firsts.append(marks[0] - t0)
+    finally:
+        kernels._fn, kernels._ew = real_fn, real_ew
+    return 1e3 * statistics.median(firsts), 1e3 * statistics.median(walls)
 
 
 def report(cp, label, fn):
@@ -29,6 +64,8 @@ def report(cp, label, fn):
           + ", ".join(f"{k} {ms:.3f} x{n}" for ms, n, k in rows))
     host, back, _ = timings(cp, fn, 50)
     print(f"{label}: back to back {back:.3f} ms/call, the host enqueues one in {host:.3f} ms")
+    first, wall = first_launch(cp, fn)
+    print(f"{label}: the host's first launch after {first:.3f} ms, one call with its wait {wall:.3f} ms")
 
 
 def main():

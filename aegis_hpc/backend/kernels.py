@@ -3,9 +3,10 @@
 Layout contract (the same as the numpy reference in aegis_hpc.ckks): residues
 are stored as uint64 words holding values below q < 2^31, limbs are rows of a
 C-contiguous (..., limbs, N) array. Inside the kernels everything that fits is
-32-bit: NTT butterflies use Shoup multiplication with 32-bit precomputed
-quotients (one __umulhi, no division); sums of products use 64-bit lazy
-accumulation (a product is < 2^62, so four fit before one Barrett reduction).
+32-bit: NTT butterflies multiply by twiddles in Montgomery form (mont_mul, one
+32-bit table); constants take Shoup products with 32-bit precomputed quotients;
+sums of products accumulate in 64 bits before one reduction (Montgomery's in
+the 32-bit kernels, Barrett's in the 64-bit ones).
 Every kernel returns exactly the fully reduced value the numpy reference
 returns, so tests/gpu compare them bit for bit.
 
