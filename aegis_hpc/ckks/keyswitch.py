@@ -9,6 +9,7 @@ apply the permutation to the extended digits afterwards.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -85,14 +86,22 @@ class KeySwitcher:
             yield from kernels.ks_inner_many(ext, keys[s:s + kernels.KS_MANY], qc, rows,
                                              perms[s:s + kernels.KS_MANY])
 
-    def inner(self, ext, key, level, perm=None):
-        """Sum over digits of ext_j[..., perm] * (b_j, a_j) -> (2, |P|+limbs, N) over P, Q_l."""
-        rows = self.n_p + self.params.limbs_at(level)
-        qc = self.ring.q_col(self.rows(level))
+    def inner(self, ext, key, level, perm=None, rows=None):
+        """Sum over digits of ext_j[..., perm] * (b_j, a_j) -> (2, R, N): over all |P|+limbs
+        rows of P, Q_l, or over `rows` (indices into them, which ext holds alone: a limb
+        rank's share)."""
+        if rows is None:
+            count = self.n_p + self.params.limbs_at(level)
+            qc = self.ring.q_col(self.rows(level))
+            kb, ka = key.b[:, :count], key.a[:, :count]      # views: P, then Q_l
+        else:
+            count = len(rows)
+            qc = self.ring.q_col([self.rows(level)[i] for i in rows])
+            kb, ka = key.b[:, list(rows)], key.a[:, list(rows)]
         if self.ring._gpu:
             from ..backend import kernels
 
-            return kernels.ks_inner(ext, key, qc, rows, perm)
+            return kernels.ks_inner(ext, key if rows is None else SimpleNamespace(b=kb, a=ka), qc, count, perm)
         if perm is not None:
             ext = ext[..., perm]
         xp = self.xp
@@ -103,11 +112,11 @@ class KeySwitcher:
         pending = 0
         for j in range(ext.shape[0]):
             e = ext[j]
-            for c, k in ((0, key.b), (1, key.a)):
+            for c, k in ((0, kb), (1, ka)):
                 if j == 0:
-                    xp.multiply(e, k[j, :rows], out=acc[c])
+                    xp.multiply(e, k[j], out=acc[c])
                 else:
-                    xp.multiply(e, k[j, :rows], out=prod)
+                    xp.multiply(e, k[j], out=prod)
                     acc[c] += prod
             pending += 1
             if pending == 4:

@@ -134,17 +134,7 @@ class LimbEvaluator(Evaluator):
         return self.ks.modup(full, level)[:, self._ext_rows(level)]
 
     def _inner(self, ext, key, level, perm=None):
-        rows = self._ext_rows(level)
-        qp_idx = [self.ks.rows(level)[i] for i in rows]
-        qc = self.ring.q_col(qp_idx)
-        if perm is not None:
-            ext = ext[..., perm]
-        acc = self.xp.zeros((2,) + ext.shape[1:], dtype=np.uint64)
-        for j in range(ext.shape[0]):
-            for c, k in ((0, key.b), (1, key.a)):
-                acc[c] += ext[j] * k[j][rows].astype(np.uint64) % qc
-                acc[c] %= qc
-        return acc
+        return self.ks.inner(ext, key, level, perm, rows=self._ext_rows(level))
 
     def _modup_inner(self, d, key, level, perm=None):
         """KeySwitcher.modup_inner on this rank's rows: the map on its own limbs of c1 first."""

@@ -218,6 +218,15 @@ def test_modup_inner_bit_exact(preset, special):
             for word, g_ in zip(("64", "32"), got):
                 assert g_.dtype == np.uint32
                 np.testing.assert_array_equal(cp.asnumpy(g_), want, err_msg=f"level {level}, map {g}, {word}-bit d")
+            # a limb rank's share of the rows (every P row, every other Q row): ks_inner with
+            # the key's rows of that share
+            share = list(range(ks_ref.n_p)) + [ks_ref.n_p + i for i in range(0, prm.limbs_at(level), 2)]
+            with using("numpy"):
+                ext = ks_ref.modup(d, level)
+                want_share = ks_ref.inner(ext, key_ref, level, perm_ref)[:, share]
+            with using("cupy"):
+                got_share = ks_dev.inner(cp.asarray(ext[:, share]), key_dev, level, perm_dev, rows=share)
+            np.testing.assert_array_equal(cp.asnumpy(got_share), want_share, err_msg=f"share, level {level}, map {g}")
 
 
 @pytest.mark.parametrize("log_n,n_src,n_dst,lead", [(10, 1, 3, ()), (12, 3, 7, ()), (13, 5, 9, (2,)),

@@ -283,6 +283,25 @@ def test_hoisted_rotations_equal_plain_ones(ctx, keys, ev, rng):
     assert np.array_equal(ev.rotate_hoisted(ct, [100])[100].data, ev.rotate(ct, 100).data)
 
 
+def test_key_inner_product_over_a_row_share_is_those_rows_of_the_whole(ctx, keys, ev, rng):
+    """KeySwitcher.inner over a subset of the extended rows (a limb rank's share: every P row
+    and some Q rows, ext holding just those) is exactly those rows of the whole sum, with and
+    without a Galois map."""
+    from aegis_hpc.ckks.keys import galois_element_for_rotation
+
+    ct = ctx.encrypt(rand(rng, ctx.slots), keys[0])
+    ks, level = ev.ks, ct.level
+    ext = ks.modup(ct.data[1], level)
+    key = keys[1].galois[galois_element_for_rotation(1, ctx.params.n)]
+    limbs = ctx.params.limbs_at(level)
+    share = list(range(ks.n_p)) + [ks.n_p + i for i in range(1, limbs, 2)]
+    for perm in (None, ctx.ring.automorphism_permutation(galois_element_for_rotation(3, ctx.params.n))):
+        whole = to_numpy(ks.inner(ext, key, level, perm))
+        part = to_numpy(ks.inner(ext[:, share], key, level, perm, rows=share))
+        assert part.shape == (2, len(share), ctx.params.n)
+        np.testing.assert_array_equal(part, whole[:, share])
+
+
 class CountingEvaluator:
     """Counts what a transform does to the real evaluator: rotations (key
     switches) and ModUps (one per hoisted batch)."""
