@@ -71,7 +71,7 @@ __device__ __forceinline__ u64 barrett(u64 x, u64 q, u64 mu) {
    per load and store. Rows may be a
    selection of an array's rows (rsel: row indices, null for all) so a ModUp can
    skip the rows it copies; storage is 32- or 64-bit words (Ti, To), arithmetic
-   is 32-bit Shoup throughout. */
+   is 32-bit throughout. */
 __device__ __forceinline__ size_t row_off(const int* rsel, long long r, int logn) {
     return (size_t)(rsel ? rsel[r] : r) << logn;
 }

@@ -96,7 +96,8 @@ class KeySwitcher:
             kb, ka = key.b[:, :count], key.a[:, :count]      # views: P, then Q_l
         else:
             count = len(rows)
-            qc = self.ring.q_col([self.rows(level)[i] for i in rows])
+            ring_rows = self.rows(level)
+            qc = self.ring.q_col([ring_rows[i] for i in rows])
             kb, ka = key.b[:, list(rows)], key.a[:, list(rows)]
         if self.ring._gpu:
             from ..backend import kernels
