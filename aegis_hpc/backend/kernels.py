@@ -630,6 +630,11 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
     const u32 q = x.q, qn = x.qn;
     const size_t kat = ((size_t)r << logn) + n0;
     u32 acc0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    /* digit j's values times its key rows, into the sums */
+    auto add_digit = [&](const u32 (&v)[8], int j) {
+        const size_t at = (size_t)j * key_dstride + kat;
+        add_key_products(acc0, acc1, v, kb + at, ka + at, q, qn);
+    };
     int waiting = -1;                                    /* a converted digit without its pair yet */
 #pragma unroll 1
     for (int j = 0; j < digits; ++j) {
@@ -638,8 +643,7 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
             const TD* row = d_ntt + ((size_t)limb << logn);
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = (u32)row[PERM ? perm[n0 + k] : n0 + k];
-            add_key_products(acc0, acc1, v, kb + (size_t)j * key_dstride + kat,
-                             ka + (size_t)j * key_dstride + kat, q, qn);
+            add_digit(v, j);
         } else if (waiting < 0) {
             waiting = j;
         } else {
@@ -648,10 +652,8 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
                                    ((size_t)(j * rows + r) << logn) + cbase};
             u32 v[2][8];
             fwd_chunks<u32, LOGC, false, 2>(s, mid, off, x, cbase, logn, v);
-            add_key_products(acc0, acc1, v[0], kb + (size_t)waiting * key_dstride + kat,
-                             ka + (size_t)waiting * key_dstride + kat, q, qn);
-            add_key_products(acc0, acc1, v[1], kb + (size_t)j * key_dstride + kat,
-                             ka + (size_t)j * key_dstride + kat, q, qn);
+            add_digit(v[0], waiting);
+            add_digit(v[1], j);
             waiting = -1;
         }
     }
@@ -660,8 +662,7 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
         x.off = ((size_t)(waiting * rows + r) << logn) + cbase;
         u32 v[8];
         fwd_chunk<u32, LOGC, false>(s, mid, x, cbase, logn, v);
-        add_key_products(acc0, acc1, v, kb + (size_t)waiting * key_dstride + kat,
-                         ka + (size_t)waiting * key_dstride + kat, q, qn);
+        add_digit(v, waiting);
     }
     /* times 2^64 mod q (r2m), reduced by 2^32 once more: the sum itself, fully reduced */
     const u32 fix = r2m[r];
