@@ -8,6 +8,7 @@ import argparse
 import cProfile
 import pstats
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -47,16 +48,27 @@ def timings(cp, fn, reps):
     return 1e3 * (t1 - t0) / reps, 1e3 * (t2 - t0) / reps, cp.cuda.get_elapsed_time(start, stop)
 
 
+@contextmanager
+def wrapped_launches(wrap):
+    """Inside: every launch through kernels._fn / _ew goes through wrap(kernel name, launch)."""
+    from aegis_hpc.backend import kernels
+
+    real_fn, real_ew = kernels._fn, kernels._ew
+    kernels._fn = lambda name: wrap(name.split("<")[0], real_fn(name))
+    kernels._ew = lambda name: wrap(name, real_ew(name))
+    try:
+        yield
+    finally:
+        kernels._fn, kernels._ew = real_fn, real_ew
+
+
 def kernel_events(cp, fn):
     """fn() with every launch through kernels._fn / _ew between its own pair of events
     (cupy's own copies and arithmetic are not counted): ({kernel: [(start, stop)]}, ms
     between events around the whole call)."""
     from collections import defaultdict
 
-    from aegis_hpc.backend import kernels
-
     events = defaultdict(list)
-    real_fn, real_ew = kernels._fn, kernels._ew
 
     def timed(name, launch):
         def call(*args, **kw):
@@ -68,16 +80,12 @@ def kernel_events(cp, fn):
             return out
         return call
 
-    kernels._fn = lambda name: timed(name.split("<")[0], real_fn(name))
-    kernels._ew = lambda name: timed(name, real_ew(name))
     start, stop = cp.cuda.Event(), cp.cuda.Event()
-    try:
+    with wrapped_launches(timed):
         start.record()
         fn()
         stop.record()
         stop.synchronize()
-    finally:
-        kernels._fn, kernels._ew = real_fn, real_ew
     return events, cp.cuda.get_elapsed_time(start, stop)
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from aegis_hpc import backend as be
-from profile_bootstrap import kernel_events, timings
+from profile_bootstrap import kernel_events, timings, wrapped_launches
 
 REPS = 5
 
@@ -22,22 +22,17 @@ def first_launch(cp, fn, reps=200):
     """Medians over `reps` calls, in ms: the host's time from calling fn to its first kernel
     launch, and one call with its wait. A lone op's wall time is about the first plus the
     device's time (what `bench ops` times)."""
-    from aegis_hpc.backend import kernels
-
-    real_fn, real_ew = kernels._fn, kernels._ew
     marks = []
 
-    def marking(launch):
+    def marking(name, launch):
         def call(*args, **kw):
             if not marks:
                 marks.append(time.perf_counter())
             return launch(*args, **kw)
         return call
 
-    kernels._fn = lambda name: marking(real_fn(name))
-    kernels._ew = lambda name: marking(real_ew(name))
     firsts, walls = [], []
-    try:
+    with wrapped_launches(marking):
         for _ in range(reps):
             marks.clear()
             t0 = time.perf_counter()
@@ -45,8 +40,6 @@ def first_launch(cp, fn, reps=200):
             cp.cuda.get_current_stream().synchronize()
             walls.append(time.perf_counter() - t0)
             firsts.append(marks[0] - t0)
-    finally:
-        kernels._fn, kernels._ew = real_fn, real_ew
     return 1e3 * statistics.median(firsts), 1e3 * statistics.median(walls)
 
 
