@@ -48,6 +48,10 @@ def peer_log2_q(levels: int) -> float:
     return 100.0 + 40.0 * levels
 
 
+class DigitCountError(RuntimeError):
+    """An explicit digit count above the number of primes of every matching Q."""
+
+
 def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None = None):
     """Our parameter set nearest in log2 Q to `target_log_q` at ring degree 2^log_n, with `dnum`
     digits where given (else the peer's, or more where that breaks the security bound)."""
@@ -56,6 +60,7 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
     base_bits = 62.0  # two base primes just below 2^31
     min_prime_bits = {15: 21.5, 16: 24.0, 17: 26.0}.get(log_n, 20.0)
     best = None
+    most_primes = 0
     for lv in range(levels, 0, -1):
         s = int(round((target_log_q - base_bits) / lv))
         if s / 2 > 30.5:
@@ -63,11 +68,13 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
         if s / 2 < min_prime_bits:
             continue
         n_q = 2 + 2 * lv
+        most_primes = max(most_primes, n_q)
         prm = None
         # the peer's digit count first; more digits (smaller P) if that breaks the security bound
         for d in (dnum,) if dnum else (PEER_DNUM.get(log_n, -(-n_q // 4)), -(-n_q // 3), -(-n_q // 2), n_q):
             try:
-                prm = P.build(log_n, lv, s, primes_per_level=2, base_primes=2, dnum=min(d, n_q),
+                # the defaults are capped at the chain's primes; an explicit count is taken as given
+                prm = P.build(log_n, lv, s, primes_per_level=2, base_primes=2, dnum=d if dnum else min(d, n_q),
                               name=f"bench-n{log_n}-l{lv}")
                 break
             except (P.ParameterError, P.InsecureParametersError, ValueError):
@@ -79,6 +86,9 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
             best = (err, prm)
         if err < 8:
             break
+    if best is None and dnum and dnum > most_primes:
+        raise DigitCountError(f"dnum={dnum}: Q has at most {most_primes} primes near log2 Q = {target_log_q} "
+                              f"at N = 2^{log_n}, and a digit holds at least one")
     if best is None or (dnum and best[0] >= 8):
         digits = f" with dnum={dnum}" if dnum else ""
         raise RuntimeError(f"no parameter set{digits} matches log2 Q = {target_log_q} at N = 2^{log_n}")
@@ -476,6 +486,9 @@ def main(args) -> int:
     def check_params(target):
         try:
             match_params(args.logn, args.levels, target, args.dnum)
+        except DigitCountError as exc:
+            print(f"error: {exc}; try a smaller --dnum")
+            return False
         except RuntimeError as exc:
             more = "a larger --dnum, " if args.dnum else ""
             print(f"error: {exc} (the 128-bit bound or the primes of that ring rule it out; "

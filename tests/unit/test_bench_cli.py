@@ -91,6 +91,15 @@ def test_a_digit_count_too_small_for_the_bound_says_so(capsys):
     assert "dnum=1" in out and "a larger --dnum" in out and len(out.splitlines()) == 1
 
 
+def test_a_digit_count_above_the_primes_of_q_says_so(capsys):
+    """An explicit --dnum is never capped to the chain (the results file is named after it)."""
+    assert bench.main(["ops", "--logn", "16", "--levels", "24", "--dnum", "100"]) == 2
+    out = capsys.readouterr().out.strip()
+    assert "dnum=100" in out and "a smaller --dnum" in out and len(out.splitlines()) == 1
+    with pytest.raises(ops.DigitCountError, match="dnum=100"):
+        ops.match_params(16, 24, ops.peer_log2_q(24), 100)
+
+
 def test_matched_parameters_take_an_explicit_digit_count():
     """--dnum changes the digits (and so |P|) at the peer's log2 Q; a count whose P breaks the
     128-bit bound there is refused rather than matched at fewer levels."""
