@@ -76,6 +76,16 @@ def to_numpy(a):
     return a
 
 
+def residue_dtype():
+    """The word a ciphertext's residues are held in on this backend: uint32 on the device,
+    where every kernel reads and writes 32-bit words (residues are below 2^31, so a 64-bit
+    word would move as many zero bytes as residue bytes), uint64 in the numpy reference,
+    whose products (a * b % q) are taken in the operands' own dtype."""
+    import numpy
+
+    return numpy.uint32 if is_gpu() else numpy.uint64
+
+
 def asarray(a, dtype=None):
     return get_xp().asarray(a, dtype=dtype)
 

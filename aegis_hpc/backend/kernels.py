@@ -379,17 +379,17 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
     store_chunk<LOGC>(dst + x.off, s, v);
 }
 
-/* the same pass storing ModDown's and rescale's last step instead of the transform b:
-   out = ((a_c + q - b) inv + add_c[perm]) mod q, where a_c is rows row0 .. row0 + limbs of
+/* the same pass storing ModDown's and rescale's last step instead of the transform b, as the
+   device ciphertext's 32-bit words: out = ((a_c + q - b) inv + add_c[perm]) mod q, where a_c is rows row0 .. row0 + limbs of
    a's polynomial c (poly_rows rows apart: ModDown skips the P rows, rescale the dropped
    limbs), inv (Shoup pair inv, invsh) per limb, and add_c (rows N apart, null for none) the
    rest of the operation's result (32- or 64-bit words, add_wide): a rotation's gathered c0
-   (a ciphertext's 64-bit row), a product's d0 and d1 (the tensor's 32-bit words), times
+   (a ciphertext's row), a product's d0 and d1 (the tensor's 32-bit words), times
    the Shoup pair (addw, addwsh) per limb where addw is not null (ModDown with a rescale:
    q_T^-1). b's transform is never written back, and no separate pass reads it again. */
 template <typename Ti, typename TA, int LOGC>
 __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* psi, const u32* qns,
-                                   const u32* qs, int logn, const TA* a, u64* out, const u32* inv,
+                                   const u32* qs, int logn, const TA* a, u32* out, const u32* inv,
                                    const u32* invsh, const void* add0, const void* add1, const int* perm,
                                    const u32* addw, const u32* addwsh, int row0, int poly_rows, int limbs,
                                    int add_wide) {
@@ -398,24 +398,26 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
     RowPart x = chunk_of(c, nullptr, prow, psi, qns, qs, logn, LOGC);
     const int cbase = c << LOGC;
     u32 v[8];
-    fwd_chunk<Ti, LOGC, true>(s, src, x, cbase, logn, v);    /* 64-bit words out: staged */
+    fwd_chunk<Ti, LOGC, false>(s, src, x, cbase, logn, v);   /* positions 8 j + k in registers */
     const long long row = blockIdx.x >> (logn - LOGC);
     const int poly = (int)(row / limbs), r = (int)(row - (long long)poly * limbs);
     const u32 q = x.q, w = inv[r], ws = invsh[r];
-    const TA* ar = a + (((size_t)poly * poly_rows + row0 + r) << logn);
+    const int n0 = cbase + 8 * threadIdx.x;
+    u32 av[8];
+    load8(a + (((size_t)poly * poly_rows + row0 + r) << logn) + n0, av);
     const void* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
     const size_t adr = (size_t)r << logn;
 #pragma unroll
-    for (int i = threadIdx.x; i < (1 << LOGC); i += (1 << LOGC) / 8) {
-        const int n = cbase + i;
-        u32 o = shoup_mul((u32)ar[n] + q - s[padded(i)], w, ws, q);   /* a, b < q: below 2q < 2^32 */
+    for (int k = 0; k < 8; ++k) {
+        u32 o = shoup_mul(av[k] + q - v[k], w, ws, q);   /* a, b < q: below 2q < 2^32 */
         if (ad) {
-            u32 av = word_at(ad, adr + (perm ? perm[n] : n), add_wide);
-            if (addw) av = shoup_mul(av, addw[r], addwsh[r], q);
-            o = add_q(o, av, q);
+            u32 t = word_at(ad, adr + (perm ? perm[n0 + k] : n0 + k), add_wide);
+            if (addw) t = shoup_mul(t, addw[r], addwsh[r], q);
+            o = add_q(o, t, q);
         }
-        out[x.off + i] = o;
+        v[k] = o;
     }
+    store8(out + x.off + 8 * threadIdx.x, v);
 }
 
 /* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 in shared memory, N^-1 folded in when
@@ -673,9 +675,10 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
 }
 
 /* ---- a product's degree-2 terms, d_k = sum_{i+j=k} a_i b_j mod q, as 32-bit words: one
-   launch for two (2, limbs, N) ciphertexts into (3, limbs, N) */
-extern "C" __global__ void tensor_product(const u64* a, const u64* b, u32* d, const u64* qs,
-                                          const u64* mus, int limbs, int logn) {
+   launch for two (2, limbs, N) ciphertexts (32-bit device words, or 64-bit host ones) */
+template <typename TC>
+__global__ void tensor_product(const TC* a, const TC* b, u32* d, const u64* qs, const u64* mus, int limbs,
+                               int logn) {
     long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long poly = (long long)limbs << logn;
     if (tid >= poly) return;
@@ -713,9 +716,9 @@ extern "C" __global__ void scaled_add_rows(const void* a, long long a_off, long 
 /* ---- sum_t ct_t * pt_t over the first `limbs` rows of both polynomials, one pass:
    a linear transform's inner sums and the bootstrap's DFT stages. A compact plaintext
    (run 2^run_log) keeps one value per run of equal NTT values. */
-template <typename TP>
-__global__ void mul_plain_sum(const u64* const* cts, const TP* const* pts, const int* run_log,
-                              const long long* ct_poly_stride, int terms, u64* out, const u64* qs,
+template <typename TC, typename TP>
+__global__ void mul_plain_sum(const TC* const* cts, const TP* const* pts, const int* run_log,
+                              const long long* ct_poly_stride, int terms, u32* out, const u64* qs,
                               const u64* mus, int limbs, int logn) {
     const int N = 1 << logn;
     long long r;
@@ -728,13 +731,13 @@ __global__ void mul_plain_sum(const u64* const* cts, const TP* const* pts, const
     for (int t = 0; t < terms; ++t) {
         int rl = run_log[t];
         u64 w = (u64)pts[t][((size_t)r << (logn - rl)) + (n >> rl)];
-        const u64* c = cts[t];
+        const TC* c = cts[t];
         acc0 += mul32(c[off], w);
         acc1 += mul32(c[(size_t)ct_poly_stride[t] + off], w);
         if (++pending == 4) { acc0 = barrett(acc0, q, mu); acc1 = barrett(acc1, q, mu); pending = 1; }
     }
-    out[off] = barrett(acc0, q, mu);
-    out[(size_t)limbs * N + off] = barrett(acc1, q, mu);
+    out[off] = (u32)barrett(acc0, q, mu);
+    out[(size_t)limbs * N + off] = (u32)barrett(acc1, q, mu);
 }
 
 /* ---- fast basis conversion A -> B, one thread per (batch, coefficient) ------ */
@@ -1088,18 +1091,21 @@ extern "C" __global__ void rescale_lift(const u64* top, u32* res, const u32* kee
 }
 """
 
+# The result takes the word of the operand it updates (A: a ciphertext's, 32 bits on the device
+# and 64 in the reference's host arrays), so an op keeps its ciphertext's layout; B: any
+# unsigned word, so a compact plaintext's uint32 rows need no widened copy.
 _ELEMENTWISE = {
-    "add_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out",
-                "unsigned long long s = a + b; out = s >= q ? s - q : s"),
-    # B: any unsigned word, so a compact plaintext's uint32 rows need no widened copy
-    "mul_mod": ("uint64 a, B b, uint64 q, uint64 mu", "uint64 out", "out = barrett_(mul32_(a, b), q, mu)"),
-    "sub_mod": ("uint64 a, uint64 b, uint64 q", "uint64 out", "out = a >= b ? a - b : a + q - b"),
+    "add_mod": ("A a, B b, uint64 q", "A out",
+                "unsigned long long s = (unsigned long long)a + b; out = s >= q ? s - q : s"),
+    "mul_mod": ("A a, B b, uint64 q, uint64 mu", "A out", "out = barrett_(mul32_(a, b), q, mu)"),
+    "sub_mod": ("A a, B b, uint64 q", "A out",
+                "out = a >= b ? (unsigned long long)a - b : (unsigned long long)a + q - b"),
     # a * b + c: a public-key encryption's halves (v pk.b + e0, v pk.a + e1) in one pass
-    "mul_add": ("B a, uint64 b, B c, uint64 q, uint64 mu", "uint64 out",
+    "mul_add": ("B a, uint64 b, A c, uint64 q, uint64 mu", "A out",
                 "unsigned long long s = barrett_(mul32_(a, b), q, mu) + c; out = s >= q ? s - q : s"),
     # a ciphertext plus a plaintext or constant b (broadcast over both polynomials) on its
     # first polynomial only: flat indices below `first` are that polynomial's
-    "add_first": ("uint64 a, B b, uint64 q, int64 first, int32 negate", "uint64 out",
+    "add_first": ("A a, B b, uint64 q, int64 first, int32 negate", "A out",
                   "if (i < first) { unsigned long long v = negate ? (b ? q - (unsigned long long)b : 0) : b;"
                   " unsigned long long s = a + v; out = s >= q ? s - q : s; } else { out = a; }"),
 }
@@ -1245,7 +1251,8 @@ def _templates():
             names += [f"{k}<{ti}, {to}, {c}>" for k in ("ntt_fwd_smem", "intt_smem") for c in SMEM_LOGS]
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
-        names += [f"ks_inner<{ti}>", f"ks_inner_many<{ti}>", f"mul_plain_sum<{ti}>"]
+        names += [f"ks_inner<{ti}>", f"ks_inner_many<{ti}>", f"tensor_product<{ti}>"]
+        names += [f"mul_plain_sum<{tc}, {ti}>" for tc in _WORDS]
         names += [f"ks_modup_inner<{ti}, {SMEM_LOG}, {p}>" for p in ("false", "true")]  # register-pass rings only
         names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}>" for c in SMEM_LOGS]
     names += [f"ntt_fwd_top_lift<{k}>" for k in range(1, MAX_TOP_LOG + 1)]
@@ -1654,32 +1661,33 @@ def ks_inner_many(ext, keys, qc, rows, perms):
 
 
 def mul_plain_sum(ct_rows, pt_rows, runs, qc):
-    """sum_t ct_t * pt_t mod q -> (2, limbs, N) uint64, None where the operands do not fit
+    """sum_t ct_t * pt_t mod q -> (2, limbs, N) uint32, None where the operands do not fit
     the kernel (the caller then takes the reference path).
 
-    ct_rows: (2, >= limbs, N) uint64 arrays, C-contiguous per polynomial; pt_rows:
+    ct_rows: (2, >= limbs, N) arrays of one word size, C-contiguous per polynomial; pt_rows:
     (limbs, N / run) arrays of one word size, C-contiguous; runs: their runs (powers of 2)."""
     cp = _cp()
     limbs = int(qc.shape[0])
     n = int(ct_rows[0].shape[-1])
-    if (len({p.dtype for p in pt_rows}) != 1 or any(c.dtype != np.uint64 or c.strides[-1] != 8
-                                                     or c.strides[-2] != 8 * n for c in ct_rows)
+    word = ct_rows[0].dtype
+    if (len({p.dtype for p in pt_rows}) != 1 or any(c.dtype != word or c.strides[-1] != word.itemsize
+                                                     or c.strides[-2] != word.itemsize * n for c in ct_rows)
             or any(not p.flags.c_contiguous or p.shape[0] < limbs for p in pt_rows)):
         return None
-    out = cp.empty((2, limbs, n), dtype=np.uint64)
+    out = cp.empty((2, limbs, n), dtype=np.uint32)
     # the terms' descriptors in one upload (each host-to-device copy costs ~25 us of host time)
     t = len(ct_rows)
     host = np.empty(4 * t, dtype=np.int64)
     host[:t] = [c.data.ptr for c in ct_rows]
     host[t:2 * t] = [p.data.ptr for p in pt_rows]
-    host[2 * t:3 * t] = [c.strides[0] // 8 for c in ct_rows]
+    host[2 * t:3 * t] = [c.strides[0] // word.itemsize for c in ct_rows]
     host[3 * t:3 * t + (t + 1) // 2] = 0
     host[3 * t:].view(np.int32)[:t] = [int(r).bit_length() - 1 for r in runs]
     dev = upload(host)
     ptrs, pptrs, stride = dev[:t].view(np.uint64), dev[t:2 * t].view(np.uint64), dev[2 * t:3 * t]
     run_log = dev[3 * t:].view(np.int32)[:t]
     q = cp.ascontiguousarray(qc.ravel())
-    _fn(f"mul_plain_sum<{_word(pt_rows[0])}>")(
+    _fn(f"mul_plain_sum<{_word(ct_rows[0])}, {_word(pt_rows[0])}>")(
         _grid(limbs * n), (THREADS,),
         (ptrs, pptrs, run_log, stride, np.int32(len(ct_rows)), out, q, cp.ascontiguousarray(_mu_col(qc).ravel()),
          np.int32(limbs), np.int32(n.bit_length() - 1)))
@@ -1714,10 +1722,10 @@ def tensor(a, b, qc):
     """Degree-2 product (d0, d1, d2) of two ciphertexts' (2, L, N) data, one pass, as
     (L, N) uint32 each."""
     cp = _cp()
-    a, b = cp.ascontiguousarray(a, dtype=np.uint64), cp.ascontiguousarray(b, dtype=np.uint64)
+    a, b = _one_word([cp.ascontiguousarray(a), cp.ascontiguousarray(b)])[0]
     limbs, n = a.shape[-2], a.shape[-1]
     d = cp.empty((3, limbs, n), dtype=np.uint32)
-    _fn("tensor_product")(_grid(limbs * n), (THREADS,),
+    _fn(f"tensor_product<{_word(a)}>")(_grid(limbs * n), (THREADS,),
                           (a, b, d, cp.ascontiguousarray(qc.ravel()), cp.ascontiguousarray(_mu_col(qc).ravel()),
                            np.int32(limbs), np.int32(n.bit_length() - 1)))
     return d[0], d[1], d[2]
@@ -2046,7 +2054,8 @@ def _shoup_pair(col, qc):
 
 def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, top_done=False,
                        addend_w=None):
-    """(..., limbs, N) uint64: (a[..., row0:row0+limbs, :] + q - NTT(b)) * inv mod q, plus
+    """(..., limbs, N) uint32 (the device ciphertext's words): (a[..., row0:row0+limbs, :] + q - NTT(b))
+    * inv mod q, plus
     addend[c] (gathered by perm when given; times the (limbs, 1) column addend_w when given)
     on polynomial c where addend[c] is not None.
 
@@ -2080,7 +2089,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     top = logn - logc
     if top and not top_done:
         _fwd_top(ring, b, b, None, prow, rows)
-    out = cp.empty(b.shape, dtype=np.uint64)
+    out = cp.empty(b.shape, dtype=np.uint32)
     _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}>")(
         (rows << top,), (1 << (logc - 3),),
         (b, prow, d["psi"], d["qn"], d["q"], np.int32(logn), a, out, w, ws, _null(adds[0]), _null(adds[1]),
@@ -2096,7 +2105,7 @@ def rescale(ring, data, keep, top_idx, top_q, qc, inv=None):
     (32-bit words), its NTT over the kept limbs storing (c - lift) * (prod top_q)^-1 — identical
     to Evaluator.rescale's numpy path."""
     cp = _cp()
-    top = intt(ring, data[:, keep:], top_idx)
+    top = intt(ring, data[:, keep:], top_idx, out_dtype=np.uint64)   # the lift reads 64-bit words
     k = len(top_q)
     if k not in (1, 2):
         raise ValueError("rescale by more than two primes at once is not supported")

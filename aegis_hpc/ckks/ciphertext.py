@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..backend import residue_dtype
+
 
 @dataclass
 class Plaintext:
@@ -11,7 +13,7 @@ class Plaintext:
     X^(N/(2*slots)), whose NTT values (bit-reversed order) come in runs of
     r = N/(2*slots) equal values; a compact one (run = r) keeps one value per
     run: (limbs, N/r), r times less memory (linear-transform weights)."""
-    data: object          # xp uint64 (limbs, N), or (limbs, N/run) uint32 when compact
+    data: object          # (limbs, N) of backend.residue_dtype(), or (limbs, N/run) uint32 when compact
     level: int
     scale: float
     slots: int
@@ -20,15 +22,16 @@ class Plaintext:
     run: int = 1
 
     def expanded(self, xp) -> "Plaintext":
-        """The same plaintext with (limbs, N) uint64 data."""
+        """The same plaintext with (limbs, N) data of the backend's residue word."""
         if self.run == 1:
             return self
-        return replace(self, data=xp.repeat(self.data.astype(xp.uint64), self.run, axis=-1), run=1)
+        return replace(self, data=xp.repeat(self.data.astype(residue_dtype(), copy=False), self.run, axis=-1),
+                       run=1)
 
 
 @dataclass
 class Ciphertext:
-    data: object          # xp uint64 (2, limbs, N), NTT form; limb i is mod params.q[i]
+    data: object          # (2, limbs, N) of backend.residue_dtype(), NTT form; limb i is mod params.q[i]
     level: int
     scale: float
     slots: int

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from ..backend import get_xp, to_numpy
+from ..backend import get_xp, residue_dtype, to_numpy
 from . import params as params_mod
 from .ciphertext import Ciphertext, Plaintext
 from .encoder import Encoder
@@ -101,14 +101,14 @@ class Context:
         xp = self.xp
         q = xp.asarray(np.array(self.params.q[:limbs], dtype=np.int64))[:, None]
         # the residues of a batch take limbs x N words per row, three times over
-        # (int64, uint64, NTT): ENCODE_BATCH_BYTES bounds that transient
+        # (int64, residue words, NTT): ENCODE_BATCH_BYTES bounds that transient
         step = max(1, ENCODE_BATCH_BYTES // (limbs * self.params.n * 8))
         run = stride if compact else 1
         data = []
         for lo in range(0, len(small), step):
             part = xp.asarray(small[lo:lo + step])[:, None, :] % q
-            res = xp.zeros((part.shape[0], limbs, self.params.n), dtype=np.uint64)
-            res[..., ::stride] = part.astype(np.uint64)
+            res = xp.zeros((part.shape[0], limbs, self.params.n), dtype=residue_dtype())
+            res[..., ::stride] = part.astype(residue_dtype())
             res = self.ring.ntt(res, list(range(limbs)))
             data.extend(xp.ascontiguousarray(res[..., ::run]).astype(np.uint32) if run > 1 else res)
         complex_rows = np.iscomplexobj(rows) and bool(np.any(np.imag(rows)))
@@ -158,7 +158,7 @@ class Context:
             a = kg.uniform(a_seed, idx)
             e = kg.error_ntt(kg.small("enc-error", e_seed), idx)
             c0 = (kg.rlwe_b(a, key.ntt[:limbs], e, qc) + pt_data) % qc
-            data = xp.stack([c0, a])
+            data = xp.stack([c0, a]).astype(residue_dtype(), copy=False)
         elif isinstance(key, PublicKey):
             data = self._public_halves(key, kg.encryption_noise(idx), qc)
             data[0] = self.ring.add_mod(data[0], pt_data, qc)
@@ -170,7 +170,7 @@ class Context:
     def _public_halves(self, pk: PublicKey, noise, qc):
         """(v pk.b + noise[1], v pk.a + noise[2]) mod q, v = noise[0]: one pass per half."""
         limbs = noise.shape[1]
-        data = self.xp.empty((2, limbs, self.params.n), dtype=np.uint64)
+        data = self.xp.empty((2, limbs, self.params.n), dtype=residue_dtype())
         self.ring.mul_add(noise[0], pk.b[:limbs], noise[1], qc, out=data[0])
         self.ring.mul_add(noise[0], pk.a[:limbs], noise[2], qc, out=data[1])
         return data

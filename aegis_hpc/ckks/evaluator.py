@@ -203,7 +203,7 @@ class Evaluator(LevelMatch):
     def neg(self, ct):
         self._check(ct)
         qc = self._qc(self._limbs(ct))
-        return ct.with_data((qc - ct.data) % qc)
+        return ct.with_data(((qc - ct.data) % qc).astype(ct.data.dtype, copy=False))
 
     def add_const(self, ct, c):
         """Add a scalar to every slot (no level used)."""
@@ -322,8 +322,9 @@ class Evaluator(LevelMatch):
 
             d0, d1, d2 = kernels.tensor(a.data, b.data, qc)
         else:
-            a0, a1 = a.data[0], a.data[1]
-            b0, b1 = b.data[0], b.data[1]
+            # 64-bit words for the products (a device ciphertext's 32-bit words would wrap)
+            a0, a1 = a.data.astype(np.uint64, copy=False)
+            b0, b1 = b.data.astype(np.uint64, copy=False)
             d0 = a0 * b0 % qc
             d1 = (a0 * b1 % qc + a1 * b0 % qc) % qc
             d2 = a1 * b1 % qc

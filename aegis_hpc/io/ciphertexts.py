@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ..backend import get_xp, to_numpy
+from ..backend import get_xp, residue_dtype, to_numpy
 from ..ckks.bits import pow2_at_least
 from ..ckks.ciphertext import Ciphertext
 from . import container
@@ -307,7 +307,7 @@ def _read_block(path, params, lo, hi, expect=None):
         data = ds[lo:hi]
     container.below_moduli(data, params.q[: meta["limbs"]], f"{path}: /ciphertexts/data")
     xp = get_xp()
-    cts = [Ciphertext(data=xp.asarray(d.astype(np.uint64)), level=meta["level"], scale=meta["scale"],
+    cts = [Ciphertext(data=xp.asarray(d.astype(residue_dtype())), level=meta["level"], scale=meta["scale"],
                       slots=meta["slots"], fingerprint=params.fingerprint, is_complex=meta["is_complex"])
            for d in data]
     return meta, cts

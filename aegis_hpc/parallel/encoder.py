@@ -15,8 +15,7 @@ are counted per call site in its `CommStats`.
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..backend import residue_dtype
 from ..nn.ops import CipherOps, Chunks
 from .comm import CommError
 from .overlap import OverlapScheduler
@@ -81,7 +80,7 @@ class BlockGather:
         width = max(len(lst) for lst, _ in listing)
         count = max((len(metas) for lst, _ in listing for _, metas in lst), default=0)
         xp = self.comm.xp
-        buf = xp.zeros((width, count) + shape, dtype=np.uint64)
+        buf = xp.zeros((width, count) + shape, dtype=residue_dtype())
         for j, (_, parts) in enumerate(items):
             for c, ct in enumerate(parts):
                 buf[j, c] = ct.data

@@ -311,6 +311,18 @@ def test_elementwise_bit_exact():
     np.testing.assert_array_equal(cp.asnumpy(d1), (a[0] * b[1] % qc + a[1] * b[0] % qc) % qc)
     np.testing.assert_array_equal(cp.asnumpy(d2), a[1] * b[1] % qc)
     np.testing.assert_array_equal(cp.asnumpy(kernels.sub_mod(A, B, qd)), (a + qc - b) % qc)
+    # a device ciphertext's 32-bit words: each result keeps the word of the operand it updates
+    A32, B32 = cp.asarray(a.astype(np.uint32)), cp.asarray(b.astype(np.uint32))
+    for name, got, want in (("add", kernels.add_mod(A32, B32, qd), (a + b) % qc),
+                            ("sub", kernels.sub_mod(A32, B32, qd), (a + qc - b) % qc),
+                            ("sub 64", kernels.sub_mod(A32, B, qd), (a + qc - b) % qc),
+                            ("mul", kernels.mul_mod(A32, B, qd), a * b % qc),
+                            ("add_first", kernels.add_first(A32, cp.asarray(c), qd, True),
+                             np.stack([(a[0] + qc - c) % qc, a[1]])),
+                            ("tensor", kernels.tensor(A32, B32, qd)[1],
+                             (a[0] * b[1] % qc + a[1] * b[0] % qc) % qc)):
+        assert got.dtype == np.uint32, name
+        np.testing.assert_array_equal(cp.asnumpy(got), want, err_msg=name)
     # plaintext (L, N) and constant (L, 1) on the first polynomial only, added and subtracted
     for addend in (b[1], c, b[1].astype(np.uint32)):
         for negate in (False, True):
@@ -321,8 +333,9 @@ def test_elementwise_bit_exact():
     # a compact plaintext's uint32 rows times a ciphertext
     np.testing.assert_array_equal(cp.asnumpy(kernels.mul_mod(A, cp.asarray(b[1].astype(np.uint32)), qd)),
                                   a * b[1] % qc)
-    # a * b + c, 32-bit a and c (a public-key encryption's noise), into a given array
-    out = cp.empty(A[0].shape, dtype=cp.uint64)
+    # a * b + c, 32-bit a and c (a public-key encryption's noise), into a given array of the
+    # device ciphertext's words
+    out = cp.empty(A[0].shape, dtype=cp.uint32)
     kernels.mul_add(cp.asarray(a[0].astype(np.uint32)), cp.asarray(b[0]), cp.asarray(a[1].astype(np.uint32)),
                     qd, out)
     np.testing.assert_array_equal(cp.asnumpy(out), (a[0] * b[0] % qc + a[1]) % qc)
@@ -370,7 +383,7 @@ def test_ntt_scale_down_add_bit_exact(log_n, row0, perm, adds):
         got = kernels.ntt_scale_down_add(dev, cp.asarray(b.astype(np.uint32)), range(limbs),
                                          cp.asarray(full.astype(word)), row0, cp.asarray(inv), cp.asarray(qc),
                                          adds, None if p is None else cp.asarray(p))
-        assert got.dtype == np.uint64
+        assert got.dtype == np.uint32
         np.testing.assert_array_equal(cp.asnumpy(got), want, err_msg=f"{word}, {add_word}")
 
 
@@ -388,7 +401,8 @@ def _keys_to_device(keys):
 
 
 def _on_device(ct):
-    return replace(ct, data=cp.asarray(ct.data))
+    """A host ciphertext as the device holds it: 32-bit words (backend.residue_dtype)."""
+    return replace(ct, data=cp.asarray(ct.data.astype(np.uint32)))
 
 
 # more rotations than one ks_inner_many launch takes (kernels.KS_MANY = 8)
@@ -405,7 +419,7 @@ def test_evaluator_ops_bit_exact(spec):
     rng = np.random.default_rng(spec["log_n"])
     with using("numpy"):
         ctx = Context(prm)
-        sk, keys = ctx.keygen(rotations=HOISTED)
+        sk, keys = ctx.keygen(rotations=HOISTED, conjugate=True)
         ev = ctx.evaluator(keys)
         ct = ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public)
         ct2 = ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public)
@@ -417,6 +431,12 @@ def test_evaluator_ops_bit_exact(spec):
         want.update({f"h{s}": c.data for s, c in hoisted.items()})
         low = ev.drop_level(ct, prm.max_level - 1)
         want["rescale_low"] = ev.rescale(low).data
+        values = rng.uniform(-1, 1, prm.slots)
+        pt = ctx.encode(values, level=ct.level)
+        want.update({"add": ev.add(ct, ct2).data, "sub": ev.sub(ct, ct2).data, "neg": ev.neg(ct).data,
+                     "add_const": ev.add_const(ct, -0.25).data, "add_plain": ev.add(ct, pt).data,
+                     "mul_const": ev.mul_const(ct, 0.75).data, "mul_plain": ev.mul_plain(ct, pt).data,
+                     "mul_by_i": ev.mul_by_i(ct).data, "conjugate": ev.conjugate(ct).data})
     with using("cupy"):
         dctx = Context(prm)
         dev = dctx.evaluator(_keys_to_device(keys))
@@ -426,8 +446,17 @@ def test_evaluator_ops_bit_exact(spec):
                "switch": dev.ks.switch(dct.data[1], dev.keys.relin, dct.level)}
         got.update({f"h{s}": c.data for s, c in dev.rotate_hoisted(dct, HOISTED).items()})
         got["rescale_low"] = dev.rescale(_on_device(low)).data
+        dpt = dctx.encode(values, level=ct.level)     # the device's encoding, 32-bit words
+        assert dpt.data.dtype == np.uint32
+        np.testing.assert_array_equal(cp.asnumpy(dpt.data), pt.data)
+        got.update({"add": dev.add(dct, dct2).data, "sub": dev.sub(dct, dct2).data, "neg": dev.neg(dct).data,
+                    "add_const": dev.add_const(dct, -0.25).data, "add_plain": dev.add(dct, dpt).data,
+                    "mul_const": dev.mul_const(dct, 0.75).data, "mul_plain": dev.mul_plain(dct, dpt).data,
+                    "mul_by_i": dev.mul_by_i(dct).data, "conjugate": dev.conjugate(dct).data})
     for name in want:
         np.testing.assert_array_equal(cp.asnumpy(got[name]), want[name], err_msg=name)
+        if name != "switch":    # every op's ciphertext stays in the device's 32-bit words
+            assert got[name].dtype == np.uint32, name
     # and the device result still decrypts to the product (guards the reference too)
     with using("numpy"):
         prod = replace(ref_prod, data=cp.asnumpy(got["mul_rescale"]))
@@ -457,6 +486,7 @@ def test_linear_transform_bit_exact(block, slots):
         dev = Context(prm).evaluator(_keys_to_device(keys))
         got = lt_dev.evaluate(dev, _on_device(ct))
     np.testing.assert_array_equal(cp.asnumpy(got.data), want.data)
+    assert got.data.dtype == np.uint32
     assert got.scale == want.scale and got.level == want.level
 
 
@@ -499,6 +529,7 @@ def test_small_sampling_and_public_key_encryption_bit_exact(monkeypatch):
     with using("cupy"):
         got = Context(prm).encrypt(x, _keys_to_device(keys).public)
     np.testing.assert_array_equal(cp.asnumpy(got.data), want.data)
+    assert got.data.dtype == np.uint32
 
 
 def test_encryption_noise_kernel_bit_exact():
@@ -560,5 +591,6 @@ def test_bootstrap_replayed_as_a_cuda_graph_is_bit_identical():
         for i, (got, want) in enumerate(zip(outs, wants)):
             assert (got.level, got.scale, got.slots) == (want.level, want.scale, want.slots)
             np.testing.assert_array_equal(cp.asnumpy(got.data), cp.asnumpy(want.data), err_msg=f"call {i}")
+            assert got.data.dtype == np.uint32 and cts[0].data.dtype == np.uint32
         err = np.abs(ctx.decrypt(outs[3], sk) - xs[3]).max()
     assert err < 2.0 ** -18   # tests/unit/test_bootstrap.py BOOT_BOUND

@@ -510,3 +510,31 @@ def test_real_values_take_the_real_fft_and_encode_the_same():
         coeffs = np.zeros(enc.n)
         coeffs[:: enc.n // (2 * slots)] = real[0]
         assert np.abs(enc.from_coefficients(coeffs, 2.0 ** 40, slots).real - x[0]).max() < 1e-9
+
+
+def test_ops_on_32_bit_words_equal_those_on_64_bit_words(ctx, keys, ev, rng):
+    """A device ciphertext holds 32-bit words (backend.residue_dtype) and the ops without a
+    kernel of their own run this Python code on them: every op, given the same residues as
+    uint32, returns the residues it returns for uint64 (no product taken in 32 bits)."""
+    sk, ek = keys
+    a, b = ctx.encrypt(rand(rng, ctx.slots), ek.public), ctx.encrypt(rand(rng, ctx.slots), sk)
+    pt = ctx.encode(rand(rng, ctx.slots), level=a.level)
+    ops = {
+        "add": lambda x, y: ev.add(x, y), "sub": lambda x, y: ev.sub(x, y), "neg": lambda x, y: ev.neg(x),
+        "add_const": lambda x, y: ev.add_const(x, 0.3), "add_plain": lambda x, y: ev.add(x, pt),
+        "mul_const": lambda x, y: ev.mul_const(x, 0.7, rescale=True), "mul_int": lambda x, y: ev.mul_int(x, 3),
+        "mul_plain": lambda x, y: ev.mul_plain(x, pt, rescale=True), "mul_by_i": lambda x, y: ev.mul_by_i(x),
+        "mul": lambda x, y: ev.mul(x, y), "mul_rescale": lambda x, y: ev.mul(x, y, rescale=True),
+        "rotate": lambda x, y: ev.rotate(x, 3), "hoisted": lambda x, y: ev.rotate_hoisted(x, [1, 2])[2],
+        "conjugate": lambda x, y: ev.conjugate(x), "adjust": lambda x, y: ev.adjust(x, x.level - 1),
+        "mul_plain_sum": lambda x, y: ev.mul_plain_sum([x, y], [pt, pt]),
+    }
+
+    def words32(ct):
+        return ct.with_data(ct.data.astype(np.uint32))
+
+    for name, op in ops.items():
+        want, got = op(a, b), op(words32(a), words32(b))
+        assert want.data.dtype == np.uint64, name
+        assert np.array_equal(got.data.astype(np.uint64), want.data), name
+    assert np.array_equal(ctx.decrypt(words32(a), sk), ctx.decrypt(a, sk))

@@ -83,6 +83,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...backend import residue_dtype
 from ...backend.graphs import GraphCache
 from ...backend.graphs import enabled as graphs_enabled
 from ..ciphertext import Ciphertext
@@ -303,7 +304,7 @@ class Bootstrapper:
         q_all = self.__dict__.get("_q_all")
         if q_all is None:   # once: a per-call upload cannot be captured in a CUDA graph
             q_all = self._q_all = xp.asarray(np.array(p.q[:top], dtype=np.int64))[:, None]
-        res = (lifted[:, None, :] % q_all).astype(np.uint64)
+        res = (lifted[:, None, :] % q_all).astype(residue_dtype())
         data = ring.ntt(res, list(range(top)))
         raised = ct.with_data(data, level=p.max_level, scale=2.0 * self.evalmod.input_divisor * self.q0)
         if self.encapsulation is not None:
@@ -333,7 +334,7 @@ class Bootstrapper:
         for g, items in plan.groups.items():
             for b, v in items:
                 pt = self.ctx.encode(v, level=level, scale=scale, slots=plan.slots)
-                pt.data = pt.data.astype(np.uint32)  # residues < 2^31: half the cache (GBs at N=2^16)
+                pt.data = pt.data.astype(np.uint32, copy=False)  # residues < 2^31: half the cache (GBs at N=2^16)
                 pts[(g, b)] = pt
         self._encoded[key] = (level, scale, pts)
         return pts
