@@ -6,8 +6,9 @@ GPUs, CUDA-aware MPI when the MPI library says it can take device pointers,
 host-staged MPI on numpy buffers otherwise (CI).
 
 Wire format. Every residue is below 2^31 (DESIGN: "RNS primes below 2^31"),
-so payloads travel as uint32 whatever the in-memory dtype (the core keeps
-uint64): half the bytes of sending the uint64 words. Sums never use a
+so payloads travel as uint32 whatever the in-memory dtype (backend.residue_dtype:
+uint32 on the device, uint64 in the numpy reference): half the bytes of sending
+uint64 words, and no copy where the buffer is uint32 already. Sums never use a
 floating-point or a wrapping reduction: a modular reduce-scatter is an
 all-to-all of uint32 blocks followed by a local uint64 sum (P residues < 2^31
 cannot overflow 64 bits for P < 2^33) and a reduction mod each limb's prime;
