@@ -62,7 +62,7 @@ from ..nn.block import keeps_shifts
 from .comm import wire_bytes
 from .sharding import ShardSpec, limb_block
 
-CT_WORD = 8    # in-memory bytes per residue of ciphertexts (core: uint64)
+CT_WORD = 4    # device bytes per residue of ciphertexts (uint32 on a GPU: backend.residue_dtype)
 PT_WORD = 4    # a transform's encoded diagonals are compact uint32 (core: encode_many(compact=True))
 KEY_WORD = 4   # switching keys are stored as uint32 (core: keys.SwitchingKey)
 BLOCKS = ("QKV", "attention", "out_proj", "layernorm", "FFN")
