@@ -60,7 +60,6 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
     base_bits = 62.0  # two base primes just below 2^31
     min_prime_bits = {15: 21.5, 16: 24.0, 17: 26.0}.get(log_n, 20.0)
     best = None
-    most_primes = 0
     for lv in range(levels, 0, -1):
         s = int(round((target_log_q - base_bits) / lv))
         if s / 2 > 30.5:
@@ -68,7 +67,6 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
         if s / 2 < min_prime_bits:
             continue
         n_q = 2 + 2 * lv
-        most_primes = max(most_primes, n_q)
         prm = None
         # the peer's digit count first; more digits (smaller P) if that breaks the security bound
         for d in (dnum,) if dnum else (PEER_DNUM.get(log_n, -(-n_q // 4)), -(-n_q // 3), -(-n_q // 2), n_q):
@@ -86,9 +84,12 @@ def match_params(log_n: int, levels: int, target_log_q: float, dnum: int | None 
             best = (err, prm)
         if err < 8:
             break
-    if best is None and dnum and dnum > most_primes:
-        raise DigitCountError(f"dnum={dnum}: Q has at most {most_primes} primes near log2 Q = {target_log_q} "
-                              f"at N = 2^{log_n}, and a digit holds at least one")
+    if dnum and (best is None or best[0] >= 8):
+        # more digits than the matching Q has primes, or a P the bound rules out (fewer digits)
+        fit = match_params(log_n, levels, target_log_q)
+        if dnum > len(fit.q):
+            raise DigitCountError(f"dnum={dnum}: the Q nearest log2 Q = {target_log_q} at N = 2^{log_n} has "
+                                  f"{len(fit.q)} primes, and a digit holds at least one")
     if best is None or (dnum and best[0] >= 8):
         digits = f" with dnum={dnum}" if dnum else ""
         raise RuntimeError(f"no parameter set{digits} matches log2 Q = {target_log_q} at N = 2^{log_n}")

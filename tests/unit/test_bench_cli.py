@@ -98,6 +98,9 @@ def test_a_digit_count_above_the_primes_of_q_says_so(capsys):
     assert "dnum=100" in out and "a smaller --dnum" in out and len(out.splitlines()) == 1
     with pytest.raises(ops.DigitCountError, match="dnum=100"):
         ops.match_params(16, 24, ops.peer_log2_q(24), 100)
+    # above the matching Q's 42 primes, though a Q of more levels (not matching) has 44
+    with pytest.raises(ops.DigitCountError, match="dnum=43: .* has 42 primes"):
+        ops.match_params(16, 24, ops.peer_log2_q(24), 43)
 
 
 def test_matched_parameters_take_an_explicit_digit_count():
