@@ -90,19 +90,20 @@ class KeySwitcher:
         """Sum over digits of ext_j[..., perm] * (b_j, a_j) -> (2, R, N): over all |P|+limbs
         rows of P, Q_l, or over `rows` (indices into them, which ext holds alone: a limb
         rank's share)."""
+        ring_rows = self.rows(level)
         if rows is None:
-            count = self.n_p + self.params.limbs_at(level)
-            qc = self.ring.q_col(self.rows(level))
-            kb, ka = key.b[:, :count], key.a[:, :count]      # views: P, then Q_l
+            count, qc = self.n_p + self.params.limbs_at(level), self.ring.q_col(ring_rows)
         else:
-            count = len(rows)
-            ring_rows = self.rows(level)
-            qc = self.ring.q_col([ring_rows[i] for i in rows])
-            kb, ka = key.b[:, list(rows)], key.a[:, list(rows)]
+            count, qc = len(rows), self.ring.q_col([ring_rows[i] for i in rows])
+        # the device kernel reads the whole key's first `count` rows in place
+        if rows is not None or not self.ring._gpu:
+            sel = slice(0, count) if rows is None else list(rows)      # a slice: views of P, then Q_l
+            key = SimpleNamespace(b=key.b[:, sel], a=key.a[:, sel])
         if self.ring._gpu:
             from ..backend import kernels
 
-            return kernels.ks_inner(ext, key if rows is None else SimpleNamespace(b=kb, a=ka), qc, count, perm)
+            return kernels.ks_inner(ext, key, qc, count, perm)
+        kb, ka = key.b, key.a
         if perm is not None:
             ext = ext[..., perm]
         xp = self.xp
