@@ -779,32 +779,31 @@ __global__ void basis_convert(const u64* x, u64* y, const u64* src_q, const u64*
         yb[(size_t)j * N] = dot_mod<A>(t, hat_mod + (size_t)j * n_a, n_a, dst_q[j], dst_mu[j]);
 }
 
-/* sum_i t[i] * h[i] mod q over i < len <= A, h in Montgomery form (h 2^32 mod q), t[i] below
-   the source prime q_i. Terms whose q_i sum to at most 2^32 sum below 2^32 q in 64 bits, so
-   one Montgomery reduction (redc) serves them all:
-   ONE where the host found that of the source (kernels._one_reduction: a ModUp digit of
-   25-bit primes takes one reduction for its six products), else one per pair (q_i < 2^31);
-   modup_ntt_top 0.096 -> 0.093 ms at bench-n16-l20 (ncu: 66 % of the SM's compute, issue-
-   bound). The 64-bit Barrett reductions before these made ModUp's conversion ALU-bound.
-   Exact: the residue is the reference's. Callers branch on ONE outside their loops, so
-   neither form is predicated into the other. */
+/* sum_i t[i] * h[i] mod q over i < A, h in Montgomery form (h 2^32 mod q), t[i] below the
+   source prime q_i, h zero past the source's length (every caller loads it so). Terms whose q_i
+   sum to at most 2^32 sum below 2^32 q in 64 bits, so one Montgomery reduction (redc) serves
+   them all: ONE where the host found that of the source (kernels._one_reduction: a ModUp
+   digit of 25-bit primes takes one reduction for its six products), else one per pair
+   (q_i < 2^31); modup_ntt_top 0.096 -> 0.093 ms at bench-n16-l20 (ncu: 66 % of the SM's
+   compute, issue-bound). The 64-bit Barrett reductions before these made ModUp's conversion
+   ALU-bound. Every product is taken, the zero ones too: a guard on the source's length (a
+   runtime value) compiled to two selects of the 64-bit sum after each multiply-add, three
+   instructions a term where one does. Exact: the residue is the reference's. Callers branch
+   on ONE outside their loops, so neither form is predicated into the other. */
 template <int A, bool ONE>
-__device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, int len, u32 q, u32 qinv_neg) {
+__device__ __forceinline__ u32 dot_mont(const u32* t, const u32* h, u32 q, u32 qinv_neg) {
     if (ONE) {
         u64 x = 0;
 #pragma unroll
-        for (int i = 0; i < A; ++i)
-            if (i < len) x += (u64)t[i] * h[i];
+        for (int i = 0; i < A; ++i) x += (u64)t[i] * h[i];
         return redc(x, q, qinv_neg);
     }
     u32 acc = 0;
 #pragma unroll
     for (int i = 0; i < A; i += 2) {
-        if (i < len) {
-            u64 x = (u64)t[i] * h[i];
-            if (i + 1 < A) x += (u64)t[i + 1] * h[i + 1];      /* zero past len */
-            acc = add_q(acc, redc(x, q, qinv_neg), q);
-        }
+        u64 x = (u64)t[i] * h[i];
+        if (i + 1 < A) x += (u64)t[i + 1] * h[i + 1];
+        acc = add_q(acc, redc(x, q, qinv_neg), q);
     }
     return acc;
 }
@@ -858,10 +857,10 @@ __global__ void modup_convert(const u32* coeff, const void* d_ntt, u32* out, con
             const u32 q = row_q[r], qn = row_qinv_neg[r];
             if (one) {
 #pragma unroll
-                for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A, true>(t[k], h, len, q, qn);
+                for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A, true>(t[k], h, q, qn);
             } else {
 #pragma unroll
-                for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A, false>(t[k], h, len, q, qn);
+                for (int k = 0; k < MODUP_COLS; ++k) o[k * bd] = dot_mont<A, false>(t[k], h, q, qn);
             }
         }
     }
@@ -916,13 +915,13 @@ template <int A> struct Staged {
 /* a fused conversion's values at one register-pass column: v[i] = dot_mont of the staged
    residues (from ts, this thread's lane) with h */
 template <int A, int CH, bool ONE>
-__device__ __forceinline__ void convert_column(u32 (&v)[CH], const u32* ts, int lane, const u32* h, int len,
-                                               u32 q, u32 qn) {
+__device__ __forceinline__ void convert_column(u32 (&v)[CH], const u32* ts, int lane, const u32* h, u32 q,
+                                               u32 qn) {
 #pragma unroll
     for (int i = 0; i < CH; ++i) {
         u32 t[Staged<A>::WORDS];
         Staged<A>::load(t, ts, i, lane);
-        v[i] = dot_mont<A, ONE>(t, h, len, q, qn);
+        v[i] = dot_mont<A, ONE>(t, h, q, qn);
     }
 }
 template <int A, int LOGCH>
@@ -968,9 +967,9 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
         const u32 q = row_q[r], qn = row_qinv_neg[r];
         u32 v[CH];
         if (one)
-            convert_column<A, CH, true>(v, ts, lane, h, len, q, qn);
+            convert_column<A, CH, true>(v, ts, lane, h, q, qn);
         else
-            convert_column<A, CH, false>(v, ts, lane, h, len, q, qn);
+            convert_column<A, CH, false>(v, ts, lane, h, q, qn);
         fwd_top_stages<LOGCH>(v, psi + ((size_t)row_prime[r] << logn), q, qn);
 #pragma unroll
         for (int i = 0; i < CH; ++i) o[(size_t)i << logc] = v[i];
@@ -1069,7 +1068,7 @@ __global__ void moddown_ntt_top(const u32* pint, const u32* tint, u32* out, cons
 #pragma unroll
             for (int a = 0; a < A; ++a) t[a] = a < n_p ? ts[(a * CH + i) * W + lane] : 0;
             /* one reduction a pair: the divisor P is of the largest primes below 2^31 */
-            v[i] = add_q(dot_mont<A, false>(t, h, n_p, q, qn), (u32)fix[vs[i * W + lane]], q);
+            v[i] = add_q(dot_mont<A, false>(t, h, q, qn), (u32)fix[vs[i * W + lane]], q);
         }
         fwd_top_stages<LOGCH>(v, psi + ((size_t)r << logn), q, qn);
         u32* o = out + ((size_t)c * limbs + r) * N + k;
