@@ -135,23 +135,24 @@ __device__ __forceinline__ RowPart chunk_of(int& c, const int* rsel, const int* 
     return row_part(r, (size_t)c << logc, rsel, prow, tw, qns, qs, logn);
 }
 
-/* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 of one column */
+/* forward (Cooley-Tukey, bit-reversed output): stages m = 1 .. CH/2 of one column. Each
+   stage is one loop of CH/2 butterflies, a constant trip count: with a loop per twiddle group
+   inside, whose count depends on the stage, nvcc unrolled the innermost by 4 before the stage
+   was known and indexed the column at run time, putting it in local memory (64-256 byte stack
+   frames in moddown_ntt_top, modup_ntt_top<8, 4> and ntt_fwd_top_lift). A group's twiddle is
+   loaded once: the same address, no store between. */
 template <int LOGCH>
 __device__ __forceinline__ void fwd_top_stages(u32 (&v)[1 << LOGCH], const u32* w, u32 q, u32 qn) {
-    const int CH = 1 << LOGCH;
+    constexpr int CH = 1 << LOGCH;
 #pragma unroll
     for (int s = 0; s < LOGCH; ++s) {
         const int m = 1 << s, span = CH >> (s + 1);   /* butterfly half-span t = span * C */
 #pragma unroll
-        for (int g = 0; g < m; ++g) {
-            u32 wv = w[m + g];
-#pragma unroll
-            for (int kk = 0; kk < span; ++kk) {
-                int i0 = g * 2 * span + kk;
-                u32 lo = v[i0], t = mont_mul(v[i0 + span], wv, q, qn);
-                v[i0] = add_q(lo, t, q);
-                v[i0 + span] = sub_q(lo, t, q);
-            }
+        for (int b = 0; b < CH / 2; ++b) {
+            const int g = b / span, i0 = g * 2 * span + b % span;
+            const u32 lo = v[i0], t = mont_mul(v[i0 + span], w[m + g], q, qn);
+            v[i0] = add_q(lo, t, q);
+            v[i0 + span] = sub_q(lo, t, q);
         }
     }
 }
@@ -471,23 +472,20 @@ __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* pr
     }
 }
 
-/* inverse (Gentleman-Sande): stages t = C .. N/2 of one column */
+/* inverse (Gentleman-Sande): stages t = C .. N/2 of one column; one loop of CH/2 butterflies
+   a stage, as fwd_top_stages */
 template <int LOGCH>
 __device__ __forceinline__ void inv_top_stages(u32 (&v)[1 << LOGCH], const u32* w, u32 q, u32 qn) {
-    const int CH = 1 << LOGCH;
+    constexpr int CH = 1 << LOGCH;
 #pragma unroll
     for (int s = 0; s < LOGCH; ++s) {
         const int span = 1 << s, h = CH >> (s + 1);   /* half-span t = span * C, h = N / 2t groups */
 #pragma unroll
-        for (int g = 0; g < h; ++g) {
-            u32 wv = w[h + g];
-#pragma unroll
-            for (int kk = 0; kk < span; ++kk) {
-                int i0 = g * 2 * span + kk;
-                u32 lo = v[i0], hi = v[i0 + span];
-                v[i0] = add_q(lo, hi, q);
-                v[i0 + span] = mont_mul(sub_q(lo, hi, q), wv, q, qn);
-            }
+        for (int b = 0; b < CH / 2; ++b) {
+            const int g = b / span, i0 = g * 2 * span + b % span;
+            const u32 lo = v[i0], hi = v[i0 + span];
+            v[i0] = add_q(lo, hi, q);
+            v[i0 + span] = mont_mul(sub_q(lo, hi, q), w[h + g], q, qn);
         }
     }
 }
