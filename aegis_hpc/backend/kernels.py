@@ -872,9 +872,11 @@ __global__ void modup_convert(const u32* coeff, const void* d_ntt, u32* out, con
    product of t with row r's constants gives the converted value at its column's CH
    positions, the register stages run on them, one store. The converted rows are never
    written in coefficient form and read back (modup_convert then ntt_fwd_top). The digit's
-   own rows copy the NTT-form input. Same values as modup_convert and ntt_fwd_top.
-   (Finishing the INTT here too, as moddown_ntt_top does for its few P rows, measured
-   slower on the H200: ModUp at n16-boot's top level 0.43 against 0.37 ms.) */
+   own rows copy the NTT-form input. Same values as modup_convert and ntt_fwd_top. The block
+   also finishes the digit's INTT (its register stages, on the shared-memory pass's output),
+   as moddown_ntt_top does for P's rows, N^-1 folded into hat_inv: no separate register pass
+   over the whole input and no launch for it. (Measured slower once, ModUp at n16-boot's top
+   level 0.43 against 0.37 ms, while nvcc put the stage functions' columns in local memory.) */
 #define MODUP_TOP_COLS 32
 /* a fused conversion kernel's block: source src (a ModUp digit, a ModDown polynomial), row
    chunk rc of `rows` rows, register-pass columns k0 .. k0 + MODUP_TOP_COLS - 1 (lane: this
@@ -927,8 +929,8 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
                               const int* digit_len, const int* digit_one, const u32* hat_inv, const u32* hat_inv_sh,
                               const u32* src_q, const u32* hat_mont, const u32* row_q,
                               const u32* row_qinv_neg, const int* row_limb, const int* row_prime,
-                              const u32* psi, int rows, int maxa, int logn, int row_chunk, int d_wide,
-                              int copy_own) {
+                              const u32* psi, const u32* ipsi, const u32* qns, int rows, int maxa, int logn,
+                              int row_chunk, int d_wide, int copy_own) {
     extern __shared__ u32 ts[];                 /* Staged<A> */
     constexpr int CH = 1 << LOGCH, W = MODUP_TOP_COLS;
     constexpr int logc = SMEM_LOG;
@@ -937,14 +939,25 @@ __global__ void modup_ntt_top(const u32* coeff, const void* d_ntt, u32* out, con
     const int j = fb.src, rc = fb.rc, k0 = fb.k0, lane = fb.lane, k = k0 + lane;
     const int s = digit_start[j], len = digit_len[j];
     const bool one = digit_one[j];
-    for (int e = threadIdx.x; e < Staged<A>::WORDS * CH * W; e += blockDim.x) {
-        const int a = e / (CH * W), i = (e / W) % CH, c = j * maxa + a;
-        u32 t = 0;
+    /* the INTT's register stages of digit limb a at this block's columns (coeff holds its
+       shared-memory pass), then t = x N^-1 (Q_j/q)^-1, one Shoup product (hat_inv) */
+    for (int e = threadIdx.x; e < Staged<A>::WORDS * W; e += blockDim.x) {
+        const int a = e / W, col = e % W, c = j * maxa + a;
+        u32 v[CH];
         if (a < len) {
-            const u32 x = coeff[(size_t)(s + a) * N + ((size_t)i << logc) + k0 + e % W];
-            t = shoup_mul(x, hat_inv[c], hat_inv_sh[c], src_q[c]);
+            const u32 q = src_q[c];
+            const u32* x = coeff + (size_t)(s + a) * N + k0 + col;
+#pragma unroll
+            for (int i = 0; i < CH; ++i) v[i] = x[(size_t)i << logc];
+            inv_top_stages<LOGCH>(v, ipsi + ((size_t)(s + a) << logn), q, qns[s + a]);
+#pragma unroll
+            for (int i = 0; i < CH; ++i) v[i] = shoup_mul(v[i], hat_inv[c], hat_inv_sh[c], q);
+        } else {
+#pragma unroll
+            for (int i = 0; i < CH; ++i) v[i] = 0;
         }
-        ts[Staged<A>::at(a, i, e % W)] = t;
+#pragma unroll
+        for (int i = 0; i < CH; ++i) ts[Staged<A>::at(a, i, col)] = v[i];
     }
     __syncthreads();
     const int r1 = min(rows, (rc + 1) * row_chunk);
@@ -1575,9 +1588,11 @@ def _fwd_smem(ring, src, dst, sel, prow, rows):
 
 
 @_host_in_host_out
-def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None):
+def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None, smem_only=False):
     """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref; of a[..., gather]
-    where gather (a device int32 map of N positions, not in place) is given."""
+    where gather (a device int32 map of N positions, not in place) is given. smem_only: the
+    shared-memory pass alone, for a kernel that runs the register pass and N^-1 itself
+    (modup_ntt_top)."""
     src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
         return dst
@@ -1587,7 +1602,7 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None
     logn = ring.log_n
     top = logn - logc
     _intt_smem(ring, src, dst, sel, prow, rows, gather)
-    if top:
+    if top and not smem_only:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
             (dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
@@ -1810,9 +1825,11 @@ def _modup_top(ks, d, level, consts, copy_own, gather=None):
         return None
     if gather is not None and copy_own:
         raise ValueError("_modup_top: a gathered ModUp does not copy d's rows")
-    # the INTT first: the device starts while the host allocates the rest (a lone rotation's
-    # wall time is the host's time to its first launch plus the device's)
-    coeff = intt(ring, d, range(ks.params.limbs_at(level)), out_dtype=np.uint32, gather=gather)
+    # the INTT's shared-memory pass first: the device starts while the host allocates the rest
+    # (a lone rotation's wall time is the host's time to its first launch plus the device's);
+    # modup_ntt_top runs its register pass
+    coeff = intt(ring, d, range(ks.params.limbs_at(level)), out_dtype=np.uint32, gather=gather,
+                 smem_only=True)
     n = ring.n
     digits, rows = consts["digits"], consts["rows"]
     out = cp.empty((digits, rows, n), dtype=np.uint32)
@@ -1821,9 +1838,9 @@ def _modup_top(ks, d, level, consts, copy_own, gather=None):
     chunk = _row_chunk(rows, digits * cols)
     _fn(f"modup_ntt_top<{bound}, {top}>")(
         (digits * -(-rows // chunk) * cols,), (THREADS,),
-        (coeff, d, out, consts["start"], consts["len"], consts["one"], consts["hat_inv"], consts["hat_inv_sh"],
+        (coeff, d, out, consts["start"], consts["len"], consts["one"], consts["hat_inv_n"], consts["hat_inv_n_sh"],
          consts["src_q"], consts["hat_mont"], consts["row_q"], consts["row_qinv_neg"],
-         consts["row_limb"], consts["row_prime"], dev["psi"], np.int32(rows),
+         consts["row_limb"], consts["row_prime"], dev["psi"], dev["ipsi"], dev["qn"], np.int32(rows),
          np.int32(consts["maxa"]), np.int32(ring.log_n), np.int32(chunk), np.int32(_word(d) == "u64"),
          np.int32(copy_own)),
         shared_mem=_top_smem(_staged_words(bound), top))
@@ -1893,6 +1910,12 @@ def _modup_consts(ks, level):
         sel_prime += [ring_rows[r] for r in dst_rows]
     # 32-bit tables: Shoup companions of hat_inv, hat_mod in Montgomery form (x 2^32 mod q)
     hat_inv_sh = (hat_inv << np.uint64(32)) // src_q
+    # modup_ntt_top finishes the INTT itself: N^-1 (Q_j/q)^-1 in one product
+    ninv = cp.asnumpy(ks.ring._ninv).astype(np.uint64).ravel()
+    hat_inv_n = np.zeros_like(hat_inv)
+    for j, dg in enumerate(digits):
+        hat_inv_n[j, :len(dg)] = hat_inv[j, :len(dg)] * ninv[list(dg)] % src_q[j, :len(dg)]
+    hat_inv_n_sh = (hat_inv_n << np.uint64(32)) // src_q
     hat_mont = (hat_mod << np.uint64(32)) % row_q[None, :, None]
     qinv_neg = np.array([(-pow(int(q), -1, 1 << 32)) % (1 << 32) for q in row_q], dtype=np.uint32)
     c = {
@@ -1902,6 +1925,8 @@ def _modup_consts(ks, level):
         "one": cp.asarray(np.array([_one_reduction([prm.qp[i] for i in dg]) for dg in digits],
                                    dtype=np.int32)),
         "hat_inv": cp.asarray(hat_inv.astype(np.uint32)), "hat_inv_sh": cp.asarray(hat_inv_sh.astype(np.uint32)),
+        "hat_inv_n": cp.asarray(hat_inv_n.astype(np.uint32)),
+        "hat_inv_n_sh": cp.asarray(hat_inv_n_sh.astype(np.uint32)),
         "src_q": cp.asarray(src_q.astype(np.uint32)), "hat_mont": cp.asarray(hat_mont.astype(np.uint32)),
         "row_q": cp.asarray(row_q.astype(np.uint32)), "row_qinv_neg": cp.asarray(qinv_neg),
         "row_limb": cp.asarray(row_limb), "row_prime": cp.asarray(np.array(ring_rows, dtype=np.int32)),
