@@ -1,8 +1,9 @@
 """CUDA kernels for the CKKS hot spots, compiled once per process through cupy.RawModule.
 
-Layout contract (the same as the numpy reference in aegis_hpc.ckks): residues
-are stored as uint64 words holding values below q < 2^31, limbs are rows of a
-C-contiguous (..., limbs, N) array. Inside the kernels everything that fits is
+Layout contract (the numpy reference's in aegis_hpc.ckks, but for the word): residues
+are values below q < 2^31, stored as uint32 words on the device (backend.residue_dtype;
+the kernels that read a ciphertext also take the reference's uint64 words), limbs are
+rows of a C-contiguous (..., limbs, N) array. Inside the kernels everything that fits is
 32-bit: NTT butterflies multiply by twiddles in Montgomery form (mont_mul, one
 32-bit table); constants take Shoup products with 32-bit precomputed quotients;
 sums of products accumulate in 64 bits before one reduction (Montgomery's in
