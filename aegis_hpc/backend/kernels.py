@@ -17,6 +17,7 @@ reached from its `if ring._gpu` hooks.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 
@@ -264,12 +265,6 @@ __device__ __forceinline__ void round_stage_rows(u32 (&v)[R][8], const u32* w, i
     }
 }
 
-/* one row's */
-template <bool FWD>
-__device__ __forceinline__ void round_stage(u32 (&v)[8], const u32* w, int kb, u32 q, u32 qn) {
-    round_stage_rows<FWD, 1>(reinterpret_cast<u32 (&)[1][8]>(v), w, kb, q, qn);
-}
-
 /* Before a round reads what the previous one wrote: two rounds whose positions keep the
    thread-index bits from lo up (lo: the larger of the two rounds' lo) exchange residues only
    within groups of 2^lo consecutive threads, so a group inside a warp needs __syncwarp, a
@@ -298,6 +293,36 @@ __device__ __forceinline__ void load8(const u64* p, u32 (&v)[8]) {
     for (int i = 0; i < 4; ++i) {
         const ulonglong2 t = *(const ulonglong2*)(p + 2 * i);
         v[2 * i] = (u32)t.x; v[2 * i + 1] = (u32)t.y;
+    }
+}
+/* g[i] for i < 8 as a tree of selects on i's bits: a run-time index into a register array
+   would put it in local memory */
+__device__ __forceinline__ u32 pick8(const u32 (&g)[8], u32 i) {
+    const bool b0 = i & 1, b1 = i & 2, b2 = i & 4;
+    const u32 a0 = b0 ? g[1] : g[0], a1 = b0 ? g[3] : g[2], a2 = b0 ? g[5] : g[4], a3 = b0 ? g[7] : g[6];
+    const u32 c0 = b1 ? a1 : a0, c1 = b1 ? a3 : a2;
+    return b2 ? c1 : c0;
+}
+/* x[k] = row[x[k]] for a Galois map's eight positions from 8 j on (NTT form; in place, which
+   keeps the register count of the kernels that call it): an automorphism maps each aligned
+   group of eight positions onto one aligned group (it multiplies the top bits of the bit-
+   reversed index by the odd g), so the group comes in as 16-byte loads and each residue is
+   picked by its index's low bits, where eight 4-byte loads each touched a sector of their own
+   across the warp; any other map (a test's random permutation) loads one residue at a time */
+template <typename T>
+__device__ __forceinline__ void gather8(const T* row, u32 (&x)[8]) {
+    const u32 g = x[0] & ~7u;
+    bool one = true;
+#pragma unroll
+    for (int k = 1; k < 8; ++k) one &= (x[k] & ~7u) == g;
+    if (one) {
+        u32 grp[8];
+        load8(row + g, grp);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) x[k] = pick8(grp, x[k] & 7);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) x[k] = (u32)row[x[k]];
     }
 }
 __device__ __forceinline__ void store8(u32* p, const u32 (&v)[8]) {
@@ -392,7 +417,7 @@ __global__ void ntt_fwd_smem(const Ti* src, To* dst, const int* rsel, const int*
    The step runs on the last round's registers (positions 8 j + k): a comes in and out goes
    back as 16-byte accesses, 0.047 -> 0.039 ms at bench-n16-l20 against a store staged through
    shared memory (which 64-bit outputs needed). */
-template <typename Ti, typename TA, int LOGC>
+template <typename Ti, typename TA, int LOGC, bool PERM, bool SCALED>
 __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* psi, const u32* qns,
                                    const u32* qs, int logn, const TA* a, u32* out, const u32* inv,
                                    const u32* invsh, const void* add0, const void* add1, const int* perm,
@@ -410,26 +435,75 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
     const int n0 = cbase + 8 * threadIdx.x;
     u32 av[8];
     load8(a + (((size_t)poly * poly_rows + row0 + r) << logn) + n0, av);
-    const void* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
-    const size_t adr = (size_t)r << logn;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-        u32 o = shoup_mul(av[k] + q - v[k], w, ws, q);   /* a, b < q: below 2q < 2^32 */
-        if (ad) {
-            u32 t = word_at(ad, adr + (perm ? perm[n0 + k] : n0 + k), add_wide);
-            if (addw) t = shoup_mul(t, addw[r], addwsh[r], q);
-            o = add_q(o, t, q);
+    for (int k = 0; k < 8; ++k) v[k] = shoup_mul(av[k] + q - v[k], w, ws, q);   /* a, b < q: below 2q < 2^32 */
+    /* the addend's presence is per polynomial; its map and factor are per launch (templates:
+       as run-time tests they compiled to uniform branches around every residue) */
+    const void* ad = poly == 0 ? add0 : (poly == 1 ? add1 : 0);
+    if (ad) {
+        const size_t adr = (size_t)r << logn;
+        u32 t[8];
+        if (PERM) {
+            /* a load a residue: gather8 took this kernel to 44 registers (half the blocks an SM)
+               and measured 0.036 -> 0.044 ms in a rotation at bench-n16-l20 */
+            u32 at[8];
+            load8((const u32*)perm + n0, at);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) t[k] = word_at(ad, adr + at[k], add_wide);
+        } else if (add_wide) {
+            load8((const u64*)ad + adr + n0, t);
+        } else {
+            load8((const u32*)ad + adr + n0, t);
         }
-        v[k] = o;
+        const u32 aw = SCALED ? addw[r] : 0, aws = SCALED ? addwsh[r] : 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = add_q(v[k], SCALED ? shoup_mul(t[k], aw, aws, q) : t[k], q);
     }
     store8(out + x.off + 8 * threadIdx.x, v);
 }
 
-/* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 in shared memory, N^-1 folded in when
-   they are all the stages; the first round's positions (8 j + k) come in straight from
-   device memory as 16-byte loads, the last round's go out directly. gather (null for none):
-   the transform of src[..., gather] (a lone rotation's map, applied before its ModUp). */
-template <typename Ti, typename To, int LOGC>
+/* inverse (Gentleman-Sande): span bits 0 .. LOGC-1 of one chunk in each of R rows of one
+   prime (row i's shared memory s + i * padded(C)), from the first round's residues in v
+   (positions 8 j + k, which a kernel loads from device memory as 16-byte words or already
+   holds: ks_modup_inner's sums); the last round's residues (positions inv_last_pos(j) +
+   (k << (LOGC - 3))) are left in v for the kernel to store. */
+template <int LOGC>
+__device__ __forceinline__ int inv_last_pos(int j) { return round_pos(j, 0, LOGC - 3); }
+template <int LOGC, int R>
+__device__ __forceinline__ void inv_chunks(u32* s, const RowPart& x, int cbase, int logn, u32 (&v)[R][8]) {
+    constexpr int S = (1 << LOGC) + (1 << LOGC) / 32;     /* padded(C): one row's shared words */
+    const int j = threadIdx.x;
+#pragma unroll
+    for (int b0 = 0; b0 < LOGC; b0 += 3) {
+        const int nb = LOGC - b0 < 3 ? LOGC - b0 : 3, lo = b0 < LOGC - 3 ? b0 : LOGC - 3;
+        const int base = round_pos(j, 0, lo);
+        if (b0 > 0) {
+            round_barrier<LOGC>(lo);           /* this round's lo, the larger */
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int k = 0; k < 8; ++k) v[r][k] = s[r * S + padded_at(base, k, lo)];
+        }
+#pragma unroll
+        for (int kb = 0; kb < 3; ++kb) {
+            const int b = lo + kb;
+            if (b < b0 || b >= b0 + nb) continue;
+            round_stage_rows<false, R>(v, group_twiddles(x.w, logn, b, cbase + base), kb, x.q, x.qn);
+        }
+        if (b0 + 3 < LOGC) {
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int k = 0; k < 8; ++k) s[r * S + padded_at(base, k, lo)] = v[r][k];
+        }
+    }
+}
+
+/* the inverse's shared-memory pass over a chunk of one row, N^-1 folded in when its stages
+   are the whole transform. GATHER: the transform of src[..., gather] (a lone rotation's map,
+   applied before its ModUp); a template, so the passes without a map keep the registers
+   gather8 takes (39 against 32 a thread: three blocks an SM instead of four). */
+template <typename Ti, typename To, int LOGC, bool GATHER>
 __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* prow, const u32* ipsi,
                           const u32* qns, const u32* qs, const u32* ninv, const u32* ninvsh,
                           int logn, int scale, const int* gather) {
@@ -437,40 +511,21 @@ __global__ void intt_smem(const Ti* src, To* dst, const int* rsel, const int* pr
     const int j = threadIdx.x;
     int c;
     RowPart x = chunk_of(c, rsel, prow, ipsi, qns, qs, logn, LOGC);
-    const u32 q = x.q, qn = x.qn;
     const int cbase = c << LOGC;
     u32 v[8];
-#pragma unroll
-    for (int b0 = 0; b0 < LOGC; b0 += 3) {
-        const int nb = LOGC - b0 < 3 ? LOGC - b0 : 3, lo = b0 < LOGC - 3 ? b0 : LOGC - 3;
-        const int base = round_pos(j, 0, lo);
-        if (b0 == 0 && gather) {
-            const Ti* row = src + (x.off - cbase);
-#pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = (u32)row[gather[cbase + base + k]];
-        } else if (b0 == 0) {
-            load8(src + x.off + base, v);      /* lo = 0: base = 8 j */
-        } else {
-            round_barrier<LOGC>(lo);           /* this round's lo, the larger */
-#pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = s[padded_at(base, k, lo)];
-        }
-#pragma unroll
-        for (int kb = 0; kb < 3; ++kb) {
-            const int b = lo + kb;
-            if (b < b0 || b >= b0 + nb) continue;
-            round_stage<false>(v, group_twiddles(x.w, logn, b, cbase + base), kb, q, qn);
-        }
-        if (b0 + 3 < LOGC) {
-#pragma unroll
-            for (int k = 0; k < 8; ++k) s[padded_at(base, k, lo)] = v[k];
-        } else {
-            u32 ni = ninv[x.p], nis = ninvsh[x.p];
-#pragma unroll
-            for (int k = 0; k < 8; ++k)
-                dst[x.off + base + (k << lo)] = (To)(scale ? shoup_mul(v[k], ni, nis, q) : v[k]);
-        }
+    if (GATHER) {
+        const Ti* row = src + (x.off - cbase);
+        load8((const u32*)gather + cbase + 8 * j, v);
+        gather8(row, v);
+    } else {
+        load8(src + x.off + 8 * j, v);
     }
+    inv_chunks<LOGC, 1>(s, x, cbase, logn, reinterpret_cast<u32 (&)[1][8]>(v));
+    const int base = inv_last_pos<LOGC>(j);
+    const u32 q = x.q, ni = ninv[x.p], nis = ninvsh[x.p];
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+        dst[x.off + base + (k << (LOGC - 3))] = (To)(scale ? shoup_mul(v[k], ni, nis, q) : v[k]);
 }
 
 /* inverse (Gentleman-Sande): stages t = C .. N/2 of one column; one loop of CH/2 butterflies
@@ -614,12 +669,15 @@ __device__ __forceinline__ void add_key_products(u32 (&acc0)[8], u32 (&acc1)[8],
         acc1[k] = add_q(acc1[k], mont_mul(v[k], a[k], q, qn), q);
     }
 }
-template <typename TD, int LOGC, bool PERM>
+/* P_INTT: the P rows (row_limb -1) leave after the INTT's shared-memory pass, the form ModDown's
+   next kernel reads (moddown_ntt_top): the sums are in registers at the positions (8 j + k)
+   of that pass's first round, so it runs here instead of as a launch that reads them back */
+template <typename TD, int LOGC, bool PERM, bool P_INTT>
 __global__ void __launch_bounds__(1 << (LOGC - 3), 2)
 ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, const int* perm,
                const int* digit_start, const int* digit_len, const int* row_limb, const int* row_prime,
-               const u32* psi, const u32* qns, const u32* qs, const u32* r2m, u32* out, int digits,
-               int rows, int logn, long long key_dstride) {
+               const u32* psi, const u32* ipsi, const u32* qns, const u32* qs, const u32* r2m, u32* out,
+               int digits, int rows, int logn, long long key_dstride) {
     extern __shared__ u32 s[];
     const int chunks = 1 << (logn - LOGC);
     const int r = blockIdx.x / chunks, c = blockIdx.x - r * chunks;
@@ -633,11 +691,11 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
     x.w = psi + ((size_t)x.p << logn);
     const u32 q = x.q, qn = x.qn;
     const size_t kat = ((size_t)r << logn) + n0;
-    u32 acc0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    u32 acc[2][8] = {{0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}};   /* the b and a sums */
     /* digit j's values times its key rows, into the sums */
     auto add_digit = [&](const u32 (&v)[8], int j) {
         const size_t at = (size_t)j * key_dstride + kat;
-        add_key_products(acc0, acc1, v, kb + at, ka + at, q, qn);
+        add_key_products(acc[0], acc[1], v, kb + at, ka + at, q, qn);
     };
     int waiting = -1;                                    /* a converted digit without its pair yet */
 #pragma unroll 1
@@ -645,8 +703,12 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
         if (limb >= digit_start[j] && limb < digit_start[j] + digit_len[j]) {
             u32 v[8];
             const TD* row = d_ntt + ((size_t)limb << logn);
-#pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = (u32)row[PERM ? perm[n0 + k] : n0 + k];
+            if (PERM) {
+                load8((const u32*)perm + n0, v);
+                gather8(row, v);
+            } else {
+                load8(row + n0, v);
+            }
             add_digit(v, j);
         } else if (waiting < 0) {
             waiting = j;
@@ -671,9 +733,22 @@ ks_modup_inner(const u32* mid, const TD* d_ntt, const u32* kb, const u32* ka, co
     /* times 2^64 mod q (r2m), reduced by 2^32 once more: the sum itself, fully reduced */
     const u32 fix = r2m[r];
 #pragma unroll
-    for (int k = 0; k < 8; ++k) { acc0[k] = mont_mul(acc0[k], fix, q, qn); acc1[k] = mont_mul(acc1[k], fix, q, qn); }
-    store8(out + kat, acc0);
-    store8(out + ((size_t)rows << logn) + kat, acc1);
+    for (int k = 0; k < 8; ++k) { acc[0][k] = mont_mul(acc[0][k], fix, q, qn); acc[1][k] = mont_mul(acc[1][k], fix, q, qn); }
+    const size_t poly = (size_t)rows << logn;
+    if (P_INTT && limb < 0) {
+        __syncthreads();                 /* the last pass's readers are done with s */
+        x.w = ipsi + ((size_t)x.p << logn);
+        inv_chunks<LOGC, 2>(s, x, cbase, logn, acc);
+        const size_t at = ((size_t)r << logn) + cbase + inv_last_pos<LOGC>(threadIdx.x);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            out[at + (k << (LOGC - 3))] = acc[0][k];
+            out[poly + at + (k << (LOGC - 3))] = acc[1][k];
+        }
+        return;
+    }
+    store8(out + kat, acc[0]);
+    store8(out + poly + kat, acc[1]);
 }
 
 /* ---- a product's degree-2 terms, d_k = sum_{i+j=k} a_i b_j mod q, as 32-bit words: one
@@ -1262,13 +1337,16 @@ def _templates():
     names = []
     for ti in _WORDS:
         for to in _WORDS:
-            names += [f"{k}<{ti}, {to}, {c}>" for k in ("ntt_fwd_smem", "intt_smem") for c in SMEM_LOGS]
+            names += [f"ntt_fwd_smem<{ti}, {to}, {c}>" for c in SMEM_LOGS]
+            names += [f"intt_smem<{ti}, {to}, {c}, {g}>" for c in SMEM_LOGS for g in ("false", "true")]
             names += [f"ntt_fwd_top<{ti}, {to}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"intt_top<{ti}, {k}>" for k in range(1, MAX_TOP_LOG + 1)]
         names += [f"ks_inner<{ti}>", f"ks_inner_many<{ti}>", f"tensor_product<{ti}>"]
         names += [f"mul_plain_sum<{tc}, {ti}>" for tc in _WORDS]
-        names += [f"ks_modup_inner<{ti}, {SMEM_LOG}, {p}>" for p in ("false", "true")]  # register-pass rings only
-        names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}>" for c in SMEM_LOGS]
+        names += [f"ks_modup_inner<{ti}, {SMEM_LOG}, {p}, {i}>"    # register-pass rings only
+                  for p in ("false", "true") for i in ("false", "true")]
+        names += [f"ntt_fwd_smem_scale<u32, {ti}, {c}, {pm}, {sc}>" for c in SMEM_LOGS
+                  for pm, sc in (("false", "false"), ("true", "false"), ("false", "true"))]
     names += [f"ntt_fwd_top_lift<{k}>" for k in range(1, MAX_TOP_LOG + 1)]
     names += [f"{k}<{a}>" for k in ("modup_convert", "moddown_convert", "basis_convert") for a in CONVERT_BOUNDS]
     names += [f"{kern}<{a}, {k}>" for kern in ("modup_ntt_top", "moddown_ntt_top")
@@ -1297,6 +1375,7 @@ def _staged_words(bound):
     return -(-bound // 4) * 4
 
 
+@functools.lru_cache(maxsize=None)     # a key switch asks twice a call, before its first launch
 def _fused_bound(limbs, top_log):
     """The compiled source bound of the fused conversion kernels for a source of `limbs` limbs
     (a ModUp digit, |P|), or None where they do not apply: no register pass (N <= 2^SMEM_LOG),
@@ -1395,9 +1474,17 @@ def upload(host):
 def _map32(perm):
     """An index map (a Galois map's NTT-form positions) as the kernels take it: contiguous
     int32 on the device. The ring's own maps are that already (RingTables.automorphism_
-    permutation), so a key switch makes no copy, and none inside a CUDA graph's capture."""
+    permutation), so a key switch makes no copy, and none inside a CUDA graph's capture;
+    a map found so once is known by identity after (a lone rotation's host time to its first
+    launch is part of its wall time)."""
+    known = _state.setdefault("map32", {})
+    if known.get(id(perm)) is perm:
+        return perm
     cp = _cp()
-    return cp.ascontiguousarray(cp.asarray(perm), dtype=np.int32)
+    out = cp.ascontiguousarray(cp.asarray(perm), dtype=np.int32)
+    if out is perm:
+        known[id(perm)] = perm      # kept alive, so its id cannot name another array
+    return out
 
 
 def _one_word(arrays):
@@ -1410,13 +1497,15 @@ def _one_word(arrays):
     return arrays, words != {"u32"}
 
 
+_WORD_OF = {np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64"}
+
+
 def _word(a):
-    """Template argument for an array's storage word."""
-    if a.dtype == np.uint32:
-        return "u32"
-    if a.dtype == np.uint64:
-        return "u64"
-    raise TypeError(f"residues stored as {a.dtype}; expected uint32 or uint64")
+    """Template argument for an array's storage word (a dict lookup: several a launch)."""
+    w = _WORD_OF.get(a.dtype)
+    if w is None:
+        raise TypeError(f"residues stored as {a.dtype}; expected uint32 or uint64")
+    return w
 
 
 def _ew(name):
@@ -1427,6 +1516,11 @@ def _ew(name):
         k = cp.ElementwiseKernel(ins, outs, body, f"aegis_{name}", preamble=_PREAMBLE)
         _state["ew"][name] = k
     return _keeping(k, lambda args: args) if _state.get("kept") is not None else k
+
+
+def _cbool(flag):
+    """A template argument for a Python truth value."""
+    return "true" if flag else "false"
 
 
 def _grid(total):
@@ -1481,7 +1575,7 @@ def _ring_dev(ring):
             "qn": cp.asarray(np.array([(-pow(int(x), -1, 1 << 32)) % (1 << 32) for x in q], dtype=np.uint32)),
             "q": cp.asarray(q.astype(np.uint32)), "mu": cp.asarray(_mu_of(q)),
             "ninv": u32(ring._ninv), "ninvsh": u32(ring._ninv_sh),
-            "prow": {},
+            "prow": {}, "plans": {},
         }
         ring._kernel_tables = d
     return d
@@ -1589,11 +1683,9 @@ def _fwd_smem(ring, src, dst, sel, prow, rows):
 
 
 @_host_in_host_out
-def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None, smem_only=False):
+def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None):
     """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref; of a[..., gather]
-    where gather (a device int32 map of N positions, not in place) is given. smem_only: the
-    shared-memory pass alone, for a kernel that runs the register pass and N^-1 itself
-    (modup_ntt_top)."""
+    where gather (a device int32 map of N positions, not in place) is given."""
     src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
         return dst
@@ -1603,7 +1695,7 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None
     logn = ring.log_n
     top = logn - logc
     _intt_smem(ring, src, dst, sel, prow, rows, gather)
-    if top and not smem_only:
+    if top:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
             (dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
@@ -1614,15 +1706,22 @@ def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None
 def _intt_smem(ring, src, dst, sel, prow, rows, gather=None):
     """The inverse transform's shared-memory pass over rows (of src[..., gather] where given);
     N^-1 is applied here when the ring has no register pass (N <= 2^SMEM_LOG), else by that
-    pass."""
+    pass. Its launch's fixed parts are made once per ring and word pair: it is a lone
+    rotation's first launch, and the host's time to it is part of the rotation's wall time."""
     d = _ring_dev(ring)
-    logn = ring.log_n
-    logc = _chunk_log(logn)
-    _fn(f"intt_smem<{_word(src)}, {_word(dst)}, {logc}>")(
-        (rows << (logn - logc),), (1 << (logc - 3),),
-        (src, dst, _null(sel), prow, d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"],
-         np.int32(logn), np.int32(0 if logn > logc else 1), _null(gather)),
-        shared_mem=_smem_bytes(logc))
+    key = ("intt_smem", src.dtype, dst.dtype, gather is None)
+    plan = d["plans"].get(key)
+    if plan is None:
+        logn = ring.log_n
+        logc = _chunk_log(logn)
+        plan = d["plans"][key] = (
+            f"intt_smem<{_word(src)}, {_word(dst)}, {logc}, {_cbool(gather is not None)}>", logn - logc,
+            (1 << (logc - 3),),
+            (d["ipsi"], d["qn"], d["q"], d["ninv"], d["ninvsh"], np.int32(logn), np.int32(0 if logn > logc else 1)),
+            _smem_bytes(logc))
+    name, chunks_log, block, tables, smem = plan
+    _fn(name)((rows << chunks_log,), block, (src, dst, _null(sel), prow) + tables + (_null(gather),),
+              shared_mem=smem)
 
 
 # ---------------------------------------------------------------- key switching
@@ -1820,17 +1919,18 @@ def _modup_top(ks, d, level, consts, copy_own, gather=None):
     not copy_own)."""
     cp = _cp()
     ring = ks.ring
-    top = _top_log(ring.log_n)
-    bound = _fused_bound(consts["maxa"], top)
+    bound = consts["fused"]
     if not bound:
         return None
     if gather is not None and copy_own:
         raise ValueError("_modup_top: a gathered ModUp does not copy d's rows")
     # the INTT's shared-memory pass first: the device starts while the host allocates the rest
-    # (a lone rotation's wall time is the host's time to its first launch plus the device's);
-    # modup_ntt_top runs its register pass
-    coeff = intt(ring, d, range(ks.params.limbs_at(level)), out_dtype=np.uint32, gather=gather,
-                 smem_only=True)
+    # (a lone rotation's wall time is the host's time to its first launch plus the device's),
+    # launched straight, d being contiguous already; modup_ntt_top runs its register pass
+    limbs = consts["limbs"]
+    coeff = cp.empty((limbs, ring.n), dtype=np.uint32)
+    _intt_smem(ring, d, coeff, None, consts["limb_primes"], limbs, gather)
+    top = _top_log(ring.log_n)
     n = ring.n
     digits, rows = consts["digits"], consts["rows"]
     out = cp.empty((digits, rows, n), dtype=np.uint32)
@@ -1854,6 +1954,12 @@ def modup_inner(ks, d, key, level, perm=None):
     first reads), then ks_modup_inner, which runs that pass per digit and block and takes the
     inner product from its registers: the extended digits are never stored whole. Otherwise
     modup of d[..., perm] then ks_inner."""
+    return _modup_inner(ks, d, key, level, perm, p_intt=False)[0]
+
+
+def _modup_inner(ks, d, key, level, perm, p_intt):
+    """modup_inner, and whether its P rows left after the INTT's shared-memory pass (p_intt
+    asks for it; only ks_modup_inner does it)."""
     cp = _cp()
     consts = _modup_consts(ks, level)
     ring = ks.ring
@@ -1863,19 +1969,35 @@ def modup_inner(ks, d, key, level, perm=None):
     mid = _modup_top(ks, d, level, consts, copy_own=False, gather=gather)
     if mid is None:
         return ks_inner(modup(ks, d if perm is None else d[..., perm], level), key,
-                        ring.q_col(ks.rows(level)), rows)
+                        ring.q_col(ks.rows(level)), rows), False
     kb = cp.ascontiguousarray(cp.asarray(key.b), dtype=np.uint32)
     ka = cp.ascontiguousarray(cp.asarray(key.a), dtype=np.uint32)
     dev = _ring_dev(ring)
     out = cp.empty((2, rows, ring.n), dtype=np.uint32)
     logn, logc = ring.log_n, _chunk_log(ring.log_n)
-    _fn(f"ks_modup_inner<{_word(d)}, {logc}, {'false' if gather is None else 'true'}>")(
+    _fn(f"ks_modup_inner<{_word(d)}, {logc}, {_cbool(gather is not None)}, {_cbool(p_intt)}>")(
         (rows << (logn - logc),), (1 << (logc - 3),),
         (mid, d, kb, ka, _null(gather), consts["start"], consts["len"], consts["row_limb"],
-         consts["row_prime"], dev["psi"], dev["qn"], dev["q"], consts["row_r2m"], out,
+         consts["row_prime"], dev["psi"], dev["ipsi"], dev["qn"], dev["q"], consts["row_r2m"], out,
          np.int32(consts["digits"]), np.int32(rows), np.int32(logn), np.int64(kb.shape[1] * ring.n)),
         shared_mem=2 * _smem_bytes(logc))      # two digits' chunks in lockstep
-    return out
+    return out, p_intt
+
+
+def switch(ks, d, key, level, addend=None, perm=None, rescale=False):
+    """KeySwitcher.switch on the device: modup_inner, then moddown (moddown_rescale with
+    rescale). Where both run their fused kernels, ks_modup_inner leaves the P rows as ModDown's
+    INTT shared-memory pass would (from its registers), and ModDown skips that pass and its
+    launch."""
+    fused = ks.__dict__.setdefault("_kernel_fused_down", {})
+    fused_down = fused.get(rescale)
+    if fused_down is None:
+        drop = ks.params.primes_per_level if rescale else 0
+        fused_down = fused[rescale] = _fused_bound(ks.n_p + drop, _top_log(ks.ring.log_n)) is not None
+    acc, p_done = _modup_inner(ks, d, key, level, perm, p_intt=fused_down)
+    if rescale:
+        return _moddown_rescale(ks, acc, level, addend, None, p_done)
+    return _divide(ks, acc, level, 0, None, addend, perm, None, p_done)
 
 
 def _modup_consts(ks, level):
@@ -1920,7 +2042,8 @@ def _modup_consts(ks, level):
     hat_mont = (hat_mod << np.uint64(32)) % row_q[None, :, None]
     qinv_neg = np.array([(-pow(int(q), -1, 1 << 32)) % (1 << 32) for q in row_q], dtype=np.uint32)
     c = {
-        "digits": len(digits), "rows": rows, "maxa": maxa,
+        "digits": len(digits), "rows": rows, "maxa": maxa, "limbs": limbs,
+        "fused": _fused_bound(maxa, _top_log(ks.ring.log_n)), "limb_primes": _prow(ks.ring, range(limbs), limbs),
         "start": cp.asarray(np.array([dg.start for dg in digits], dtype=np.int32)),
         "len": cp.asarray(np.array([len(dg) for dg in digits], dtype=np.int32)),
         "one": cp.asarray(np.array([_one_reduction([prm.qp[i] for i in dg]) for dg in digits],
@@ -1951,6 +2074,10 @@ def moddown_rescale(ks, acc, level, addend=None, top=None):
     """KeySwitcher.moddown_rescale on the device: moddown's kernels with the divisor P q_T,
     the top group's rows of the sum (top, or acc_T + P addend_T made here) as its last
     sources, and the addend times q_T^-1 in the last pass."""
+    return _moddown_rescale(ks, acc, level, addend, top, False)
+
+
+def _moddown_rescale(ks, acc, level, addend, top, p_done):
     cp = _cp()
     limbs = ks.params.limbs_at(level)
     keep = limbs - ks.params.primes_per_level
@@ -1970,11 +2097,12 @@ def moddown_rescale(ks, acc, level, addend=None, top=None):
              _null(adds[0]), _null(adds[1]), np.int32(wide), cp.ascontiguousarray(ks.p_mod(t_idx).ravel()),
              cp.ascontiguousarray(qc.ravel()), cp.ascontiguousarray(_mu_col(qc).ravel()), top,
              np.int32(limbs - keep), np.int32(n.bit_length() - 1), np.int32(polys)))
-    return _divide(ks, acc, level, ks.params.primes_per_level, top, addend, None, ks.top_inverse(level))
+    return _divide(ks, acc, level, ks.params.primes_per_level, top, addend, None, ks.top_inverse(level), p_done)
 
 
-def _divide(ks, acc, level, drop, top, addend, perm, addend_w):
-    """The device KeySwitcher._divide plus the addend (times addend_w when given)."""
+def _divide(ks, acc, level, drop, top, addend, perm, addend_w, p_done=False):
+    """The device KeySwitcher._divide plus the addend (times addend_w when given). p_done:
+    acc's P rows are already past the INTT's shared-memory pass (switch; fused kernels only)."""
     cp = _cp()
     ring = ks.ring
     n_p = ks.n_p
@@ -1985,12 +2113,17 @@ def _divide(ks, acc, level, drop, top, addend, perm, addend_w):
     top_log = _top_log(ring.log_n)
     fused = _fused_bound(n_src, top_log)
     inv, qc = ks.p_inverse(level, drop), ring.q_col(q_idx)
+    if p_done and not fused:
+        raise ValueError("_divide: P rows past the INTT's first pass need the fused ModDown")
     if fused:
         acc = cp.ascontiguousarray(acc)
         polys = acc.size // (acc.shape[-2] * ring.n)
-        pint = cp.empty(acc.shape, dtype=np.uint32)     # only the P rows are written
         k = _moddown_consts(ks, level, polys, drop)
-        _intt_smem(ring, acc, pint, k["p_rows"], k["p_prime_rows"], polys * n_p)
+        if p_done:
+            pint = acc
+        else:
+            pint = cp.empty(acc.shape, dtype=np.uint32)     # only the P rows are written
+            _intt_smem(ring, acc, pint, k["p_rows"], k["p_prime_rows"], polys * n_p)
         tint = None
         if drop:
             top = cp.ascontiguousarray(top)
@@ -2116,7 +2249,7 @@ def ntt_scale_down_add(ring, b, idx, a, row0, inv, qc, addend=None, perm=None, t
     if top and not top_done:
         _fwd_top(ring, b, b, None, prow, rows)
     out = cp.empty(b.shape, dtype=np.uint32)
-    _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}>")(
+    _fn(f"ntt_fwd_smem_scale<u32, {_word(a)}, {logc}, {_cbool(perm is not None)}, {_cbool(aw[0] is not None)}>")(
         (rows << top,), (1 << (logc - 3),),
         (b, prow, d["psi"], d["qn"], d["q"], np.int32(logn), a, out, w, ws, _null(adds[0]), _null(adds[1]),
          _null(perm), _null(aw[0]), _null(aw[1]), np.int32(row0), np.int32(a.shape[-2]), np.int32(limbs),

@@ -46,8 +46,8 @@ class LevelMatch:
 class Evaluator(LevelMatch):
     """Single-rank evaluator. The row hooks (`_rows`, `_limbs`, `_qc`, `_const_col`,
     `_pt_rows`) and the key-switch steps (`_modup`, `_inner`, `_modup_inner`, `_inner_many`,
-    `_moddown`, `_moddown_rescale`) are what parallel.limb.LimbEvaluator overrides to run
-    the same code on its share of the limbs."""
+    `_moddown`, `_moddown_rescale`, and `_key_switch`, their composition for one input) are
+    what parallel.limb.LimbEvaluator overrides to run the same code on its share of the limbs."""
 
     # a bootstrap on this evaluator may be replayed as a CUDA graph (backend/graphs.py): it
     # launches device work only, with no exchange between ranks
@@ -123,6 +123,12 @@ class Evaluator(LevelMatch):
 
     def _moddown_rescale(self, acc, level, addend):
         return self.ks.moddown_rescale(acc, level, addend)
+
+    def _key_switch(self, d, key, level, addend=None, perm=None, rescale=False):
+        """A whole key switch of one input (KeySwitcher.switch: on the device one sequence
+        whose steps hand each other more than the steps' arrays); a limb-parallel evaluator
+        composes its own steps instead."""
+        return self.ks.switch(d, key, level, addend, perm, rescale)
 
     def _same_scale(self, a, b, what):
         if abs(a.scale / b.scale - 1.0) > SCALE_RTOL:
@@ -337,8 +343,7 @@ class Evaluator(LevelMatch):
         """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step;
         with rescale, its ModDown also divides by the top prime group (moddown_rescale)."""
         self.counts["keyswitch"] += 1
-        acc = self._modup_inner(d, key, level)
-        return self._moddown_rescale(acc, level, addend) if rescale else self._moddown(acc, level, addend)
+        return self._key_switch(d, key, level, addend, rescale=rescale)
 
     def square(self, a, rescale: bool = False):
         return self.mul(a, a, rescale)
@@ -379,16 +384,27 @@ class Evaluator(LevelMatch):
                                   "(or conjugate=True)")
         return self.keys.galois[element]
 
+    def _galois_one(self, ct, element, what):
+        """One Galois map of ct: nothing to share, so one whole key switch of the mapped c1
+        (ModUp's last pass rides in the inner product), c0 mapped as its addend. Its own path:
+        a lone rotation's wall time includes the host's time to its first launch."""
+        self._check(ct)
+        key = self._galois_key(element, what)
+        self.counts["keyswitch"] += 1
+        data = ct.data
+        return ct.with_data(self._key_switch(data[1], key, ct.level, (data[0], None),
+                                             self.ring.automorphism_permutation(element)))
+
     def _galois_hoisted(self, ct, elements_and_names):
+        if len(elements_and_names) == 1:
+            return [self._galois_one(ct, *elements_and_names[0])]
         self._check(ct)
         keys = [self._galois_key(g, name) for g, name in elements_and_names]
         self.counts["keyswitch"] += len(keys)
         perms = [self.ring.automorphism_permutation(g) for g, _ in elements_and_names]
-        if len(keys) == 1:   # nothing to share: ModUp's last pass rides in the inner product
-            accs = [self._modup_inner(ct.data[1], keys[0], ct.level, perms[0])]
-        else:
-            accs = self._inner_many(self._modup(ct.data[1], ct.level), keys, ct.level, perms)
-        return [ct.with_data(self._moddown(acc, ct.level, addend=(ct.data[0], None), perm=perm))
+        addend = (ct.data[0], None)
+        accs = self._inner_many(self._modup(ct.data[1], ct.level), keys, ct.level, perms)
+        return [ct.with_data(self._moddown(acc, ct.level, addend, perm))
                 for acc, perm in zip(accs, perms)]
 
     def rotate_hoisted(self, ct, steps):
@@ -407,11 +423,12 @@ class Evaluator(LevelMatch):
 
     def rotate(self, ct, steps: int):
         """Cyclic left rotation of the slots by `steps`."""
-        return self.rotate_hoisted(ct, [steps])[steps]
+        if steps % ct.slots == 0:
+            return ct
+        return self._galois_one(ct, galois_element_for_rotation(steps, self.params.n), f"rotation {steps}")
 
     def conjugate(self, ct):
-        g = galois_element_conjugate(self.params.n)
-        return self._galois_hoisted(ct, [(g, "conjugation")])[0]
+        return self._galois_one(ct, galois_element_conjugate(self.params.n), "conjugation")
 
     # ---- circuits -----------------------------------------------------
     def linear_transform(self, ct, transform, rescale: bool = True):

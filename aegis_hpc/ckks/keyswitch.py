@@ -298,9 +298,20 @@ class KeySwitcher:
         out = conv + fix                          # < 2q
         return xp.minimum(out, out - qc)          # unsigned wrap: out mod q
 
-    def switch(self, d, key, level, addend=None):
-        """(u0, u1) with u0 + u1*s ~= d * s_from (mod Q_l), plus addend (see moddown)."""
-        return self.moddown(self.modup_inner(d, key, level), level, addend)
+    def switch(self, d, key, level, addend=None, perm=None, rescale=False):
+        """(u0, u1) with u0 + u1*s ~= d[..., perm] * s_from (mod Q_l), plus addend (gathered
+        by perm, see moddown); with rescale, ModDown and the rescale as one division
+        (moddown_rescale, which takes no perm). The device runs it as one sequence whose
+        inner product hands ModDown its P rows in the form ModDown's next kernel reads
+        (kernels.switch)."""
+        if rescale and perm is not None:
+            raise ValueError("switch: a rescaled key switch takes no Galois map")
+        if self.ring._gpu:
+            from ..backend import kernels
+
+            return kernels.switch(self, d, key, level, addend, perm, rescale)
+        acc = self.modup_inner(d, key, level, perm)
+        return self.moddown_rescale(acc, level, addend) if rescale else self.moddown(acc, level, addend, perm)
 
 
 def add_scaled_polys(ring, u, addend, w, qc):

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..ckks.ciphertext import Ciphertext, Plaintext
 from ..ckks.evaluator import EvaluationError, Evaluator
 from ..ckks.keyswitch import add_polys, add_scaled_polys
@@ -140,14 +138,21 @@ class LimbEvaluator(Evaluator):
         """KeySwitcher.modup_inner on this rank's rows: the map on its own limbs of c1 first."""
         return self._inner(self._modup(d if perm is None else d[..., perm], level), key, level)
 
+    def _key_switch(self, d, key, level, addend=None, perm=None, rescale=False):
+        """The steps below, each on this rank's rows (the base evaluator's whole-switch
+        sequence assumes every row on one device)."""
+        acc = self._modup_inner(d, key, level, perm)
+        return self._moddown_rescale(acc, level, addend) if rescale else self._moddown(acc, level, addend, perm)
+
     def _inner_many(self, ext, keys, level, perms):
         return (self._inner(ext, key, level, perm) for key, perm in zip(keys, perms))
 
     def _whole_ext(self, acc, limbs):
         """This rank's inner-product rows (every P row, its own Q_l rows) placed in a whole
         (2, |P| + limbs, N) extended array, zeros elsewhere, for the single-rank ModDown: the
-        rows of other ranks only reach output rows this rank drops."""
-        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=np.uint64)
+        rows of other ranks only reach output rows this rank drops. In acc's word (the device
+        inner product's 32-bit ones: half the bytes ModDown reads)."""
+        full = self.xp.zeros((2, self.n_p + limbs, acc.shape[-1]), dtype=acc.dtype)
         full[:, : self.n_p] = acc[:, : self.n_p]
         full[:, [self.n_p + i for i in self.own(limbs)]] = acc[:, self.n_p:]
         return full

@@ -229,6 +229,52 @@ def test_modup_inner_bit_exact(preset, special):
             np.testing.assert_array_equal(cp.asnumpy(got_share), want_share, err_msg=f"share, level {level}, map {g}")
 
 
+@pytest.mark.parametrize("preset,special", [("test-boot", None), ("n13", None), ("n15", 2), ("n16", None)])
+def test_switch_bit_exact(preset, special):
+    """A whole key switch (kernels.switch: ks_modup_inner leaves the P rows past ModDown's first
+    INTT pass where ModDown is fused, N = 2^11 runs the separate kernels) equals the numpy
+    KeySwitcher.switch: a rotation's (a Galois map, c0 gathered as the addend), a product's
+    (two addends, with and without the rescale) and a bare one, at several levels."""
+    from aegis_hpc.ckks.keys import galois_element_for_rotation
+    from aegis_hpc.ckks.keyswitch import KeySwitcher
+
+    prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
+    rng = np.random.default_rng(11)
+    with using("numpy"):
+        ring_ref = Context(prm).ring
+        ks_ref = KeySwitcher(prm, ring_ref, special=special)
+    with using("cupy"):
+        ring_dev = Context(prm).ring
+        ks_dev = KeySwitcher(prm, ring_dev, special=special)
+    key_rows = [prm.qp[i] for i in ks_ref.rows(prm.max_level)]
+    digits = len(prm.digits_at(prm.max_level))
+    kb, ka = (np.stack([residues(rng, key_rows, prm.n) for _ in range(digits)]).astype(np.uint32)
+              for _ in range(2))
+    key_ref = SimpleNamespace(b=kb, a=ka)
+    key_dev = SimpleNamespace(b=cp.asarray(kb), a=cp.asarray(ka))
+    g = galois_element_for_rotation(5, prm.n)
+    perm_ref, perm_dev = ring_ref.automorphism_permutation(g), ring_dev.automorphism_permutation(g)
+    for level in (prm.max_level, prm.max_level // 2, 0):
+        limbs = prm.limbs_at(level)
+        d = residues(rng, prm.q[:limbs], prm.n)
+        add = residues(rng, prm.q[:limbs], prm.n, (2,))
+        cases = {"bare": dict(), "rotation": dict(addend=(add[0], None), perm=True),
+                 "product": dict(addend=(add[0], add[1]))}
+        if level:
+            cases["product, rescaled"] = dict(addend=(add[0], add[1]), rescale=True)
+        for name, kw in cases.items():
+            perm = kw.pop("perm", False)
+            with using("numpy"):
+                want = ks_ref.switch(d, key_ref, level, perm=perm_ref if perm else None, **kw)
+            dev_kw = dict(kw, addend=tuple(None if x is None else cp.asarray(x.astype(np.uint32))
+                                           for x in kw["addend"])) if "addend" in kw else kw
+            with using("cupy"):
+                got = ks_dev.switch(cp.asarray(d.astype(np.uint32)), key_dev, level,
+                                    perm=perm_dev if perm else None, **dev_kw)
+            assert got.dtype == np.uint32
+            np.testing.assert_array_equal(cp.asnumpy(got), want, err_msg=f"{name}, level {level}")
+
+
 @pytest.mark.parametrize("log_n,n_src,n_dst,lead", [(10, 1, 3, ()), (12, 3, 7, ()), (13, 5, 9, (2,)),
                                                     (15, 4, 20, ()), (11, 17, 4, ())])
 def test_basis_convert_bit_exact(log_n, n_src, n_dst, lead):

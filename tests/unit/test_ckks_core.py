@@ -473,6 +473,10 @@ def test_bad_inputs_raise_clear_errors(ctx, keys, ev, rng):
         ctx.decrypt(foreign, sk)
     with pytest.raises(EvaluationError, match="evaluation keys are for parameters"):
         other.evaluator(keys[1])
+    # a rescaled key switch's one division has no place for a Galois map's gathered addend
+    perm = ctx.ring.automorphism_permutation(5)
+    with pytest.raises(ValueError, match="rescaled key switch takes no Galois map"):
+        ev.ks.switch(a.data[1], keys[1].relin, a.level, addend=(a.data[0], None), perm=perm, rescale=True)
 
 
 def test_seeded_secret_key_encryption_is_reproducible(ctx, keys, rng):
