@@ -71,8 +71,9 @@ output. CoeffToSlot's noise (its rotations run boosted to 2^60, _boost) was
 ~2^3.5 smaller, and key switching after the centred ModDown (keyswitch.py) is
 as small as a rescale. So n16-boot raises the scale of
 CoeffToSlot's output level and of the levels of EvalMod's square and series
-to 2^59 (params.py): measured 2^-22.4 -> 2^-26.0 at N=2^12, 2^-23.4 at N=2^14
-with the raised levels; the polynomial's approximation error, 2^-26.6 at
+(params.py): at 2^59 measured 2^-22.4 -> 2^-26.0 at N=2^12, 2^-23.4 at N=2^14,
+~2^-21.1 at N=2^16 (one H200); at 2^60 ~2^-22.0 at N=2^16, the most the
+128-bit bound leaves room for. The polynomial's approximation error, 2^-26.6 at
 N=2^16 in the float model, comes next.
 """
 

@@ -1,0 +1,66 @@
+"""A bootstrap's precision over fresh key draws: -log2 of the largest slot error of one
+full-slot bootstrap of the values `bench ops` uses (uniform in [-1, 1], seed 3), each draw
+with a new secret key, keys and encryption, so the spread shows what one run can land on.
+Optionally with some levels' scales changed (a chain experiment; the secure bound is still
+checked), alternating the variants so a drift of the machine hits both.
+
+    AEGIS_BACKEND=cupy python scripts/bootstrap_precision.py [--preset n16-boot] [--draws 3] \
+        [--level-scale 18-23:59 --level-scale 18-23:60] [--rounds 2]
+"""
+import argparse
+import math
+import statistics
+import time
+
+import numpy as np
+
+from aegis_hpc import backend as be
+
+
+def variant(preset, spec):
+    """The preset's chain with levels lo..hi at 2^bits (spec "lo-hi:bits"), or the preset itself."""
+    from aegis_hpc.ckks import params as P
+
+    if spec is None:
+        return P.preset(preset)
+    levels, bits = spec.split(":")
+    lo, hi = (int(x) for x in levels.split("-"))
+    d = dict(P.PRESETS[preset])
+    d["level_scale_bits"] = {**d.get("level_scale_bits", {}), **{lvl: int(bits) for lvl in range(lo, hi + 1)}}
+    return P.build(name=f"{preset} {spec}", **d)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="n16-boot")
+    ap.add_argument("--draws", type=int, default=3, help="key draws per variant and round")
+    ap.add_argument("--rounds", type=int, default=1, help="passes over the variants, alternated")
+    ap.add_argument("--level-scale", action="append", default=None, metavar="LO-HI:BITS",
+                    help="a variant with levels LO..HI at 2^BITS (repeatable; default: the preset)")
+    ap.add_argument("--backend", default=None, help="numpy or cupy (default: AEGIS_BACKEND)")
+    a = ap.parse_args()
+    if a.backend:
+        be.select(a.backend)
+    from aegis_hpc.ckks.context import Context
+
+    bits = {}
+    for _ in range(a.rounds):
+        for spec in a.level_scale or [None]:
+            prm = variant(a.preset, spec)
+            ctx = Context(prm)
+            vals = np.random.default_rng(3).uniform(-1, 1, ctx.slots)
+            for _ in range(a.draws):
+                t = time.perf_counter()
+                sk, keys = ctx.keygen(bootstrap=True)
+                out = ctx.evaluator(keys).bootstrap(ctx.encrypt(vals, sk, level=0))
+                err = float(np.max(np.abs(ctx.decrypt(out, sk) - vals)))
+                bits.setdefault(spec, (prm, []))[1].append(-math.log2(err))
+                print(f"{prm.name}: {-math.log2(err):.2f} bits, {out.level} levels left "
+                      f"({time.perf_counter() - t:.1f} s)", flush=True)
+    for spec, (prm, b) in bits.items():
+        print(f"{prm.name} (log2 QP {prm.log_qp:.1f}): {len(b)} draws, bits "
+              f"{' '.join(f'{x:.2f}' for x in b)}; min {min(b):.2f}, median {statistics.median(b):.2f}")
+
+
+if __name__ == "__main__":
+    main()
