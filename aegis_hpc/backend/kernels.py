@@ -444,8 +444,8 @@ __global__ void ntt_fwd_smem_scale(const Ti* src, const int* prow, const u32* ps
         const size_t adr = (size_t)r << logn;
         u32 t[8];
         if (PERM) {
-            /* a load a residue: gather8 took this kernel to 44 registers (half the blocks an SM)
-               and measured 0.036 -> 0.044 ms in a rotation at bench-n16-l20 */
+            /* one 4-byte load a residue: gather8 took this kernel to 44 registers (half the
+               blocks an SM) and measured 0.036 -> 0.044 ms in a rotation at bench-n16-l20 */
             u32 at[8];
             load8((const u32*)perm + n0, at);
 #pragma unroll

@@ -125,9 +125,9 @@ class Evaluator(LevelMatch):
         return self.ks.moddown_rescale(acc, level, addend)
 
     def _key_switch(self, d, key, level, addend=None, perm=None, rescale=False):
-        """A whole key switch of one input (KeySwitcher.switch: on the device one sequence
-        whose steps hand each other more than the steps' arrays); a limb-parallel evaluator
-        composes its own steps instead."""
+        """A whole key switch of one input (KeySwitcher.switch: on the device ModUp's inner
+        product hands ModDown its P rows already past ModDown's first INTT pass); a
+        limb-parallel evaluator composes its own steps instead."""
         return self.ks.switch(d, key, level, addend, perm, rescale)
 
     def _same_scale(self, a, b, what):
@@ -340,8 +340,8 @@ class Evaluator(LevelMatch):
         return a.with_data(data, is_complex=a.is_complex or b.is_complex, **changes)
 
     def _switch(self, d, key, level, addend=None, rescale=False):
-        """(u0, u1) + addend with u0 + u1*s ~= d * s_from: KeySwitcher.switch, step by step;
-        with rescale, its ModDown also divides by the top prime group (moddown_rescale)."""
+        """(u0, u1) + addend with u0 + u1*s ~= d * s_from (_key_switch); with rescale, its
+        ModDown also divides by the top prime group (moddown_rescale)."""
         self.counts["keyswitch"] += 1
         return self._key_switch(d, key, level, addend, rescale=rescale)
 
