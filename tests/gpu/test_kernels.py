@@ -173,6 +173,26 @@ def test_modup_moddown_bit_exact(preset, special):
             np.testing.assert_array_equal(cp.asnumpy(got), want_mr, err_msg=f"moddown_rescale level {level}")
 
 
+def _switcher_pair(preset, special, rng):
+    """The chain of a preset (or a _KS_SPECS spec), then (ring, KeySwitcher, random switching key
+    of 32-bit words) made with the numpy backend and the same made with cupy."""
+    from aegis_hpc.ckks.keyswitch import KeySwitcher
+
+    prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
+    sides = []
+    for backend in ("numpy", "cupy"):
+        with using(backend):
+            ring = Context(prm).ring
+            sides.append([ring, KeySwitcher(prm, ring, special=special)])
+    key_rows = [prm.qp[i] for i in sides[0][1].rows(prm.max_level)]
+    digits = len(prm.digits_at(prm.max_level))
+    kb, ka = (np.stack([residues(rng, key_rows, prm.n) for _ in range(digits)]).astype(np.uint32)
+              for _ in range(2))
+    sides[0].append(SimpleNamespace(b=kb, a=ka))
+    sides[1].append(SimpleNamespace(b=cp.asarray(kb), a=cp.asarray(ka)))
+    return prm, tuple(sides[0]), tuple(sides[1])
+
+
 @pytest.mark.parametrize("preset,special", [("test-boot", None), ("n13", None), ("n15", 2), ("n16", None)])
 def test_modup_inner_bit_exact(preset, special):
     """One key switch's ModUp and inner product with ModUp's last NTT pass inside the inner
@@ -182,22 +202,9 @@ def test_modup_inner_bit_exact(preset, special):
     loads), 64- and 32-bit input words, at several levels (the key has more rows than a
     lower level uses)."""
     from aegis_hpc.ckks.keys import galois_element_conjugate, galois_element_for_rotation
-    from aegis_hpc.ckks.keyswitch import KeySwitcher
 
-    prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
     rng = np.random.default_rng(7)
-    with using("numpy"):
-        ring_ref = Context(prm).ring
-        ks_ref = KeySwitcher(prm, ring_ref, special=special)
-    with using("cupy"):
-        ring_dev = Context(prm).ring
-        ks_dev = KeySwitcher(prm, ring_dev, special=special)
-    key_rows = [prm.qp[i] for i in ks_ref.rows(prm.max_level)]
-    digits = len(prm.digits_at(prm.max_level))
-    kb, ka = (np.stack([residues(rng, key_rows, prm.n) for _ in range(digits)]).astype(np.uint32)
-              for _ in range(2))
-    key_ref = SimpleNamespace(b=kb, a=ka)
-    key_dev = SimpleNamespace(b=cp.asarray(kb), a=cp.asarray(ka))
+    prm, (ring_ref, ks_ref, key_ref), (ring_dev, ks_dev, key_dev) = _switcher_pair(preset, special, rng)
     maps = [None, galois_element_for_rotation(3, prm.n), galois_element_conjugate(prm.n), "random"]
     for level in (prm.max_level, prm.max_level // 2, 0):
         d = residues(rng, prm.q[: prm.limbs_at(level)], prm.n)
@@ -236,22 +243,9 @@ def test_switch_bit_exact(preset, special):
     KeySwitcher.switch: a rotation's (a Galois map, c0 gathered as the addend), a product's
     (two addends, with and without the rescale) and a bare one, at several levels."""
     from aegis_hpc.ckks.keys import galois_element_for_rotation
-    from aegis_hpc.ckks.keyswitch import KeySwitcher
 
-    prm = P.build(**_KS_SPECS[preset], unsafe_allow_insecure=True) if preset in _KS_SPECS else P.preset(preset)
     rng = np.random.default_rng(11)
-    with using("numpy"):
-        ring_ref = Context(prm).ring
-        ks_ref = KeySwitcher(prm, ring_ref, special=special)
-    with using("cupy"):
-        ring_dev = Context(prm).ring
-        ks_dev = KeySwitcher(prm, ring_dev, special=special)
-    key_rows = [prm.qp[i] for i in ks_ref.rows(prm.max_level)]
-    digits = len(prm.digits_at(prm.max_level))
-    kb, ka = (np.stack([residues(rng, key_rows, prm.n) for _ in range(digits)]).astype(np.uint32)
-              for _ in range(2))
-    key_ref = SimpleNamespace(b=kb, a=ka)
-    key_dev = SimpleNamespace(b=cp.asarray(kb), a=cp.asarray(ka))
+    prm, (ring_ref, ks_ref, key_ref), (ring_dev, ks_dev, key_dev) = _switcher_pair(preset, special, rng)
     g = galois_element_for_rotation(5, prm.n)
     perm_ref, perm_dev = ring_ref.automorphism_permutation(g), ring_dev.automorphism_permutation(g)
     for level in (prm.max_level, prm.max_level // 2, 0):
