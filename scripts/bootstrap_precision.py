@@ -5,7 +5,7 @@ Optionally with some levels' scales changed (a chain experiment; the secure boun
 checked), alternating the variants so a drift of the machine hits both.
 
     AEGIS_BACKEND=cupy python scripts/bootstrap_precision.py [--preset n16-boot] [--draws 3] \
-        [--level-scale 18-23:59 --level-scale 18-23:60] [--rounds 2]
+        [--level-scale 17-17:57,18-23:59 --level-scale 18-23:60] [--rounds 2]
 """
 import argparse
 import math
@@ -18,15 +18,19 @@ from aegis_hpc import backend as be
 
 
 def variant(preset, spec):
-    """The preset's chain with levels lo..hi at 2^bits (spec "lo-hi:bits"), or the preset itself."""
+    """The preset's chain with levels lo..hi at 2^bits for each "lo-hi:bits" of the comma-
+    separated spec (the preset's other levels as they are), or the preset itself."""
     from aegis_hpc.ckks import params as P
 
     if spec is None:
         return P.preset(preset)
-    levels, bits = spec.split(":")
-    lo, hi = (int(x) for x in levels.split("-"))
     d = dict(P.PRESETS[preset])
-    d["level_scale_bits"] = {**d.get("level_scale_bits", {}), **{lvl: int(bits) for lvl in range(lo, hi + 1)}}
+    scales = dict(d.get("level_scale_bits", {}))
+    for item in spec.split(","):
+        levels, bits = item.split(":")
+        lo, hi = (int(x) for x in levels.split("-"))
+        scales.update({lvl: int(bits) for lvl in range(lo, hi + 1)})
+    d["level_scale_bits"] = scales
     return P.build(name=f"{preset} {spec}", **d)
 
 
@@ -35,8 +39,9 @@ def main():
     ap.add_argument("--preset", default="n16-boot")
     ap.add_argument("--draws", type=int, default=3, help="key draws per variant and round")
     ap.add_argument("--rounds", type=int, default=1, help="passes over the variants, alternated")
-    ap.add_argument("--level-scale", action="append", default=None, metavar="LO-HI:BITS",
-                    help="a variant with levels LO..HI at 2^BITS (repeatable; default: the preset)")
+    ap.add_argument("--level-scale", action="append", default=None, metavar="LO-HI:BITS[,...]",
+                    help="a variant with levels LO..HI at 2^BITS, the preset's other levels kept "
+                         "(repeatable, one variant each; default: the preset)")
     ap.add_argument("--backend", default=None, help="numpy or cupy (default: AEGIS_BACKEND)")
     a = ap.parse_args()
     if a.backend:

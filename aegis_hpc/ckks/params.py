@@ -274,10 +274,11 @@ PRESETS = {
     # EvalMod amplifies the rescale noise of these levels ~2^10 (mod1.py), and at
     # N=2^16 that noise sets the precision: 2^59 gave 21.00-21.31 bits over nine key
     # draws, 2^60 21.91-22.13 (one H200, scripts/bootstrap_precision.py, recorded in
-    # bench/results/bootstrap-precision-n16-boot-nvidia-h200.md). Level 17 steps down
-    # (a group holds < 2^62). Costs 40 bits of log2(QP): 1746 of the 1747 bound.
+    # bench/results/bootstrap-precision-n16-boot-nvidia-h200.md). Level 17 steps down to
+    # 2^58 = 2^120 / 2^62 (a group holds < 2^62). Costs 40 bits of log2(QP): 1746 of the
+    # 1747 bound.
     "n16-boot": dict(log_n=16, levels=27, scale_bits=54, primes_per_level=2, base_primes=2, dnum=10,
-                     level_scale_bits={**{lvl: 60 for lvl in range(18, 24)}, 17: 57}),
+                     level_scale_bits={**{lvl: 60 for lvl in range(18, 24)}, 17: 58}),
 }
 
 
