@@ -1683,18 +1683,16 @@ def _fwd_smem(ring, src, dst, sel, prow, rows):
 
 
 @_host_in_host_out
-def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None, gather=None):
-    """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref; of a[..., gather]
-    where gather (a device int32 map of N positions, not in place) is given."""
+def intt(ring, a, idx, inplace=False, out_dtype=None, rows_sel=None):
+    """Inverse of ntt (N^-1 included), bit-identical to ring._intt_ref. (A lone rotation's
+    gathered transform is ModUp's own shared-memory pass: _modup_top.)"""
     src, dst, rows, sel, prow, logc = _transform_io(ring, a, idx, inplace, out_dtype, rows_sel)
     if rows == 0:
         return dst
-    if gather is not None and dst is src:
-        raise ValueError("intt: a gathered transform cannot run in place")
     d = _ring_dev(ring)
     logn = ring.log_n
     top = logn - logc
-    _intt_smem(ring, src, dst, sel, prow, rows, gather)
+    _intt_smem(ring, src, dst, sel, prow, rows)
     if top:
         _fn(f"intt_top<{_word(dst)}, {top}>")(
             _grid(rows << logc), (THREADS,),
