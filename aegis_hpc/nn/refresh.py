@@ -2,7 +2,8 @@
 
 Bootstrapping (ckks/bootstrap) is accurate for slot values within about
 [-1, 1]: EvalMod sees coefficients / Q0, and its sine (with the arcsine step)
-is exact to ~2^-25 only while the coefficients stay below the scale. Every
+is exact to 2^-24 of the message (n16-boot) only while the coefficients stay
+below the scale, which slots within [-1, 1] guarantee (ckks/bootstrap/mod1.py). Every
 refresh site of the encoder carries the bound of its value (nn/functions.py,
 nn/block.py, derived from nn/domains.py: by construction where the weights
 give a usable bound, else measured on the calibration corpus with a margin);

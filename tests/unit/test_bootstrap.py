@@ -69,11 +69,17 @@ def test_evalmod_polynomial_is_sine_on_the_range():
     em = EvalMod(k_range=12, double_angle=3)
     v = np.concatenate([k + np.linspace(-1e-3, 1e-3, 101) for k in range(-12, 13)])
     assert np.abs(em.reference(v / em.input_divisor) - np.sin(2 * np.pi * v)).max() < 2.0 ** -36
-    # with the arcsine step it is 2*pi*(v - round(v)) itself, to 2^-25 of the message ratio 2^-8
+    # with the arcsine step it is 2*pi*(v - round(v)) itself over every message slots |z| <= 1
+    # give (coefficients |m| <= Delta, mod1.py), in units of the largest: to 2^-27.5 at the
+    # message ratio 2^8, 2^-23.9 at n16-boot's 2^7; the Taylor step (1/6) leaves 2^-21.1 there
     em = EvalMod(k_range=12, double_angle=3, arcsine=True)
-    v = np.concatenate([k + np.linspace(-2.0 ** -8, 2.0 ** -8, 101) for k in range(-12, 13)])
-    frac = 2 * np.pi * (v - np.round(v))
-    assert np.abs(em.reference(v / em.input_divisor) - frac).max() < 2.0 ** -25 * 2 * np.pi * 2.0 ** -8
+    for ratio_bits, bound_bits in ((8, -27.5), (7, -23.9)):
+        s_max = 2 * np.pi * 2.0 ** -ratio_bits
+        v = np.concatenate([k + np.linspace(-1, 1, 401) * 2.0 ** -ratio_bits for k in range(-12, 13)])
+        frac = 2 * np.pi * (v - np.round(v))
+        assert np.abs(em.reference(v / em.input_divisor, s_max) - frac).max() < 2.0 ** bound_bits * s_max
+    taylor = np.abs(em.reference(v / em.input_divisor) - frac).max() / s_max
+    assert 2.0 ** -21.2 < taylor < 2.0 ** -21
 
 
 def test_bootstrap_keys(bctx, bkeys):
@@ -170,6 +176,17 @@ def test_message_boost(bctx, bkeys, bev):
     x = np.random.default_rng(5).uniform(-1, 1, 4)
     out = Bootstrapper(bev, config).bootstrap(bctx.encrypt(x, sk, level=0, slots=4))
     assert np.abs(bctx.decrypt(out, sk) - x).max() < BOOT_BOUND
+
+
+def test_largest_coefficients_at_the_boosted_ratio(bctx, bkeys, bev):
+    """A constant vector of ones puts the whole message in one coefficient of Delta, the
+    largest slots |z| <= 1 allow: at n16-boot's message ratio 2^7 the Taylor arcsine step
+    left 2^-21.1 there (2^-20.9 measured here), the minimax one 2^-24.1 (mod1.py), under
+    this ring's noise (2^-22.8 measured)."""
+    sk, _ = bkeys
+    out = Bootstrapper(bev, replace(default_config(bctx.params), message_boost_bits=1)).bootstrap(
+        bctx.encrypt(np.ones(bctx.params.slots), sk, level=0))
+    assert np.abs(bctx.decrypt(out, sk) - 1.0).max() < 2.0 ** -22
 
 
 def test_n16_boot_preset_is_secure_and_leaves_ten_levels():
