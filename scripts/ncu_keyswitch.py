@@ -1,0 +1,46 @@
+"""One rotation and one relinearisation key switch at `bench ops`' parameters, between
+cudaProfilerStart and cudaProfilerStop after warm-up calls: the span Nsight Compute profiles with
+--profile-from-start off (bench/results/profile-keyswitch-n16-nvidia-h200-ncu-9c98226.md).
+
+    ncu --profile-from-start off --clock-control none --section SpeedOfLight ... \
+        python scripts/ncu_keyswitch.py [--logn 16 --levels 24]
+"""
+import argparse
+
+import numpy as np
+
+from aegis_hpc import backend as be
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--logn", type=int, default=16)
+    ap.add_argument("--levels", type=int, default=24, help="bench ops' --levels (the peer's max_level)")
+    a = ap.parse_args()
+    be.select("cupy")
+    import cupy as cp
+
+    from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
+    from aegis_hpc.ckks.context import Context
+
+    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels))
+    ctx = Context(prm)
+    sk, keys = ctx.keygen(rotations=[1])
+    ev = ctx.evaluator(keys)
+    ct = ctx.encrypt(np.random.default_rng(1).uniform(-1, 1, prm.slots), keys.public)
+
+    def ops():
+        ev.rotate(ct, 1)
+        ev.ks.switch(ct.data[1], keys.relin, ct.level)
+
+    for _ in range(3):      # compilation, tables, the allocator's pool
+        ops()
+    cp.cuda.Device().synchronize()
+    cp.cuda.runtime.profilerStart()
+    ops()
+    cp.cuda.Device().synchronize()
+    cp.cuda.runtime.profilerStop()
+
+
+if __name__ == "__main__":
+    main()
