@@ -55,8 +55,8 @@ def arcsine_cubic(s_max: float) -> float:
     affine in a, so convex in a: a ternary search finds it."""
     if not s_max:
         return 1.0 / 6.0
-    c = np.sin(np.linspace(0.0, s_max, 4097))
     s = np.linspace(0.0, s_max, 4097)
+    c = np.sin(s)
 
     def worst(a):
         return np.max(np.abs(c + a * c ** 3 - s))
