@@ -8,7 +8,7 @@ variants so a drift of the machine hits both.
 
     AEGIS_BACKEND=cupy python scripts/bootstrap_precision.py [--preset n16-boot] [--draws 3] \
         [--level-scale 17-17:57,18-23:59 --level-scale 18-23:60] [--rounds 2] \
-        [--inputs uniform:3,complex:5,signs:7,sparse:9,constant:1]
+        [--inputs uniform:3,complex:5,signs:7,sparse:9,constant:1] [--slots 1024]
 """
 import argparse
 import math
@@ -89,10 +89,13 @@ def main():
                          "(repeatable, one variant each; default: the preset)")
     ap.add_argument("--inputs", default="uniform:3", metavar="NAME:SEED[,...]",
                     help=f"inputs, each bootstrapped once a draw ({', '.join(INPUTS)}; default uniform:3)")
+    ap.add_argument("--slots", type=int, default=None,
+                    help="sparse slots (a power of two below N/2; default: full), with their rotation keys")
     ap.add_argument("--backend", default=None, help="numpy or cupy (default: AEGIS_BACKEND)")
     a = ap.parse_args()
     if a.backend:
         be.select(a.backend)
+    from aegis_hpc.ckks.bootstrap import bootstrap_rotations
     from aegis_hpc.ckks.context import Context
 
     bits = {}
@@ -103,9 +106,11 @@ def main():
             for _ in range(a.draws):
                 t = time.perf_counter()
                 sk, keys = ctx.keygen(bootstrap=True)
+                if a.slots:
+                    ctx.add_rotation_keys(sk, keys, bootstrap_rotations(prm, slots=a.slots))
                 ev = ctx.evaluator(keys)
-                for label, vals in inputs(a.inputs, ctx.slots):
-                    out = ev.bootstrap(ctx.encrypt(vals, sk, level=0))
+                for label, vals in inputs(a.inputs, a.slots or ctx.slots):
+                    out = ev.bootstrap(ctx.encrypt(vals, sk, level=0, slots=a.slots))
                     err = float(np.max(np.abs(ctx.decrypt(out, sk) - vals)))
                     bits.setdefault((spec, label), (prm, []))[1].append(-math.log2(err))
                     print(f"{prm.name}, {label}: {-math.log2(err):.2f} bits, {out.level} levels left "

@@ -168,6 +168,21 @@ def test_sparse_slot_bootstrap(bctx, bkeys, bev, slots):
     assert err < BOOT_BOUND
 
 
+def test_quarter_slots_beside_full_slots(bctx, bkeys, bev):
+    """N/4 sparse slots run their last CoeffToSlot and first SlotToCoeff stage at 2n = N/2
+    slots, the full pipeline's count at the same stage index, with other matrices: a process
+    bootstrapping both keeps the two sets of plaintexts apart (it raised a KeyError, or could
+    reuse the other pipeline's plaintexts)."""
+    sk, keys = bkeys
+    full, quarter = bctx.params.slots, bctx.params.slots // 2
+    bctx.add_rotation_keys(sk, keys, bootstrap_rotations(bctx.params, slots=quarter))
+    rng = np.random.default_rng(9)
+    for slots in (full, quarter, full):
+        x = rng.uniform(-1, 1, slots)
+        out = bev.bootstrap(bctx.encrypt(x, sk, level=0, slots=None if slots == full else slots))
+        assert out.slots == slots and np.abs(bctx.decrypt(out, sk) - x).max() < BOOT_BOUND
+
+
 def test_message_boost(bctx, bkeys, bev):
     """n16-boot scales m by 2 before ModRaise (message ratio 2^7); same result here."""
     sk, keys = bkeys

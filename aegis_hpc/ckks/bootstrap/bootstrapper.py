@@ -372,7 +372,7 @@ class Bootstrapper:
         out.scale = ct.scale * (1 << bits)
         return out
 
-    def _run_stages(self, ct, tag, plans, target_scale_fn, rescale_last=True):
+    def _run_stages(self, ct, tag, pipe, plans, target_scale_fn, rescale_last=True):
         """Apply plans, one level each, spreading the scale change evenly over them."""
         ev = self.ev
         for i, plan in enumerate(plans):
@@ -385,7 +385,11 @@ class Bootstrapper:
             else:
                 # this rescale takes 1/remaining of the way (in log) to the end scale
                 scale = ev._level_product(ct.level) * (end_scale / ct.scale) ** (1.0 / remaining)
-            pts = self._plaintexts((tag, plan.slots, i), plan, ct.level, scale)
+            # keyed by the pipeline's slot count too: N/4 sparse slots run their last CoeffToSlot
+            # and first SlotToCoeff stage at 2n = N/2 slots, the full pipeline's count at the
+            # same stage index, with other matrices (a process bootstrapping both reused the
+            # full one's plaintexts)
+            pts = self._plaintexts((tag, pipe.slots, plan.slots, i), plan, ct.level, scale)
             ct = self._apply(ct, plan, pts, rescale=rescale_last or remaining > 1)
         return ct
 
@@ -399,7 +403,7 @@ class Bootstrapper:
         pipe = pipe or self.pipeline(ct.slots)
         # conjugate before the last rescale, for the same reason as the giant steps:
         # here its noise would otherwise reach v = t/Q0 multiplied by K'
-        w = self._run_stages(self.sub_sum(ct, pipe), "cts", pipe.cts, self.params.scale_at,
+        w = self._run_stages(self.sub_sum(ct, pipe), "cts", pipe, pipe.cts, self.params.scale_at,
                              rescale_last=False)
         conj = ev.conjugate(w)
         re = ev.rescale(ev.add(w, conj))
@@ -418,7 +422,7 @@ class Bootstrapper:
         else:
             (w,) = parts
         w.is_complex = True
-        out = self._run_stages(w, "stc", pipe.stc, out_scale_fn)
+        out = self._run_stages(w, "stc", pipe, pipe.stc, out_scale_fn)
         return out.with_data(out.data, slots=pipe.slots)
 
     @staticmethod
