@@ -9,7 +9,7 @@ import argparse
 
 import numpy as np
 
-from aegis_hpc import backend as be
+from profile_host import bench_ops_setup
 
 
 def main():
@@ -17,16 +17,7 @@ def main():
     ap.add_argument("--logn", type=int, default=16)
     ap.add_argument("--levels", type=int, default=24, help="bench ops' --levels (the peer's max_level)")
     a = ap.parse_args()
-    be.select("cupy")
-    import cupy as cp
-
-    from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
-    from aegis_hpc.ckks.context import Context
-
-    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels))
-    ctx = Context(prm)
-    sk, keys = ctx.keygen(rotations=[1])
-    ev = ctx.evaluator(keys)
+    cp, prm, ctx, keys, ev = bench_ops_setup(a.logn, a.levels)
     ct = ctx.encrypt(np.random.default_rng(1).uniform(-1, 1, prm.slots), keys.public)
 
     def ops():

@@ -21,22 +21,29 @@ import numpy as np
 from aegis_hpc import backend as be
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--logn", type=int, default=16)
-    ap.add_argument("--levels", type=int, default=24)
-    ap.add_argument("--reps", type=int, default=200)
-    a = ap.parse_args()
+def bench_ops_setup(logn, levels, dnum=None, rotations=(1,)):
+    """The device, and `bench ops`' parameters at a ring degree (its --levels, --dnum) with a
+    context, keys for `rotations` and their evaluator: (cupy, params, context, keys, evaluator).
+    The profiling scripts share it, so each profiles what `bench ops` times."""
     be.select("cupy")
     import cupy as cp
 
     from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
     from aegis_hpc.ckks.context import Context
 
-    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels))
+    prm = match_params(logn, levels, peer_log2_q(levels), dnum)
     ctx = Context(prm)
-    sk, keys = ctx.keygen(rotations=[1])
-    ev = ctx.evaluator(keys)
+    _, keys = ctx.keygen(rotations=list(rotations))
+    return cp, prm, ctx, keys, ctx.evaluator(keys)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--logn", type=int, default=16)
+    ap.add_argument("--levels", type=int, default=24)
+    ap.add_argument("--reps", type=int, default=200)
+    a = ap.parse_args()
+    cp, prm, ctx, keys, ev = bench_ops_setup(a.logn, a.levels)
     x = np.random.default_rng(1).uniform(-1, 1, prm.slots)
     ct, ct2 = ctx.encrypt(x, keys.public), ctx.encrypt(x, keys.public)
     sync = cp.cuda.Device().synchronize

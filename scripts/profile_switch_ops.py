@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from aegis_hpc import backend as be
 from profile_bootstrap import kernel_events, timings, wrapped_launches
+from profile_host import bench_ops_setup
 
 REPS = 5
 
@@ -68,17 +68,9 @@ def main():
     ap.add_argument("--dnum", type=int, default=None, help="bench ops' --dnum (default: the peer's)")
     ap.add_argument("--no-hoisted", action="store_true", help="skip the 16 hoisted rotations")
     a = ap.parse_args()
-    be.select("cupy")
-    import cupy as cp
-
-    from aegis_hpc.benchmarks.ops import match_params, peer_log2_q
-    from aegis_hpc.ckks.context import Context
-
-    prm = match_params(a.logn, a.levels, peer_log2_q(a.levels), a.dnum)
+    cp, prm, ctx, keys, ev = bench_ops_setup(a.logn, a.levels, a.dnum,
+                                             [1] if a.no_hoisted else range(1, 17))
     print(prm.describe())
-    ctx = Context(prm)
-    sk, keys = ctx.keygen(rotations=[1] if a.no_hoisted else list(range(1, 17)))
-    ev = ctx.evaluator(keys)
     rng = np.random.default_rng(1)
     ct, ct2 = (ctx.encrypt(rng.uniform(-1, 1, prm.slots), keys.public) for _ in range(2))
     if not a.no_hoisted:
