@@ -2,8 +2,9 @@
 
 Full slots (N/2) split the coefficients into two real ciphertexts and run
 EvalMod on each; n < N/2 slots first take the trace to the subring of the
-sparse message (SubSum, log2(N/2n) rotations) and then carry both halves in
-one ciphertext of 2n slots (dft.lift_split / lift_merge), one EvalMod.
+sparse message (SubSum, log2(N/2n) rotations). From n <= N/32 on, both halves
+then ride in one ciphertext of 2n slots (dft.lift_split / lift_merge), one
+EvalMod; N/4 to N/16 slots split like full slots (see _Pipeline).
 
 Scale bookkeeping. After ModRaise the ciphertext decrypts to t = m + Q0*I
 modulo the whole chain (Q0 = product of the base primes). Its scale attribute
@@ -117,6 +118,9 @@ class BootstrapConfig:
         return EvalMod(self.k_range, self.double_angle, self.sine_degree, arcsine=self.arcsine)
 
 
+# sparse slot counts n with n * LIFT_MAX_SHARE <= N run one EvalMod on 2n lifted slots (_Pipeline)
+LIFT_MAX_SHARE = 32
+
 EPHEMERAL_WEIGHT = 32
 # log2 of the modulus the key towards the weight-32 secret may have at N >= 2^16: Lattigo's
 # Q0*P0 (121 bits, module docstring) plus 3 bits for our two-prime Q0 and P' of 31-bit primes
@@ -210,11 +214,19 @@ class _Pipeline:
     def __init__(self, n_ring: int, slots: int, config: BootstrapConfig):
         self.slots = slots
         self.full = 2 * slots == n_ring
+        # lift_split's plaintexts (the last CoeffToSlot diagonals times [1, -i]) round at CKKS's
+        # generic encoding error, where the DFT's own diagonals encode almost exactly, and
+        # SlotToCoeff carries that error to each slot ~sqrt(2n)-fold. At n16-boot (one H200),
+        # lifted: N/4 slots 20.0-20.2 bits, N/16 21.5-21.9, 1,024 slots 23.0-24.2; split like
+        # full slots: N/4 22.1-22.6, N/8 22.6-23.2; full slots 21.6-22.1. Sparse counts above
+        # N/32 pay the second EvalMod instead
+        # (bench/results/bootstrap-precision-n16-boot-nvidia-h200.md)
+        self.lifted = not self.full and LIFT_MAX_SHARE * slots <= n_ring
         cts = dft.coeff_to_slot_matrices(2 * slots, slots, config.cts_levels)
         stc = dft.slot_to_coeff_matrices(2 * slots, slots, config.stc_levels)
         cts_slots = [slots] * len(cts)
         stc_slots = [slots] * len(stc)
-        if not self.full:
+        if self.lifted:
             # real and imaginary halves side by side in 2n slots: one EvalMod (dft.lift_split)
             cts[-1] = dft.lift_split(cts[-1], slots)
             stc[0] = dft.lift_merge(stc[0], slots)
@@ -396,8 +408,9 @@ class Bootstrapper:
     def coeff_to_slot(self, ct, pipe: _Pipeline | None = None):
         """Raised ciphertext -> the coefficients divided by K'*Q0, bit-reversed, as real slots.
 
-        Full slots: (low half, high half) as two ciphertexts. Sparse: one ciphertext
-        of 2n slots, low half in [0, n) and high half in [n, 2n).
+        Full slots and N/4 to N/16 sparse ones: (low half, high half) as two ciphertexts.
+        Fewer sparse slots (lifted): one ciphertext of 2n slots, low half in [0, n) and
+        high half in [n, 2n).
         """
         ev = self.ev
         pipe = pipe or self.pipeline(ct.slots)
@@ -408,7 +421,7 @@ class Bootstrapper:
         conj = ev.conjugate(w)
         re = ev.rescale(ev.add(w, conj))
         re.is_complex = False
-        if not pipe.full:
+        if pipe.lifted:
             return (re,)
         im = ev.rescale(ev.mul_by_i(ev.sub(w, conj), negate=True))  # (w - conj w) * (-i)
         im.is_complex = False
@@ -416,7 +429,7 @@ class Bootstrapper:
 
     def slot_to_coeff(self, parts, out_scale_fn, pipe: _Pipeline):
         ev = self.ev
-        if pipe.full:
+        if not pipe.lifted:
             re, im = parts
             w = ev.add(re, ev.mul_by_i(im))
         else:
