@@ -1987,11 +1987,9 @@ def switch(ks, d, key, level, addend=None, perm=None, rescale=False):
     rescale). Where both run their fused kernels, ks_modup_inner leaves the P rows as ModDown's
     INTT shared-memory pass would (from its registers), and ModDown skips that pass and its
     launch."""
-    fused = ks.__dict__.setdefault("_kernel_fused_down", {})
-    fused_down = fused.get(rescale)
-    if fused_down is None:
-        drop = ks.params.primes_per_level if rescale else 0
-        fused_down = fused[rescale] = _fused_bound(ks.n_p + drop, _top_log(ks.ring.log_n)) is not None
+    # ModDown's sources: the P rows, and with rescale the dropped top group (as _divide)
+    drop = ks.params.primes_per_level if rescale else 0
+    fused_down = _fused_bound(ks.n_p + drop, _top_log(ks.ring.log_n)) is not None
     acc, p_done = _modup_inner(ks, d, key, level, perm, p_intt=fused_down)
     if rescale:
         return _moddown_rescale(ks, acc, level, addend, None, p_done)
